@@ -1,0 +1,224 @@
+"""Validation of specs: structure, shapes, permutations and the complementary condition.
+
+``check(spec)`` returns a :class:`Report` (every violation, plus per-block complementary mode
+and balance) and never raises or builds anything; ``validate(spec)`` raises
+:class:`ValidationError` listing all violations.
+
+Complementary condition, checked exactly. A block's convolutions form a chain
+``y = P_L W_L ... P_1 W_1 x`` of 0/1 connectivity matrices (output channel o of W_l is
+connected to input channel i when both lie in the same group). The number of paths from input
+channel i to output channel o is entry (o, i) of the integer product. The block is
+
+* ``exact``    when every (out, in) pair has exactly one path,
+* ``relaxed``  when every pair has at least one (the product is dense),
+* ``violated`` otherwise, reported with an example (out, in) pair that is not connected.
+
+The product is computed at group granularity: all output channels of one group of W_l have
+the same row, so ``R_l = A_l R_{l-1}`` with ``R_l`` of shape (groups of W_l, C_in) and ``A_l``
+counting how many inputs of each group of W_l come (through the permutation) from each group
+of W_{l-1}. This is exact and costs O(sum G_l G_{l-1} C_in) instead of O(L C^3).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .spec import ACTS, ConvOp, IGCBlock, NetworkSpec, runs_sum
+
+MODES = ("exact", "relaxed", "violated")
+
+
+@dataclass(frozen=True)
+class Violation:
+    where: str  # "spec", "stem", "s2.b1", "s2.b1.layer0"
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.where}: {self.message}"
+
+
+@dataclass
+class BlockCheck:
+    label: str
+    kind: str
+    mode: str | None  # exact | relaxed | violated | None (structure invalid)
+    example: tuple[int, int] | None = None  # an (out, in) pair with no path, when violated
+    min_paths: int = 0
+    max_paths: int = 0
+    balance: float | None = None  # max/min of (S*K_1, K_2, ..., K_L) for even igc chains; 1 = balanced
+
+
+@dataclass
+class Report:
+    violations: list[Violation] = field(default_factory=list)
+    blocks: list[BlockCheck] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.violations
+
+    @property
+    def mode(self) -> str:
+        """Weakest complementary mode over all blocks."""
+        worst = 0
+        for b in self.blocks:
+            worst = max(worst, MODES.index(b.mode) if b.mode else 2)
+        return MODES[worst]
+
+
+class ValidationError(ValueError):
+    def __init__(self, violations: list[Violation]):
+        self.violations = violations
+        head = f"{len(violations)} violation{'s' if len(violations) != 1 else ''}: "
+        super().__init__(head + "; ".join(str(v) for v in violations))
+
+
+def _group_index(runs, side: int) -> np.ndarray:
+    """Group number of every channel on one side (1 = input, 2 = output)."""
+    sizes = []
+    for count, i, o in runs:
+        sizes.extend([i if side == 1 else o] * count)
+    return np.repeat(np.arange(len(sizes)), sizes)
+
+
+def path_counts(ops: tuple[ConvOp, ...] | list[ConvOp]) -> np.ndarray:
+    """Number of paths from each input channel to each output channel through a conv chain.
+
+    Returns the (C_out, C_in) integer matrix of the final output (after the last permutation).
+    Assumes the chain is structurally valid (group sums and permutation lengths).
+    """
+    first = ops[0]
+    gin = _group_index(first.groups, 1)
+    g = runs_sum(first.groups)[0]
+    rows = np.zeros((g, first.in_chs), dtype=np.int64)
+    rows[gin, np.arange(first.in_chs)] = 1
+    gout = _group_index(first.groups, 2)
+    p = first.perm
+    for op in ops[1:]:
+        src = gout if p is None else gout[np.asarray(p)]  # earlier group of each input position
+        hin = _group_index(op.groups, 1)
+        a = np.zeros((runs_sum(op.groups)[0], rows.shape[0]), dtype=np.int64)
+        np.add.at(a, (hin, src), 1)
+        rows = a @ rows
+        gout = _group_index(op.groups, 2)
+        p = op.perm
+    full = rows[gout]
+    return full if p is None else full[np.asarray(p)]
+
+
+def complementary(ops) -> tuple[str, tuple[int, int] | None, int, int]:
+    """(mode, example unconnected (out, in) pair or None, min paths, max paths) of a conv chain."""
+    counts = path_counts(ops)
+    lo, hi = int(counts.min()), int(counts.max())
+    if lo == 0:
+        o, i = np.argwhere(counts == 0)[0]
+        return "violated", (int(o), int(i)), lo, hi
+    return ("exact" if hi == 1 else "relaxed"), None, lo, hi
+
+
+def _balance(block: IGCBlock) -> float | None:
+    """IGCV2 balance: S*K_1 = K_2 = ... = K_L (K = input channels per group), even groups only."""
+    ks = []
+    for li, op in enumerate(block.ops):
+        if len(op.groups) != 1:
+            return None
+        k = op.groups[0][1]
+        ks.append(k * op.kernel * op.kernel if li == 0 else k)
+    return max(ks) / min(ks)
+
+
+def _check_op(op: ConvOp, where: str, res: int, out: list[Violation]) -> None:
+    if op.kernel < 1 or op.kernel % 2 == 0:
+        out.append(Violation(where, f"kernel={op.kernel} must be odd and >= 1"))
+    if op.stride < 1:
+        out.append(Violation(where, f"stride={op.stride} must be >= 1"))
+    elif res % op.stride:
+        out.append(Violation(where, f"stride={op.stride} does not divide the input resolution {res}"))
+    if op.in_chs <= 0 or op.out_chs <= 0:
+        out.append(Violation(where, f"channels {op.in_chs}->{op.out_chs} must be positive"))
+    g, gi, go = runs_sum(op.groups)
+    if gi != op.in_chs:
+        out.append(Violation(where, f"input group sizes sum to {gi}, not in_chs={op.in_chs}"))
+    if go != op.out_chs:
+        out.append(Violation(where, f"output group sizes sum to {go}, not out_chs={op.out_chs}"))
+    if op.perm is not None:
+        p = op.perm
+        if len(p) != op.out_chs:
+            out.append(Violation(where, f"permutation has length {len(p)}, expected {op.out_chs}"))
+        elif sorted(p) != list(range(op.out_chs)):
+            seen, bad = set(), None
+            for v in p:
+                if not 0 <= v < op.out_chs or v in seen:
+                    bad = v
+                    break
+                seen.add(v)
+            out.append(Violation(where, f"not a permutation of 0..{op.out_chs - 1} "
+                                        f"(index {bad} out of range or repeated)"))
+
+
+def check(spec: NetworkSpec) -> Report:
+    """Every violation in ``spec`` and the complementary mode of each block. Never raises."""
+    rep = Report()
+    v = rep.violations
+    if spec.input_size <= 0:
+        v.append(Violation("spec", f"input_size={spec.input_size} must be positive"))
+    if spec.num_classes <= 0:
+        v.append(Violation("spec", f"num_classes={spec.num_classes} must be positive"))
+    if spec.in_chs <= 0:
+        v.append(Violation("spec", f"in_chs={spec.in_chs} must be positive"))
+    if spec.act not in ACTS:
+        v.append(Violation("spec", f"act={spec.act!r}; accepted: {', '.join(ACTS)}"))
+    if spec.head_chs < 0:
+        v.append(Violation("spec", f"head_chs={spec.head_chs} must be >= 0 (0 = no head conv)"))
+    if not spec.stages or not any(spec.stages):
+        v.append(Violation("spec", "no blocks: stages must hold at least one block"))
+    res = max(spec.input_size, 1)
+    stem = ConvOp(spec.in_chs, spec.stem.out_chs, spec.stem.kernel, spec.stem.stride,
+                  ((1, spec.in_chs, spec.stem.out_chs),), True)
+    _check_op(stem, "stem", res, v)
+    res = max(res // max(spec.stem.stride, 1), 1)
+    c = spec.stem.out_chs
+    for label, b in spec.blocks():
+        n_before = len(v)
+        if b.in_chs != c:
+            v.append(Violation(label, f"in_chs={b.in_chs} but the previous layer gives {c} channels"))
+        ops = b.ops
+        if isinstance(b, IGCBlock):
+            if len(ops) < 2:
+                v.append(Violation(label, f"an igc block needs L >= 2 group convs, has {len(ops)}"))
+            for li, op in enumerate(ops[1:], start=1):
+                if op.kernel != 1 or op.stride != 1:
+                    v.append(Violation(f"{label}.layer{li}", f"kernel={op.kernel} stride={op.stride}: "
+                                       "only the first layer of an igc chain may be spatial or strided"))
+            if b.residual and (b.stride != 1 or b.in_chs != b.out_chs):
+                v.append(Violation(label, f"residual needs stride 1 and in_chs == out_chs "
+                                          f"(stride {b.stride}, {b.in_chs}->{b.out_chs})"))
+        r = res
+        for li, op in enumerate(ops):
+            _check_op(op, f"{label}.layer{li}", r, v)
+            r = max(r // max(op.stride, 1), 1)
+        bc = BlockCheck(label, b.kind, None)
+        if len(v) == n_before:
+            bc.mode, bc.example, bc.min_paths, bc.max_paths = complementary(ops)
+            req = getattr(b, "require", "none")
+            if bc.mode == "violated" and req != "none":
+                o, i = bc.example
+                v.append(Violation(label, f"complementary condition violated: output channel {o} "
+                                          f"has no path to input channel {i} (require={req})"))
+            elif bc.mode == "relaxed" and req == "exact":
+                v.append(Violation(label, f"complementary condition is relaxed, not exact: some "
+                                          f"(out, in) pairs have {bc.max_paths} paths (require=exact)"))
+            if isinstance(b, IGCBlock):
+                bc.balance = _balance(b)
+        rep.blocks.append(bc)
+        res, c = r, b.out_chs
+    return rep
+
+
+def validate(spec: NetworkSpec) -> Report:
+    """Return the report when ``spec`` is valid; raise :class:`ValidationError` with all violations."""
+    rep = check(spec)
+    if rep.violations:
+        raise ValidationError(rep.violations)
+    return rep

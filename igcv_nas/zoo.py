@@ -1,0 +1,175 @@
+"""Reference networks as specs (not hand-written modules).
+
+Each entry is a function ``(width=1.0, cifar=False, num_classes=None) -> NetworkSpec``:
+
+* ``mobilenet_v2``  -- MobileNetV2 (torchvision's layout; 1.0 at 224: 3,504,872 params, 300,774,272 MACs).
+* ``mobilenet_v1``  -- MobileNetV1 (depthwise-separable blocks, no head conv).
+* ``igcv3_d``       -- IGCV3-D: MobileNetV2's table with depths (1,4,6,8,6,6,1) and IGCV3 blocks,
+                       G1 = G2 = 2 (group expansion and projection), interleave permutations.
+* ``igcv2``         -- IGCV2 on MobileNetV1's layout: every depthwise-separable block becomes a chain
+                       of a channel-wise 3x3 (K_1 = 1) and 1x1 group convs with K = 8 channels per
+                       group, L = ceil(log_8 C) + 1 layers, interleave permutations between them.
+
+ImageNet form: 224x224, 1000 classes. CIFAR form (``cifar=True``): 32x32, 10 classes, stem stride 1
+and no downsampling in the second stage.
+"""
+from __future__ import annotations
+
+import math
+from typing import Callable
+
+from .spec import NetworkSpec, from_dict
+
+# t, c, n, s  (expansion, channels, repeats, first stride) -- MobileNetV2, Sandler et al. 2018
+MBV2_TABLE = ((1, 16, 1, 1), (6, 24, 2, 2), (6, 32, 3, 2), (6, 64, 4, 2), (6, 96, 3, 1),
+              (6, 160, 3, 2), (6, 320, 1, 1))
+IGCV3_D_DEPTHS = (1, 4, 6, 8, 6, 6, 1)
+# c, s  -- MobileNetV1, Howard et al. 2017 (after the 32-channel stem)
+MBV1_TABLE = ((64, 1), (128, 2), (128, 1), (256, 2), (256, 1), (512, 2), (512, 1), (512, 1),
+              (512, 1), (512, 1), (512, 1), (1024, 2), (1024, 1))
+
+
+def make_divisible(v: float, divisor: int = 8) -> int:
+    """Round channels to a multiple of ``divisor``, never more than 10% down (torchvision's rule)."""
+    new = max(divisor, int(v + divisor / 2) // divisor * divisor)
+    if new < 0.9 * v:
+        new += divisor
+    return new
+
+
+def _target(cifar: bool, num_classes: int | None) -> tuple[int, int]:
+    return (32, num_classes or 10) if cifar else (224, num_classes or 1000)
+
+
+def _stage_strides(table_strides: list[int], cifar: bool) -> list[int]:
+    """CIFAR form: the second stage (index 1) does not downsample."""
+    s = list(table_strides)
+    if cifar:
+        s[1] = 1
+    return s
+
+
+def _net(name: str, cifar: bool, num_classes: int | None, stem: int, stages: list, head: int,
+         act: str = "relu6", dropout: float = 0.2) -> NetworkSpec:
+    size, classes = _target(cifar, num_classes)
+    return from_dict({"name": name, "input_size": size, "num_classes": classes, "act": act,
+                      "stem": {"out_chs": stem, "kernel": 3, "stride": 1 if cifar else 2},
+                      "stages": stages, "head_chs": head, "dropout": dropout})
+
+
+def mobilenet_v2(width: float = 1.0, cifar: bool = False, num_classes: int | None = None) -> NetworkSpec:
+    c_in = make_divisible(32 * width)
+    head = make_divisible(1280 * max(1.0, width))
+    strides = _stage_strides([s for *_, s in MBV2_TABLE], cifar)
+    stages = []
+    for (t, c, n, _), s in zip(MBV2_TABLE, strides):
+        c_out = make_divisible(c * width)
+        blocks = []
+        for i in range(n):
+            blocks.append({"kind": "mbconv", "in_chs": c_in, "out_chs": c_out,
+                           "stride": s if i == 0 else 1, "expand_chs": c_in * t, "kernel": 3})
+            c_in = c_out
+        stages.append(blocks)
+    return _net(f"mobilenet_v2_{width:g}{'_cifar' if cifar else ''}", cifar, num_classes,
+                make_divisible(32 * width), stages, head)
+
+
+def igcv3_block(c_in: int, c_out: int, stride: int, t: int, g1: int = 2, g2: int = 2,
+                kernel: int = 3, require: str = "relaxed") -> dict:
+    """One IGCV3 block dict: group expansion (g1), complement deal, depthwise, group projection
+    (g2), interleave back so the next block's expansion groups see both projection groups."""
+    e = c_in * t
+    return {"kind": "igcv3", "in_chs": c_in, "out_chs": c_out, "stride": stride, "expand_chs": e,
+            "kernel": kernel, "expand_groups": g1, "project_groups": g2,
+            "perm_expand": {"scheme": "complement"},
+            "perm_project": {"scheme": "interleave", "groups": g2} if g2 > 1 else None,
+            "require": require}
+
+
+def igcv3_d(width: float = 1.0, cifar: bool = False, num_classes: int | None = None) -> NetworkSpec:
+    c_in = make_divisible(32 * width)
+    head = make_divisible(1280 * max(1.0, width))
+    strides = _stage_strides([s for *_, s in MBV2_TABLE], cifar)
+    stages = []
+    for (t, c, _, _), n, s in zip(MBV2_TABLE, IGCV3_D_DEPTHS, strides):
+        c_out = make_divisible(c * width)
+        blocks = []
+        for i in range(n):
+            blocks.append(igcv3_block(c_in, c_out, s if i == 0 else 1, t))
+            c_in = c_out
+        stages.append(blocks)
+    return _net(f"igcv3_d_{width:g}{'_cifar' if cifar else ''}", cifar, num_classes,
+                make_divisible(32 * width), stages, head)
+
+
+def mobilenet_v1(width: float = 1.0, cifar: bool = False, num_classes: int | None = None) -> NetworkSpec:
+    c_in = make_divisible(32 * width)
+    strides = _stage_strides([s for _, s in MBV1_TABLE], cifar)
+    blocks = []
+    for (c, _), s in zip(MBV1_TABLE, strides):
+        c_out = make_divisible(c * width)
+        blocks.append({"kind": "dwsep", "in_chs": c_in, "out_chs": c_out, "stride": s, "kernel": 3})
+        c_in = c_out
+    return _net(f"mobilenet_v1_{width:g}{'_cifar' if cifar else ''}", cifar, num_classes,
+                make_divisible(32 * width), [[b] for b in blocks], 0, act="relu", dropout=0.0)
+
+
+def igc_chain(c_in: int, c_out: int, stride: int, k: int = 8, kernel: int = 3,
+              require: str = "relaxed") -> dict:
+    """IGCV2 block: channel-wise kxk (K_1 = 1), then ceil(log_k c_in) 1x1 group convs with ``k``
+    input channels per group, an interleave (channel shuffle by the previous conv's groups)
+    between them: L = ceil(log_k c_in) + 1."""
+    n_pw = max(1, math.ceil(math.log(c_in, k) - 1e-9))
+    layers = [{"out_chs": c_in, "kernel": kernel, "stride": stride, "groups": c_in, "perm": None,
+               "act": False}]
+    c = c_in
+    for i in range(n_pw):
+        g = max(1, c // k)
+        last = i == n_pw - 1
+        layers.append({"out_chs": c_out, "kernel": 1, "stride": 1, "groups": g,
+                       "perm": None if last else {"scheme": "interleave", "groups": g},
+                       "act": last})
+        c = c_out
+    return {"kind": "igc", "in_chs": c_in, "residual": False, "require": require, "layers": layers}
+
+
+def igcv2(width: float = 1.0, cifar: bool = False, num_classes: int | None = None) -> NetworkSpec:
+    c_in = make_divisible(32 * width)
+    strides = _stage_strides([s for _, s in MBV1_TABLE], cifar)
+    blocks = []
+    for (c, _), s in zip(MBV1_TABLE, strides):
+        c_out = make_divisible(c * width)
+        blocks.append(igc_chain(c_in, c_out, s))
+        c_in = c_out
+    return _net(f"igcv2_{width:g}{'_cifar' if cifar else ''}", cifar, num_classes,
+                make_divisible(32 * width), [[b] for b in blocks], 0, act="relu", dropout=0.0)
+
+
+ZOO: dict[str, Callable[..., NetworkSpec]] = {
+    "mobilenet_v2": mobilenet_v2,
+    "mobilenet_v1": mobilenet_v1,
+    "igcv3_d": igcv3_d,
+    "igcv2": igcv2,
+}
+
+
+def get(name: str, cifar: bool = False, num_classes: int | None = None) -> NetworkSpec:
+    """``'mobilenet_v2'``, ``'igcv3_d_0.7'``, ``'igcv2_cifar'``, ``'mobilenet_v2_1.4_cifar'`` ..."""
+    base, width = name, 1.0
+    if base.endswith("_cifar"):
+        base, cifar = base[: -len("_cifar")], True
+    head, _, tail = base.rpartition("_")
+    try:
+        w = float(tail)
+        if head in ZOO:
+            base, width = head, w
+    except ValueError:
+        pass
+    if base not in ZOO:
+        raise KeyError(f"unknown zoo network {name!r}; accepted: {', '.join(names())} "
+                       "(optionally with _<width> and/or _cifar, e.g. igcv3_d_0.7_cifar)")
+    return ZOO[base](width=width, cifar=cifar, num_classes=num_classes)
+
+
+def names() -> list[str]:
+    return sorted(ZOO)
