@@ -1,0 +1,1 @@
+"""Thin command-line front ends (``[project.scripts]``); each has ``main(argv=None) -> int``."""

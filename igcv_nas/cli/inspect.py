@@ -1,0 +1,109 @@
+"""``igcv-inspect SPEC.json | ZOO_NAME [--target 224] [--classes N] [--json]``
+
+Validation result, complementary mode and balance per block, and per-block and total
+MACs / FLOPs / params of a spec or a reference network. Exit code 0 when the spec is valid,
+2 (one-line error on stderr) when it cannot be read or violates a rule.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+
+from .. import cost as _cost
+from .. import zoo
+from ..spec import NetworkSpec, SpecError, load
+from ..validation import check
+from ._common import fail
+
+
+def _resolve(source: str) -> NetworkSpec:
+    if os.path.exists(source) or source.endswith(".json"):
+        return load(source)
+    try:
+        return zoo.get(source)
+    except KeyError as e:
+        raise SpecError(f"{source!r} is neither a spec file nor a zoo network "
+                        f"({', '.join(zoo.names())}, optionally _<width> and/or _cifar)") from e
+
+
+def _report(spec: NetworkSpec) -> dict:
+    rep = check(spec)
+    c = _cost.count(spec, per_block=True) if rep.ok else None
+    blocks = []
+    for i, bc in enumerate(rep.blocks):
+        row = {"label": bc.label, "kind": bc.kind, "complementary": bc.mode,
+               "paths": [bc.min_paths, bc.max_paths], "balance": bc.balance}
+        if bc.example:
+            row["unconnected_example"] = list(bc.example)
+        if c is not None:
+            b = c.blocks[i]
+            row.update(resolution=[b.in_res, b.out_res], macs=b.macs, flops=b.flops,
+                       params=b.params, perm_bytes=b.perm_bytes)
+        blocks.append(row)
+    out = {"name": spec.name, "arch_id": spec.arch_id, "input_size": spec.input_size,
+           "num_classes": spec.num_classes, "valid": rep.ok, "complementary": rep.mode,
+           "violations": [str(v) for v in rep.violations], "blocks": blocks}
+    if c is not None:
+        out.update(c.as_dict())
+    return out
+
+
+def _print_table(r: dict) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    con = Console(width=max(100, Console().width))
+    t = Table(title=f"{r['name'] or 'spec'}  id {r['arch_id']}  @ {r['input_size']}x"
+                    f"{r['input_size']}, {r['num_classes']} classes")
+    for col in ("block", "kind", "res", "complementary", "paths", "balance", "MACs", "params"):
+        t.add_column(col, justify="right" if col in ("MACs", "params", "paths", "balance") else "left")
+    for b in r["blocks"]:
+        res = f"{b['resolution'][0]}->{b['resolution'][1]}" if "resolution" in b else "-"
+        paths = f"{b['paths'][0]}..{b['paths'][1]}"
+        bal = f"{b['balance']:.2f}" if b["balance"] is not None else "-"
+        t.add_row(b["label"], b["kind"], res, b["complementary"] or "-", paths, bal,
+                  f"{b['macs']:,}" if "macs" in b else "-", f"{b['params']:,}" if "params" in b else "-")
+    con.print(t)
+    if r["valid"]:
+        con.print(f"valid; complementary: {r['complementary']}")
+        con.print(f"MACs {r['macs']:,} ({_cost.human(r['macs'])})   FLOPs = 2 x MACs "
+                  f"{r['flops']:,}   params {r['params']:,} ({_cost.human(r['params'])})   "
+                  f"peak activations {_cost.human(r['peak_act_bytes'], 'B')} (fp32)   "
+                  f"permutation traffic {_cost.human(r['perm_bytes'], 'B')}")
+        con.print("MACs count conv + linear multiply-accumulates (MobileNetV2 1.0 = 300.77M).")
+    else:
+        for v in r["violations"]:
+            con.print(f"violation: {v}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="igcv-inspect", description=__doc__.split("\n\n")[1])
+    ap.add_argument("source", help="a spec JSON file or a zoo name (e.g. mobilenet_v2, igcv3_d_0.7_cifar)")
+    ap.add_argument("--target", type=int, default=None,
+                    help="input resolution at which to count (default: the spec's own)")
+    ap.add_argument("--classes", type=int, default=None, help="number of classes (default: the spec's)")
+    ap.add_argument("--json", action="store_true", help="print the report as JSON")
+    args = ap.parse_args(argv)
+    try:
+        spec = _resolve(args.source)
+    except SpecError as e:
+        return fail("igcv-inspect", str(e))
+    for flag, v in (("--target", args.target), ("--classes", args.classes)):
+        if v is not None and v <= 0:
+            return fail("igcv-inspect", f"{flag} {v} must be a positive integer")
+    spec = spec.with_target(args.target, args.classes)
+    r = _report(spec)
+    if args.json:
+        print(json.dumps(r, indent=1))
+    else:
+        _print_table(r)
+    if not r["valid"]:
+        return fail("igcv-inspect", f"{args.source}: {len(r['violations'])} violation(s): "
+                                    + "; ".join(r["violations"]))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

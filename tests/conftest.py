@@ -1,0 +1,27 @@
+from __future__ import annotations
+
+import copy
+
+import pytest
+
+
+def tiny_dict() -> dict:
+    """8x8 RGB input, stem 3x3/2 to 8 channels, one IGCV1 block (3x3 group conv with 4 groups of
+    K_1 = 2, interleave, 1x1 with 2 groups of K_2 = 4: exact, 2 * 4 = 8), no head, 10 classes. Costs are worked out by hand in test_cost."""
+    return {
+        "name": "tiny", "input_size": 8, "num_classes": 10, "act": "relu",
+        "stem": {"out_chs": 8, "kernel": 3, "stride": 2},
+        "stages": [[{
+            "kind": "igc", "in_chs": 8, "residual": False, "require": "relaxed",
+            "layers": [
+                {"out_chs": 8, "kernel": 3, "stride": 1, "groups": 4,
+                 "perm": {"scheme": "interleave", "groups": 4}, "act": False},
+                {"out_chs": 8, "kernel": 1, "stride": 1, "groups": 2, "perm": None, "act": True},
+            ]}]],
+        "head_chs": 0, "dropout": 0.0,
+    }
+
+
+@pytest.fixture
+def tiny() -> dict:
+    return copy.deepcopy(tiny_dict())
