@@ -24,7 +24,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from .spec import ConvOp, NetworkSpec
+from .spec import NetworkSpec
 
 
 @dataclass(frozen=True)
@@ -61,15 +61,6 @@ class Cost:
                 "perm_bytes": self.perm_bytes}
 
 
-def _op_weights(op: ConvOp) -> int:
-    """Weights of one conv = MACs per output pixel."""
-    k2 = op.kernel * op.kernel
-    if len(op.groups) == 1:
-        c, i, o = op.groups[0]
-        return k2 * c * i * o
-    return k2 * sum(c * i * o for c, i, o in op.groups)
-
-
 def count(spec: NetworkSpec, per_block: bool = False) -> Cost:
     """MACs, params, peak activation and permutation traffic of ``spec`` (see module doc)."""
     res = spec.input_size
@@ -83,34 +74,37 @@ def count(spec: NetworkSpec, per_block: bool = False) -> Cost:
     res = res_out
     last = s.out_chs
     blocks = []
-    for label, b in spec.blocks():
-        last = b.out_chs
-        b_in_res = res
-        held = b.in_chs * res * res if b.residual else 0
-        b_macs = b_params = b_perm = 0
-        first = True
-        for op in b.ops:
-            w = _op_weights(op)
-            area_in = res * res
-            res = (res - 1) // op.stride + 1
-            area = res * res
-            b_macs += w * area
-            b_params += w + 2 * op.out_chs
-            out_elems = op.out_chs * area
-            live = op.in_chs * area_in + out_elems + (0 if first else held)
-            if live > peak:
-                peak = live
-            if op.perm is not None:
-                b_perm += 8 * out_elems
-                live = 2 * out_elems + held
+    for si, stage in enumerate(spec.stages):
+        for bi, b in enumerate(stage):
+            b_in_res = res
+            held = b.in_chs * res * res if b.residual else 0
+            b_macs = b_params = b_perm = 0
+            live_in = b.in_chs * res * res  # the first op's input is the held tensor itself
+            for cin, cout, k, stride, groups, _, perm in b.ops:  # hot path: plain locals only
+                if len(groups) == 1:
+                    n, gi, go = groups[0]
+                    w = k * k * n * gi * go
+                else:
+                    w = k * k * sum(n * gi * go for n, gi, go in groups)
+                res = (res - 1) // stride + 1
+                out_elems = cout * res * res
+                b_macs += w * res * res
+                b_params += w + 2 * cout
+                live = live_in + out_elems
                 if live > peak:
                     peak = live
-            first = False
-        macs += b_macs
-        params += b_params
-        perm_bytes += b_perm
-        if per_block:
-            blocks.append(BlockCost(label, b.kind, b_in_res, res, b_macs, b_params, b_perm))
+                if perm is not None:
+                    b_perm += 8 * out_elems
+                    if 2 * out_elems + held > peak:
+                        peak = 2 * out_elems + held
+                live_in = out_elems + held
+            macs += b_macs
+            params += b_params
+            perm_bytes += b_perm
+            last = b.out_chs
+            if per_block:
+                blocks.append(BlockCost(f"s{si}.b{bi}", b.kind, b_in_res, res, b_macs, b_params,
+                                        b_perm))
     area = res * res
     if spec.head_chs:
         w = last * spec.head_chs

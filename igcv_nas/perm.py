@@ -79,9 +79,12 @@ def complement(prev_sizes: Sequence[int], next_sizes: Sequence[int]) -> tuple[in
     for a in prev_sizes:
         starts.append(acc)
         acc += a
-    keyed = sorted(((2 * r + 1) * 1.0 / (2 * a), i, starts[i] + r)
-                   for i, a in enumerate(prev_sizes) for r in range(a))
-    order = [ch for _, _, ch in keyed]
+    if len(set(prev_sizes)) == 1:  # even groups: the proportional order is the interleave
+        order = list(interleave(sum(prev_sizes), m))
+    else:
+        keyed = sorted(((2 * r + 1) / (2 * a), i, starts[i] + r)
+                       for i, a in enumerate(prev_sizes) for r in range(a))
+        order = [ch for _, _, ch in keyed]
     group_of = [i for i, a in enumerate(prev_sizes) for _ in range(a)]
     pos, ok = 0, True
     for b in next_sizes:

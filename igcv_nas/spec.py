@@ -27,7 +27,7 @@ import hashlib
 import json
 from dataclasses import dataclass, field
 from functools import cached_property
-from typing import Any, Iterator, Union
+from typing import Any, Iterator, NamedTuple, Union
 
 from . import perm as _perm
 
@@ -80,9 +80,11 @@ def runs_is_even(runs: Runs) -> bool:
 # ---------------------------------------------------------------------------------------------
 # the shared per-convolution view
 
-@dataclass(frozen=True)
-class ConvOp:
-    """One conv + BN (+ activation) (+ channel permutation of its output)."""
+class ConvOp(NamedTuple):
+    """One conv + BN (+ activation) (+ channel permutation of its output).
+
+    A NamedTuple rather than a dataclass: specs are costed by the ten thousand per second and
+    tuple creation is several times cheaper than a frozen dataclass's ``__init__``."""
     in_chs: int
     out_chs: int
     kernel: int
@@ -121,6 +123,7 @@ class IGCBlock:
     residual: bool = False
     require: str = "relaxed"
     kind: str = field(default="igc", init=False)
+    ops: tuple[ConvOp, ...] = field(init=False, repr=False, compare=False)
 
     @property
     def out_chs(self) -> int:
@@ -133,8 +136,11 @@ class IGCBlock:
             s *= layer.stride
         return s
 
-    @cached_property
-    def ops(self) -> tuple[ConvOp, ...]:
+    def __post_init__(self) -> None:
+        # derived once at construction: cost, validation and the builder all read it
+        object.__setattr__(self, "ops", self._ops())
+
+    def _ops(self) -> tuple[ConvOp, ...]:
         ops, c = [], self.in_chs
         for layer in self.layers:
             ops.append(ConvOp(c, layer.out_chs, layer.kernel, layer.stride, layer.groups,
@@ -160,13 +166,17 @@ class IGCV3Block:
     perm_project: tuple[int, ...] | None
     require: str = "relaxed"
     kind: str = field(default="igcv3", init=False)
+    ops: tuple[ConvOp, ...] = field(init=False, repr=False, compare=False)
 
     @property
     def residual(self) -> bool:
         return self.stride == 1 and self.in_chs == self.out_chs
 
-    @cached_property
-    def ops(self) -> tuple[ConvOp, ...]:
+    def __post_init__(self) -> None:
+        # derived once at construction: cost, validation and the builder all read it
+        object.__setattr__(self, "ops", self._ops())
+
+    def _ops(self) -> tuple[ConvOp, ...]:
         e = self.expand_chs
         return (ConvOp(self.in_chs, e, 1, 1, self.expand_groups, False, self.perm_expand),
                 ConvOp(e, e, self.kernel, self.stride, ((e, 1, 1),), True, None),
@@ -189,13 +199,17 @@ class MBConvBlock:
     expand_chs: int
     kernel: int
     kind: str = field(default="mbconv", init=False)
+    ops: tuple[ConvOp, ...] = field(init=False, repr=False, compare=False)
 
     @property
     def residual(self) -> bool:
         return self.stride == 1 and self.in_chs == self.out_chs
 
-    @cached_property
-    def ops(self) -> tuple[ConvOp, ...]:
+    def __post_init__(self) -> None:
+        # derived once at construction: cost, validation and the builder all read it
+        object.__setattr__(self, "ops", self._ops())
+
+    def _ops(self) -> tuple[ConvOp, ...]:
         e, ops = self.expand_chs, []
         if e != self.in_chs:  # MobileNetV2 t = 1 blocks have no expansion conv
             ops.append(ConvOp(self.in_chs, e, 1, 1, ((1, self.in_chs, e),), True))
@@ -216,9 +230,13 @@ class DWSepBlock:
     kernel: int
     kind: str = field(default="dwsep", init=False)
     residual: bool = field(default=False, init=False)
+    ops: tuple[ConvOp, ...] = field(init=False, repr=False, compare=False)
 
-    @cached_property
-    def ops(self) -> tuple[ConvOp, ...]:
+    def __post_init__(self) -> None:
+        # derived once at construction: cost, validation and the builder all read it
+        object.__setattr__(self, "ops", self._ops())
+
+    def _ops(self) -> tuple[ConvOp, ...]:
         c = self.in_chs
         return (ConvOp(c, c, self.kernel, self.stride, ((c, 1, 1),), True),
                 ConvOp(c, self.out_chs, 1, 1, ((1, c, self.out_chs),), True))

@@ -91,19 +91,20 @@ def path_counts(ops: tuple[ConvOp, ...] | list[ConvOp]) -> np.ndarray:
     first = ops[0]
     gin = _group_index(first.groups, 1)
     g = runs_sum(first.groups)[0]
-    rows = np.zeros((g, first.in_chs), dtype=np.int64)
+    # float64 so the products run in BLAS; path counts stay far below 2**53, so exact
+    rows = np.zeros((g, first.in_chs), dtype=np.float64)
     rows[gin, np.arange(first.in_chs)] = 1
     gout = _group_index(first.groups, 2)
     p = first.perm
     for op in ops[1:]:
         src = gout if p is None else gout[np.asarray(p)]  # earlier group of each input position
         hin = _group_index(op.groups, 1)
-        a = np.zeros((runs_sum(op.groups)[0], rows.shape[0]), dtype=np.int64)
+        a = np.zeros((runs_sum(op.groups)[0], rows.shape[0]), dtype=np.float64)
         np.add.at(a, (hin, src), 1)
         rows = a @ rows
         gout = _group_index(op.groups, 2)
         p = op.perm
-    full = rows[gout]
+    full = rows.astype(np.int64)[gout]
     return full if p is None else full[np.asarray(p)]
 
 
