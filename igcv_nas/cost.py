@@ -24,7 +24,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from .spec import NetworkSpec
+from .spec import Block, NetworkSpec
 
 
 @dataclass(frozen=True)
@@ -61,6 +61,38 @@ class Cost:
                 "perm_bytes": self.perm_bytes}
 
 
+def block_cost(b: Block, res: int) -> tuple[int, int, int, int, int]:
+    """(MACs, params, permutation bytes, peak activation elements, output resolution) of one
+    block at input resolution ``res`` (conventions in the module doc)."""
+    held = b.in_chs * res * res if b.residual else 0
+    macs = params = perm_bytes = peak = 0
+    live_in = b.in_chs * res * res  # the first op's input is the held tensor itself
+    for cin, cout, k, stride, groups, _, perm in b.ops:  # hot path: plain locals only
+        if len(groups) == 1:
+            n, gi, go = groups[0]
+            w = k * k * n * gi * go
+        else:
+            w = k * k * sum(n * gi * go for n, gi, go in groups)
+        res = (res - 1) // stride + 1
+        out_elems = cout * res * res
+        macs += w * res * res
+        params += w + 2 * cout
+        if live_in + out_elems > peak:
+            peak = live_in + out_elems
+        if perm is not None:
+            perm_bytes += 8 * out_elems
+            if 2 * out_elems + held > peak:
+                peak = 2 * out_elems + held
+        live_in = out_elems + held
+    return macs, params, perm_bytes, peak, res
+
+
+def block_macs(b: Block, res: int) -> tuple[int, int]:
+    """(MACs, output resolution) of one block at input resolution ``res``."""
+    m, _, _, _, out = block_cost(b, res)
+    return m, out
+
+
 def count(spec: NetworkSpec, per_block: bool = False) -> Cost:
     """MACs, params, peak activation and permutation traffic of ``spec`` (see module doc)."""
     res = spec.input_size
@@ -76,35 +108,16 @@ def count(spec: NetworkSpec, per_block: bool = False) -> Cost:
     blocks = []
     for si, stage in enumerate(spec.stages):
         for bi, b in enumerate(stage):
-            b_in_res = res
-            held = b.in_chs * res * res if b.residual else 0
-            b_macs = b_params = b_perm = 0
-            live_in = b.in_chs * res * res  # the first op's input is the held tensor itself
-            for cin, cout, k, stride, groups, _, perm in b.ops:  # hot path: plain locals only
-                if len(groups) == 1:
-                    n, gi, go = groups[0]
-                    w = k * k * n * gi * go
-                else:
-                    w = k * k * sum(n * gi * go for n, gi, go in groups)
-                res = (res - 1) // stride + 1
-                out_elems = cout * res * res
-                b_macs += w * res * res
-                b_params += w + 2 * cout
-                live = live_in + out_elems
-                if live > peak:
-                    peak = live
-                if perm is not None:
-                    b_perm += 8 * out_elems
-                    if 2 * out_elems + held > peak:
-                        peak = 2 * out_elems + held
-                live_in = out_elems + held
+            b_macs, b_params, b_perm, b_peak, out_res = block_cost(b, res)
             macs += b_macs
             params += b_params
             perm_bytes += b_perm
-            last = b.out_chs
+            if b_peak > peak:
+                peak = b_peak
             if per_block:
-                blocks.append(BlockCost(f"s{si}.b{bi}", b.kind, b_in_res, res, b_macs, b_params,
+                blocks.append(BlockCost(f"s{si}.b{bi}", b.kind, res, out_res, b_macs, b_params,
                                         b_perm))
+            res, last = out_res, b.out_chs
     area = res * res
     if spec.head_chs:
         w = last * spec.head_chs

@@ -108,13 +108,37 @@ def path_counts(ops: tuple[ConvOp, ...] | list[ConvOp]) -> np.ndarray:
     return full if p is None else full[np.asarray(p)]
 
 
+def reduced_chain(ops) -> tuple[tuple[ConvOp, ...], list[int]]:
+    """An equivalent, smaller chain with the same path counts per (output, input group), and the
+    first input channel of each of its inputs.
+
+    Two exact reductions: (1) a channel-wise conv without permutation (groups of 1 -> 1: the
+    depthwise conv of IGCV3, the channel-wise first conv of IGCV2) connects each channel only
+    to itself, so it is dropped; (2) all input channels of one group of the first remaining conv
+    have the same paths to every output, so each group's inputs become one input. The check then
+    multiplies (groups x groups) instead of (channels x channels) matrices."""
+    kept = tuple(op for op in ops
+                 if op.perm is not None or any(i != 1 or o != 1 for _, i, o in op.groups))
+    if not kept:
+        return tuple(ops), list(range(ops[0].in_chs))
+    first = kept[0]
+    starts, acc = [], 0
+    for n, i, _ in first.groups:
+        for _ in range(n):
+            starts.append(acc)
+            acc += i
+    one = first._replace(in_chs=len(starts), groups=tuple((n, 1, o) for n, _, o in first.groups))
+    return (one,) + kept[1:], starts
+
+
 def complementary(ops) -> tuple[str, tuple[int, int] | None, int, int]:
     """(mode, example unconnected (out, in) pair or None, min paths, max paths) of a conv chain."""
-    counts = path_counts(ops)
+    red, starts = reduced_chain(ops)
+    counts = path_counts(red)
     lo, hi = int(counts.min()), int(counts.max())
     if lo == 0:
         o, i = np.argwhere(counts == 0)[0]
-        return "violated", (int(o), int(i)), lo, hi
+        return "violated", (int(o), starts[int(i)]), lo, hi
     return ("exact" if hi == 1 else "relaxed"), None, lo, hi
 
 

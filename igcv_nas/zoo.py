@@ -114,6 +114,13 @@ def mobilenet_v1(width: float = 1.0, cifar: bool = False, num_classes: int | Non
                 make_divisible(32 * width), [[b] for b in blocks], 0, act="relu", dropout=0.0)
 
 
+def igc_groups(c_in: int, c_out: int, k: int) -> int:
+    """Groups of a 1x1 group conv c_in -> c_out with about ``k`` input channels per group: the
+    most groups dividing both widths that leave >= k input channels per group (1 if none)."""
+    g = math.gcd(c_in, c_out)
+    return max((d for d in range(1, g + 1) if g % d == 0 and c_in // d >= k), default=1)
+
+
 def igc_chain(c_in: int, c_out: int, stride: int, k: int = 8, kernel: int = 3,
               require: str = "relaxed") -> dict:
     """IGCV2 block: channel-wise kxk (K_1 = 1), then ceil(log_k c_in) 1x1 group convs with ``k``
@@ -124,10 +131,10 @@ def igc_chain(c_in: int, c_out: int, stride: int, k: int = 8, kernel: int = 3,
                "act": False}]
     c = c_in
     for i in range(n_pw):
-        g = max(1, c // k)
+        g = igc_groups(c, c_out, k)
         last = i == n_pw - 1
         layers.append({"out_chs": c_out, "kernel": 1, "stride": 1, "groups": g,
-                       "perm": None if last else {"scheme": "interleave", "groups": g},
+                       "perm": None if last or g == 1 else {"scheme": "interleave", "groups": g},
                        "act": last})
         c = c_out
     return {"kind": "igc", "in_chs": c_in, "residual": False, "require": require, "layers": layers}

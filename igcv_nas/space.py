@@ -1,0 +1,715 @@
+"""Search spaces: YAML files of per-stage choices, sampled define-by-run from an Optuna trial.
+
+``load_space("igcv3")`` reads ``search_spaces/igcv3.yaml`` (or any path) into a
+:class:`SearchSpace`; ``space.sample(trial)`` asks the trial for every choice with a stable label
+and returns a frozen :class:`~igcv_nas.spec.NetworkSpec`. Works with ``optuna.trial.FixedTrial``
+and with real study trials; only ``trial.suggest_categorical(label, choices)`` is used, and the
+choices of one label are the same in every trial (Optuna requires it).
+
+File format (``format: igcv-nas/space@1``)::
+
+    name: igcv3                    # optional, defaults to the file name
+    complementary: relaxed         # exact | relaxed: the mode every sampled block reaches
+    target: {input_size: 224, num_classes: 1000}   # where budgets are counted (default)
+    act: relu6                     # relu | relu6 | hswish | silu
+    dropout: 0.2
+    stem: {out_chs: 32, kernel: 3, stride: 2}
+    head_chs: 1280                 # 0 = no head conv
+    block:                         # defaults for every block; a stage may override any key
+      kind: igcv3                  # igcv3 | mbconv | dwsep | igc, or a list of them
+      expand: [3, 6]               # igcv3, mbconv: expand_chs = in_chs * expand
+      kernel: [3, 5]               # depthwise (igcv3, mbconv, dwsep) / first conv (igc) kernel
+      g1: [1, 2, 4]                # igcv3: expansion groups; an int G = G even groups,
+      g2: [2, [1, 3]]              #   a list [a, b, ...] = uneven groups in ratio a:b:...
+      K: [8, 16]                   # igc: channels per group of the 1x1 group convs
+      L: [min, min+1]              # igc: convs in the chain; min = fewest that make it dense
+      residual: true               # igc: identity shortcut where stride 1 and in == out
+    stages:                        # width and depth are choices; stride is fixed
+      - {width: 16, depth: 1, stride: 1, expand: 1}
+      - {width: [16, 24, 32], depth: [2, 3, 4], stride: 2}
+
+Every value except ``stride`` and the top-level scalars is a choice list; a scalar is one fixed
+choice. A key with one choice is a constant and is not asked of the trial. Defaults: kernel 3,
+expand 6, g1 2, g2 2, K 8, L min, residual false; ``kind`` is required.
+
+Labels: ``s<i>.depth``, ``s<i>.width`` and ``s<i>.b<j>.<key>`` (``kind``, ``expand``, ``kernel``,
+``g1``, ``g2``, ``K``, ``L``, ``residual``), with ``<i>``/``<j>`` the stage/block indices of the
+sampled spec (so ``s2.b0`` in the trial is block ``s2.b0`` in the spec). A block asks only for
+the keys of its kind. Trial values are the YAML values, except that a ratio ``[1, 3]`` is the
+string ``"1:3"``.
+
+Blocks: ``igcv3`` = 1x1 group expansion (g1), complement permutation, kxk depthwise, 1x1 group
+projection (g2), proportional interleave of the projection groups (the channel shuffle for even
+groups), as :func:`igcv_nas.zoo.igcv3_block`. ``igc`` = IGCV2 chain: channel-wise kxk (K_1 = 1,
+carries the stride), then L - 1 1x1 group convs whose group count is the largest divisor of
+gcd(in, out) leaving >= K input channels per group, with a channel shuffle by the previous
+conv's groups between them (as :func:`igcv_nas.zoo.igc_chain` for power-of-two widths).
+
+Valid by construction: at load time every local combination a sample can contain -- each
+block kind with each in/out width pair it can see (previous stage's widths for the first block
+of a stage), each expansion, group and K/L choice -- is built and its conv chain is checked with
+:func:`igcv_nas.validation.complementary`; strides are checked against the resolution at the target (and in the
+CIFAR form when it is first asked for). A file with any invalid combination is rejected with a
+one-line :class:`SpaceError` naming it, so :meth:`SearchSpace.sample` never rejects or
+resamples.
+
+Files: a bare name resolves to ``search_spaces/<name>.yaml`` at the repository root (source
+checkouts, editable installs), else to ``igcv_nas/spaces/<name>.yaml`` inside the installed
+package (a wheel ships ``search_spaces/`` there as the data package ``igcv_nas.spaces``).
+:attr:`SearchSpace.sha256` is the SHA-256 of the file's bytes.
+
+MACs bounds are exact: block choices are independent, so the cheapest (dearest) network is found
+by dynamic programming over stages with the previous stage's width as state, each stage taking
+the best depth and, per block, the best local choice at its (in, out, stride, resolution);
+:meth:`SearchSpace.extreme_params` returns the parameters that attain them.
+"""
+from __future__ import annotations
+
+import hashlib
+import itertools
+import math
+import re
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any, Iterator
+
+import yaml
+
+from . import perm as _perm
+from .cost import block_macs
+from .spec import (ACTS, BLOCK_KINDS, Block, NetworkSpec, SpecError, Stem, block_from_dict,
+                   from_dict)
+from .validation import complementary
+from .zoo import igc_groups
+
+__all__ = ["FORMAT", "SearchSpace", "SpaceError", "StageSpace", "Target", "available_spaces",
+           "block_dict", "igc_min_layers", "load_space", "to_cifar"]
+
+FORMAT = "igcv-nas/space@1"
+MODES = ("exact", "relaxed")
+SPACE_DIR = Path(__file__).resolve().parent.parent / "search_spaces"  # source checkout
+
+KIND_KEYS: dict[str, tuple[str, ...]] = {
+    "igcv3": ("expand", "kernel", "g1", "g2"),
+    "mbconv": ("expand", "kernel"),
+    "dwsep": ("kernel",),
+    "igc": ("kernel", "K", "L", "residual"),
+}
+BLOCK_KEYS = ("kind", "expand", "kernel", "g1", "g2", "K", "L", "residual")
+DEFAULTS: dict[str, tuple] = {"expand": (6,), "kernel": (3,), "g1": (2,), "g2": (2,), "K": (8,),
+                              "L": ("min",), "residual": (False,)}
+_TOP_KEYS = ("format", "name", "description", "complementary", "target", "act", "dropout",
+             "stem", "head_chs", "block", "stages")
+_STAGE_KEYS = ("width", "depth", "stride") + BLOCK_KEYS
+_L_RE = re.compile(r"^min(\+[1-9][0-9]*)?$")
+_MAX_IGC_1X1 = 8  # an igc chain that is not dense after this many 1x1 convs is rejected
+
+
+class SpaceError(ValueError):
+    """A search-space file that cannot be used (malformed, unknown key or value, invalid choice)."""
+
+
+@dataclass(frozen=True)
+class Target:
+    """Input resolution and classes at which a space's budgets are counted."""
+    input_size: int = 224
+    num_classes: int = 1000
+
+
+@dataclass(frozen=True)
+class StageSpace:
+    index: int
+    widths: tuple[int, ...]
+    depths: tuple[int, ...]
+    stride: int
+    choices: dict  # block key -> tuple of choices (trial values); only keys its kinds use
+
+
+# ---------------------------------------------------------------------------------------------
+# value checkers: YAML value -> trial value, or None when not accepted
+
+def _is_int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _pos_int(v: Any) -> Any:
+    return v if _is_int(v) and v >= 1 else None
+
+
+def _kind(v: Any) -> Any:
+    return v if v in BLOCK_KINDS else None
+
+
+def _kernel(v: Any) -> Any:
+    return v if _is_int(v) and v >= 1 and v % 2 == 1 else None
+
+
+def _groups(v: Any) -> Any:
+    if _is_int(v):
+        return v if v >= 1 else None
+    if isinstance(v, list) and len(v) >= 2 and all(_is_int(x) and x >= 1 for x in v):
+        return ":".join(str(x) for x in v)
+    return None
+
+
+def _k(v: Any) -> Any:
+    return v if _is_int(v) and v >= 2 else None
+
+
+def _l(v: Any) -> Any:
+    if _is_int(v):
+        return v if v >= 2 else None
+    return v if isinstance(v, str) and _L_RE.match(v) else None
+
+
+def _bool(v: Any) -> Any:
+    return v if isinstance(v, bool) else None
+
+
+_CHECKERS = {
+    "kind": (_kind, " | ".join(BLOCK_KINDS)),
+    "expand": (_pos_int, "an integer >= 1"),
+    "kernel": (_kernel, "an odd integer >= 1"),
+    "g1": (_groups, "an integer >= 1 (even groups) or a ratio list like [1, 3]"),
+    "g2": (_groups, "an integer >= 1 (even groups) or a ratio list like [1, 3]"),
+    "K": (_k, "an integer >= 2"),
+    "L": (_l, "an integer >= 2, 'min' or 'min+N'"),
+    "residual": (_bool, "true | false"),
+    "width": (_pos_int, "an integer >= 1"),
+    "depth": (_pos_int, "an integer >= 1"),
+}
+
+
+def _ratio(g: Any) -> tuple[int, ...] | None:
+    return tuple(int(x) for x in g.split(":")) if isinstance(g, str) else None
+
+
+def _fmt(v: Any) -> str:
+    """A choice as the YAML spelled it: ratios as lists, booleans in lower case."""
+    if isinstance(v, str) and ":" in v:
+        return str(list(_ratio(v)))
+    if isinstance(v, bool):
+        return str(v).lower()
+    return str(v)
+
+
+# ---------------------------------------------------------------------------------------------
+# blocks from choices
+
+def _group_arg(g: Any, c_in: int, c_out: int) -> Any:
+    """Spec ``groups`` value: an int G, or run-length groups for a ratio (dividing both sides)."""
+    r = _ratio(g)
+    if r is None:
+        return g
+    s = sum(r)
+    if c_in % s or c_out % s:
+        raise SpecError(f"ratio {list(r)} (sum {s}) must divide both channel counts of the "
+                        f"{c_in}->{c_out} conv")
+    return [[1, c_in * a // s, c_out * a // s] for a in r]
+
+
+def _igc_dict(c_in: int, c_out: int, stride: int, kernel: int, k: int, n_pw: int,
+              residual: bool, require: str) -> dict:
+    layers = [{"out_chs": c_in, "kernel": kernel, "stride": stride, "groups": c_in, "perm": None,
+               "act": False}]
+    c = c_in
+    for i in range(n_pw):
+        g = igc_groups(c, c_out, k)
+        last = i == n_pw - 1
+        layers.append({"out_chs": c_out, "kernel": 1, "stride": 1, "groups": g,
+                       "perm": None if last or g == 1 else {"scheme": "interleave", "groups": g},
+                       "act": last})
+        c = c_out
+    return {"kind": "igc", "in_chs": c_in, "require": require, "layers": layers,
+            "residual": bool(residual and stride == 1 and c_in == c_out)}
+
+
+_IGC_MIN: dict[tuple[int, int, int], int] = {}
+
+
+def igc_min_layers(c_in: int, c_out: int, k: int) -> int:
+    """Fewest 1x1 group convs after the channel-wise conv that make an igc chain dense."""
+    key = (c_in, c_out, k)
+    if key not in _IGC_MIN:
+        # necessary: an output reaches at most prod(input channels per group) inputs
+        start, reach, c = 1, 1, c_in
+        while start < _MAX_IGC_1X1:
+            reach *= c // igc_groups(c, c_out, k)
+            if reach >= c_in:
+                break
+            start, c = start + 1, c_out
+        for n in range(start, _MAX_IGC_1X1 + 1):
+            b = block_from_dict(_igc_dict(c_in, c_out, 1, 3, k, n, False, "none"))
+            if complementary(b.ops)[0] != "violated":
+                break
+        else:
+            raise SpecError(f"igc chain {c_in}->{c_out} with K={k} is not dense after "
+                            f"{_MAX_IGC_1X1} 1x1 group convs")
+        _IGC_MIN[key] = n
+    return _IGC_MIN[key]
+
+
+def _n_pw(l_choice: Any, c_in: int, c_out: int, k: int) -> int:
+    if _is_int(l_choice):
+        return l_choice - 1
+    extra = int(l_choice[4:]) if len(l_choice) > 3 else 0
+    return igc_min_layers(c_in, c_out, k) + extra
+
+
+def block_dict(kind: str, c_in: int, c_out: int, stride: int, ch: dict, require: str,
+               perms: bool = True) -> dict:
+    """The spec dict of one block from its local choices ``ch`` (``perms=False``: without
+    permutations, for counting MACs only)."""
+    if kind == "dwsep":
+        return {"kind": "dwsep", "in_chs": c_in, "out_chs": c_out, "stride": stride,
+                "kernel": ch["kernel"]}
+    if kind == "mbconv":
+        return {"kind": "mbconv", "in_chs": c_in, "out_chs": c_out, "stride": stride,
+                "expand_chs": c_in * ch["expand"], "kernel": ch["kernel"]}
+    if kind == "igc":
+        d = _igc_dict(c_in, c_out, stride, ch["kernel"], ch["K"],
+                      _n_pw(ch["L"], c_in, c_out, ch["K"]), ch["residual"], require)
+        if not perms:
+            for layer in d["layers"]:
+                layer["perm"] = None
+        return d
+    e = c_in * ch["expand"]
+    eg, pg = _group_arg(ch["g1"], c_in, e), _group_arg(ch["g2"], e, c_out)
+    if not perms or pg == 1:
+        p_proj = None
+    elif _is_int(pg):
+        p_proj = {"scheme": "interleave", "groups": pg}
+    else:  # uneven: deal the projection groups proportionally (= interleave for even groups)
+        p_proj = list(_perm.complement(_perm.expand_runs(pg, 2), [c_out]))
+    return {"kind": "igcv3", "in_chs": c_in, "out_chs": c_out, "stride": stride, "expand_chs": e,
+            "kernel": ch["kernel"], "expand_groups": eg, "project_groups": pg,
+            "perm_expand": {"scheme": "complement"} if perms else None,
+            "perm_project": p_proj, "require": require}
+
+
+# ---------------------------------------------------------------------------------------------
+# CIFAR form
+
+def to_cifar(spec: NetworkSpec, num_classes: int = 10, input_size: int = 32) -> NetworkSpec:
+    """The CIFAR form of a spec: same blocks, stem stride 1, the second stage (index 1) not
+    downsampling, ``input_size`` x ``input_size`` input, ``num_classes`` classes (the
+    convention of :mod:`igcv_nas.zoo`: ``to_cifar(zoo.igcv3_d()) == zoo.igcv3_d(cifar=True)``)."""
+    d = spec.to_dict()
+    d["input_size"], d["num_classes"] = input_size, num_classes
+    d["stem"]["stride"] = 1
+    if len(d["stages"]) > 1 and d["stages"][1]:
+        b = d["stages"][1][0]
+        if b["kind"] == "igc":
+            for layer in b["layers"]:
+                layer["stride"] = 1
+        else:
+            b["stride"] = 1
+    return from_dict(d)
+
+
+# ---------------------------------------------------------------------------------------------
+# the space
+
+class SearchSpace:
+    """A loaded search-space file. Build with :func:`load_space`."""
+
+    def __init__(self, data: Any, source: str, raw: bytes, default_name: str = "space"):
+        self.source = source
+        self.sha256 = hashlib.sha256(raw).hexdigest()
+        self._where = source
+        self._parse(data, default_name)
+        self._blocks: dict[tuple, Block] = {}
+        self._macs: dict[tuple, int] = {}
+        self._ranges: dict[tuple, tuple] = {}
+        self._verify()
+
+    # -- reading ------------------------------------------------------------------------------
+
+    def _err(self, msg: str) -> SpaceError:
+        return SpaceError(f"{self._where}: {msg}")
+
+    def _choices(self, key: str, value: Any, where: str) -> tuple:
+        vals = value if isinstance(value, list) else [value]
+        check, accepted = _CHECKERS[key]
+        if not vals:
+            raise self._err(f"{where}.{key}=[] has no choices; give at least one ({accepted})")
+        out = []
+        for v in vals:
+            n = check(v)
+            if n is None:
+                raise self._err(f"{where}.{key}={v!r} is not accepted; expected {accepted}")
+            if any(n == o and type(n) is type(o) for o in out):
+                raise self._err(f"{where}.{key}: choice {v!r} is listed twice")
+            out.append(n)
+        return tuple(out)
+
+    def _keys(self, d: Any, allowed: tuple[str, ...], where: str) -> dict:
+        if not isinstance(d, dict):
+            raise self._err(f"{where}: expected a mapping, got {type(d).__name__} {d!r}")
+        for k in d:
+            if k not in allowed:
+                raise self._err(f"{where}: unknown key {k!r}; accepted: {', '.join(allowed)}")
+        return d
+
+    def _int(self, d: dict, key: str, where: str, default: int | None, lo: int = 1) -> int:
+        v = d.get(key, default)
+        if v is None:
+            raise self._err(f"{where}: missing key {key!r}")
+        if not _is_int(v) or v < lo:
+            at = f"{where}.{key}" if where else key
+            raise self._err(f"{at}={v!r} is not accepted; expected an integer >= {lo}")
+        return v
+
+    def _parse(self, data: Any, default_name: str) -> None:
+        top = self._keys(data, _TOP_KEYS, "top level")
+        fmt = top.get("format", FORMAT)
+        if fmt != FORMAT:
+            raise self._err(f"format={fmt!r} is not accepted; expected {FORMAT!r}")
+        name = top.get("name", default_name)
+        if not isinstance(name, str) or not name:
+            raise self._err(f"name={name!r} is not accepted; expected a non-empty string")
+        self.name = name
+        self.description = str(top.get("description", ""))
+        mode = top.get("complementary")
+        if mode is None:
+            raise self._err("missing key 'complementary'; accepted: exact | relaxed")
+        if mode not in MODES:
+            raise self._err(f"complementary={mode!r} is not accepted; expected exact | relaxed")
+        self.complementary = mode
+        t = self._keys(top.get("target", {}), ("input_size", "num_classes"), "target")
+        self.target = Target(self._int(t, "input_size", "target", 224),
+                             self._int(t, "num_classes", "target", 1000))
+        self.act = top.get("act", "relu6")
+        if self.act not in ACTS:
+            raise self._err(f"act={self.act!r} is not accepted; expected {' | '.join(ACTS)}")
+        dr = top.get("dropout", 0.2)
+        if not isinstance(dr, (int, float)) or isinstance(dr, bool) or not 0 <= dr < 1:
+            raise self._err(f"dropout={dr!r} is not accepted; expected a number in [0, 1)")
+        self.dropout = float(dr)
+        st = self._keys(top.get("stem"), ("out_chs", "kernel", "stride"), "stem")
+        self.stem = Stem(self._int(st, "out_chs", "stem", None), self._int(st, "kernel", "stem", 3),
+                         self._int(st, "stride", "stem", 2))
+        if self.stem.kernel % 2 == 0:
+            raise self._err(f"stem.kernel={self.stem.kernel} is not accepted; "
+                            "expected an odd integer")
+        self.head_chs = self._int(top, "head_chs", "", 1280, lo=0)
+        base = self._keys(top.get("block", {}), BLOCK_KEYS, "block")
+        base_ch = {k: self._choices(k, v, "block") for k, v in base.items()}
+        raw_stages = top.get("stages")
+        if not isinstance(raw_stages, list) or not raw_stages:
+            raise self._err(f"stages={raw_stages!r} is not accepted; expected a non-empty list of "
+                            "mappings with width, depth, stride")
+        stages, used = [], set()
+        for i, rs in enumerate(raw_stages):
+            where = f"stages[{i}]"
+            rs = self._keys(rs, _STAGE_KEYS, where)
+            for k in ("width", "depth"):
+                if k not in rs:
+                    raise self._err(f"{where}: missing key {k!r}")
+            widths = self._choices("width", rs["width"], where)
+            depths = self._choices("depth", rs["depth"], where)
+            stride = self._int(rs, "stride", where, 1)
+            own = {k: self._choices(k, v, where) for k, v in rs.items() if k in BLOCK_KEYS}
+            merged = {**DEFAULTS, **base_ch, **own}
+            if "kind" not in merged:
+                raise self._err(f"{where}: missing key 'kind' "
+                                "(set it under block: or in the stage)")
+            kinds = merged["kind"]
+            need = {k for kind in kinds for k in KIND_KEYS[kind]}
+            for k in own:
+                if k != "kind" and k not in need:
+                    raise self._err(f"{where}.{k}: not used by kind {_fmt(list(kinds))}; "
+                                    f"keys of these kinds: {', '.join(sorted(need))}")
+            used |= need
+            choices = {"kind": kinds, **{k: merged[k] for k in BLOCK_KEYS if k in need}}
+            stages.append(StageSpace(i, widths, depths, stride, choices))
+        for k in base_ch:
+            if k != "kind" and k not in used:
+                raise self._err(f"block.{k}: not used by any stage's kinds")
+        self.stages = tuple(stages)
+
+    # -- static verification ------------------------------------------------------------------
+
+    def _combos(self, st: StageSpace, kind: str, skip: tuple[str, ...] = ()) -> Iterator[dict]:
+        keys = [k for k in KIND_KEYS[kind] if k not in skip]
+        for vals in itertools.product(*(st.choices[k] for k in keys)):
+            yield dict(zip(keys, vals))
+
+    def _in_widths(self, i: int) -> tuple[int, ...]:
+        return (self.stem.out_chs,) if i == 0 else self.stages[i - 1].widths
+
+    def _check_strides(self, cifar: bool) -> None:
+        """Every stride divides its input resolution (at the target, or in the CIFAR form)."""
+        res = 32 if cifar else self.target.input_size
+        s = 1 if cifar else self.stem.stride
+        form = " (CIFAR form)" if cifar else ""
+        if res % s:
+            raise self._err(f"stem.stride={s} does not divide the input resolution {res}{form}")
+        res //= s
+        for st in self.stages:
+            s = 1 if cifar and st.index == 1 else st.stride
+            if res % s:
+                raise self._err(f"stages[{st.index}].stride={s} does not divide the resolution "
+                                f"{res}{form}")
+            res //= s
+
+    def _verify(self) -> None:
+        """Every block a sample can hold is buildable and meets ``complementary``; strides divide
+        (the CIFAR form is checked when first asked for)."""
+        self._check_strides(False)
+        seen: set = set()
+        for st in self.stages:
+            pairs = [(c, w) for w in st.widths for c in self._in_widths(st.index)]
+            if max(st.depths) > 1:
+                pairs += [(w, w) for w in st.widths]
+            for c_in, c_out in pairs:
+                for kind in st.choices["kind"]:
+                    for ch in self._combos(st, kind, skip=("kernel", "residual")):
+                        ch = {**ch, "kernel": 3, "residual": False}
+                        key = (kind, c_in, c_out, tuple(sorted(ch.items())))
+                        if key in seen:
+                            continue
+                        seen.add(key)
+                        self._verify_block(st, kind, c_in, c_out, ch)
+
+    def _verify_block(self, st: StageSpace, kind: str, c_in: int, c_out: int, ch: dict) -> None:
+        shown = ", ".join(f"{k}={_fmt(v)}" for k, v in ch.items() if k in KIND_KEYS[kind]
+                          and k not in ("kernel", "residual"))
+        what = f"stages[{st.index}]: {kind} block {c_in}->{c_out}"
+        what += f" with {shown}" if shown else ""
+        try:
+            b = block_from_dict(block_dict(kind, c_in, c_out, 1, ch, self.complementary))
+        except SpecError as e:
+            raise self._err(f"{what} cannot be built: {e}") from None
+        mode, ex, _, hi = complementary(b.ops)
+        if mode == "violated":
+            raise self._err(f"{what} violates the complementary condition (output channel {ex[0]} "
+                            f"has no path to input channel {ex[1]})")
+        if mode == "relaxed" and self.complementary == "exact":
+            raise self._err(f"{what} is only relaxed-complementary (up to {hi} paths per channel "
+                            "pair) but the file requires complementary: exact")
+
+    # -- sampling -----------------------------------------------------------------------------
+
+    def _block(self, kind: str, c_in: int, c_out: int, stride: int, ch: dict) -> Block:
+        key = (kind, c_in, c_out, stride, tuple(sorted(ch.items())))
+        b = self._blocks.get(key)
+        if b is None:
+            b = self._blocks[key] = block_from_dict(
+                block_dict(kind, c_in, c_out, stride, ch, self.complementary))
+        return b
+
+    @staticmethod
+    def _pick(trial: Any, label: str, choices: tuple) -> Any:
+        return choices[0] if len(choices) == 1 else trial.suggest_categorical(label, choices)
+
+    def _pick_block(self, trial: Any, label: str, st: StageSpace) -> tuple[str, dict]:
+        kind = self._pick(trial, f"{label}.kind", st.choices["kind"])
+        return kind, {k: self._pick(trial, f"{label}.{k}", st.choices[k]) for k in KIND_KEYS[kind]}
+
+    def sample(self, trial: Any, cifar: bool = False,
+               num_classes: int | None = None) -> NetworkSpec:
+        """The network ``trial`` picks (define-by-run; valid by construction).
+
+        At :attr:`target` by default; ``cifar=True`` gives its CIFAR form (:func:`to_cifar`:
+        32x32, stem stride 1, stage 1 not downsampling, ``num_classes`` default 10)."""
+        stages, c = [], self.stem.out_chs
+        for st in self.stages:
+            d = self._pick(trial, f"s{st.index}.depth", st.depths)
+            w = self._pick(trial, f"s{st.index}.width", st.widths)
+            blocks = []
+            for j in range(d):
+                kind, ch = self._pick_block(trial, f"s{st.index}.b{j}", st)
+                blocks.append(self._block(kind, c, w, st.stride if j == 0 else 1, ch))
+                c = w
+            stages.append(tuple(blocks))
+        spec = NetworkSpec(input_size=self.target.input_size, num_classes=self.target.num_classes,
+                           stem=self.stem, stages=tuple(stages), head_chs=self.head_chs,
+                           dropout=self.dropout, act=self.act, name=self.name)
+        if cifar:
+            self._check_strides(True)
+            return to_cifar(spec, num_classes or 10)
+        return replace(spec, num_classes=num_classes) if num_classes else spec
+
+    def dimensions(self) -> dict[str, tuple]:
+        """Every label a trial may be asked for, with its choices (in sampling order)."""
+        out: dict[str, tuple] = {}
+        for st in self.stages:
+            s = f"s{st.index}"
+            for k, ch in (("depth", st.depths), ("width", st.widths)):
+                if len(ch) > 1:
+                    out[f"{s}.{k}"] = ch
+            for j in range(max(st.depths)):
+                for k in BLOCK_KEYS:
+                    if k in st.choices and len(st.choices[k]) > 1:
+                        out[f"{s}.b{j}.{k}"] = st.choices[k]
+        return out
+
+    def size(self) -> int:
+        """Number of distinct parameter assignments (sampled points) in the space."""
+        total = 1
+        for st in self.stages:
+            n = sum(math.prod(len(st.choices[k]) for k in KIND_KEYS[kind])
+                    for kind in st.choices["kind"])
+            total *= len(st.widths) * sum(n ** d for d in st.depths)
+        return total
+
+    # -- exact MACs bounds --------------------------------------------------------------------
+
+    def _block_extremes(self, st: StageSpace, c_in: int, c_out: int, stride: int,
+                        res: int) -> tuple[tuple[int, tuple], tuple[int, tuple]]:
+        """((min MACs, choices), (max MACs, choices)) of one block over its local choices."""
+        lo = hi = None
+        for kind in st.choices["kind"]:
+            for ch in self._combos(st, kind):
+                key = (kind, c_in, c_out, stride, res, tuple(sorted(ch.items())))
+                m = self._macs.get(key)
+                if m is None:
+                    b = block_from_dict(block_dict(kind, c_in, c_out, stride, ch, "none", False))
+                    m = self._macs[key] = block_macs(b, res)[0]
+                if lo is None or m < lo[0]:
+                    lo = (m, (kind, ch))
+                if hi is None or m > hi[0]:
+                    hi = (m, (kind, ch))
+        return lo, hi
+
+    def _block_params(self, st: StageSpace, j: int, pick: tuple) -> dict:
+        kind, ch = pick
+        label, out = f"s{st.index}.b{j}", {}
+        if len(st.choices["kind"]) > 1:
+            out[f"{label}.kind"] = kind
+        for k, v in ch.items():
+            if len(st.choices[k]) > 1:
+                out[f"{label}.{k}"] = v
+        return out
+
+    def macs_range(self, cifar: bool = False, num_classes: int | None = None
+                   ) -> tuple[tuple[int, dict], tuple[int, dict]]:
+        """((min MACs, params), (max MACs, params)), exact, by dynamic programming over stages.
+
+        MACs as :func:`igcv_nas.cost.count` (conv + linear multiply-accumulates at batch 1);
+        ``params`` attain them through ``optuna.trial.FixedTrial(params)``. At :attr:`target`, or
+        the CIFAR form (32x32, ``num_classes`` default 10) with ``cifar=True``."""
+        classes = num_classes or (10 if cifar else self.target.num_classes)
+        key = (cifar, classes)
+        if key in self._ranges:
+            return self._ranges[key]
+        if cifar:
+            self._check_strides(True)
+        res = 32 if cifar else self.target.input_size
+        s = 1 if cifar else self.stem.stride
+        r_out = (res - 1) // s + 1
+        stem = self.stem.kernel ** 2 * 3 * self.stem.out_chs * r_out * r_out
+        # state: width leaving the previous stage -> (MACs so far, params); one table per side
+        tables: list[dict[int, tuple[int, dict]]] = [{self.stem.out_chs: (stem, {})},
+                                                     {self.stem.out_chs: (stem, {})}]
+        better = (int.__lt__, int.__gt__)
+        res = r_out
+        for st in self.stages:
+            stride = 1 if cifar and st.index == 1 else st.stride
+            r_out = (res - 1) // stride + 1
+            new: list[dict[int, tuple[int, dict]]] = [{}, {}]
+            for w in st.widths:
+                rest = self._block_extremes(st, w, w, 1, r_out)
+                for c in tables[0]:
+                    first = self._block_extremes(st, c, w, stride, res)
+                    for d in st.depths:
+                        for side in (0, 1):
+                            m = tables[side][c][0] + first[side][0] + (d - 1) * rest[side][0]
+                            if w in new[side] and not better[side](m, new[side][w][0]):
+                                continue
+                            p = dict(tables[side][c][1])
+                            if len(st.depths) > 1:
+                                p[f"s{st.index}.depth"] = d
+                            if len(st.widths) > 1:
+                                p[f"s{st.index}.width"] = w
+                            p.update(self._block_params(st, 0, first[side][1]))
+                            for j in range(1, d):
+                                p.update(self._block_params(st, j, rest[side][1]))
+                            new[side][w] = (m, p)
+            tables, res = new, r_out
+        out = []
+        for side, pick in ((0, min), (1, max)):
+            ends = []
+            for w, (m, p) in tables[side].items():
+                head = w * self.head_chs * res * res if self.head_chs else 0
+                ends.append((m + head + (self.head_chs or w) * classes, p))
+            out.append(pick(ends, key=lambda e: e[0]))
+        self._ranges[key] = (out[0], out[1])
+        return self._ranges[key]
+
+    def min_macs(self) -> int:
+        """Exact smallest MACs of any sample at :attr:`target`."""
+        return self.macs_range()[0][0]
+
+    def max_macs(self) -> int:
+        """Exact largest MACs of any sample at :attr:`target`."""
+        return self.macs_range()[1][0]
+
+    def extreme_params(self, which: str = "min", cifar: bool = False) -> dict:
+        """FixedTrial parameters of a cheapest (``"min"``) or dearest (``"max"``) sample."""
+        if which not in ("min", "max"):
+            raise ValueError(f"which={which!r}; accepted: min, max")
+        return dict(self.macs_range(cifar)[0 if which == "min" else 1][1])
+
+    def __repr__(self) -> str:
+        return (f"SearchSpace({self.name!r}, {len(self.stages)} stages, "
+                f"complementary={self.complementary}, sha256={self.sha256[:12]})")
+
+
+# ---------------------------------------------------------------------------------------------
+# loading
+
+_CACHE: dict[tuple[str, str], SearchSpace] = {}
+
+
+def available_spaces() -> list[str]:
+    """Names :func:`load_space` resolves: ``search_spaces/*.yaml`` or the installed copies."""
+    names = {p.stem for p in SPACE_DIR.glob("*.yaml")} if SPACE_DIR.is_dir() else set()
+    try:
+        from importlib import resources
+        d = resources.files("igcv_nas").joinpath("spaces")
+        if d.is_dir():
+            names |= {p.name[:-5] for p in d.iterdir() if p.name.endswith(".yaml")}
+    except (ModuleNotFoundError, OSError):
+        pass
+    return sorted(names)
+
+
+def _read(name_or_path: str | Path) -> tuple[bytes, str, str]:
+    s = str(name_or_path)
+    if isinstance(name_or_path, Path) or "/" in s or "\\" in s or s.endswith((".yaml", ".yml")):
+        p = Path(s)
+        try:
+            return p.read_bytes(), s, p.stem
+        except OSError as e:
+            raise SpaceError(f"{s}: cannot read search-space file ({e.strerror})") from None
+    p = SPACE_DIR / f"{s}.yaml"
+    if p.is_file():
+        return p.read_bytes(), str(p), s
+    from importlib import resources
+    r = resources.files("igcv_nas").joinpath("spaces", f"{s}.yaml")
+    if r.is_file():
+        return r.read_bytes(), f"igcv_nas/spaces/{s}.yaml", s
+    raise SpaceError(f"{s}: no such search space; accepted: {', '.join(available_spaces())} "
+                     "or a path to a .yaml file")
+
+
+def load_space(name_or_path: str | Path) -> SearchSpace:
+    """Read and verify a search space: a bare name (``"igcv3"`` -> ``search_spaces/igcv3.yaml``,
+    or the copy installed under ``igcv_nas/spaces/``) or a path. Raises :class:`SpaceError`
+    (one line: file, key, value, what is accepted) on any problem."""
+    raw, source, stem = _read(name_or_path)
+    key = (source, hashlib.sha256(raw).hexdigest())
+    if key not in _CACHE:
+        try:
+            data = yaml.safe_load(raw.decode("utf-8"))
+        except UnicodeDecodeError:
+            raise SpaceError(f"{source}: not UTF-8 text") from None
+        except yaml.YAMLError as e:
+            mark = getattr(e, "problem_mark", None)
+            at = f" at line {mark.line + 1} column {mark.column + 1}" if mark else ""
+            raise SpaceError(f"{source}: malformed YAML{at}: "
+                             f"{getattr(e, 'problem', None) or e}".replace("\n", " ")) from None
+        _CACHE[key] = SearchSpace(data, source, raw, stem)
+    return _CACHE[key]
