@@ -25,3 +25,29 @@ def tiny_dict() -> dict:
 @pytest.fixture
 def tiny() -> dict:
     return copy.deepcopy(tiny_dict())
+
+
+def _repo_root():
+    from pathlib import Path
+    return Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="session")
+def cifar_dir():
+    """The CIFAR-10 copy from ../shared/data in the standard layout: $IGCV_DATA_DIR when it holds
+    it (CI prepares it there), else prepared once into <repo>/.data. Never the network."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    env = os.environ.get("IGCV_DATA_DIR")
+    for d in ([Path(env)] if env else []) + [_repo_root() / ".data"]:
+        if (d / "cifar-10-batches-py" / "test_batch").is_file():
+            return d
+    script = _repo_root().parent / "shared" / "data" / "prepare_cifar10.py"
+    if not script.is_file():
+        pytest.skip(f"no CIFAR-10 copy: set IGCV_DATA_DIR or provide {script}")
+    out = _repo_root() / ".data"
+    subprocess.run([sys.executable, str(script), str(out)], check=True)
+    return out
