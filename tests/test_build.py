@@ -2,20 +2,16 @@
 spec says (group structure, permutations, residuals, memory formats)."""
 from __future__ import annotations
 
-import warnings
 
 import pytest
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-with warnings.catch_warnings():  # fvcore uses torch.jit.script at import (deprecated in torch 2.x)
-    warnings.simplefilter("ignore", DeprecationWarning)
-    from fvcore.nn import FlopCountAnalysis
-
 from igcv_nas import cost, zoo
 from igcv_nas.build import (ChannelGather, ChannelShuffle, GroupConv, build_block, build_model,
                             make_perm)
+from igcv_nas.crosscheck import CONV_LINEAR_OPS, fvcore_by_operator, n_params
 from igcv_nas.perm import interleave
 from igcv_nas.spec import block_from_dict, from_dict
 from igcv_nas.validation import check, path_counts
@@ -23,19 +19,8 @@ from igcv_nas.validation import check, path_counts
 CL = torch.channels_last
 
 
-def n_params(model: nn.Module) -> int:
-    return sum(p.numel() for p in model.parameters())
-
-
-def fvcore_by_operator(model: nn.Module, size: int, in_chs: int = 3) -> dict[str, int]:
-    fca = FlopCountAnalysis(model.eval(), torch.randn(1, in_chs, size, size))
-    fca.unsupported_ops_warnings(False)
-    fca.uncalled_modules_warnings(False)
-    return dict(fca.by_operator())
-
-
 def conv_linear_macs(by_op: dict[str, int]) -> int:
-    return sum(v for k, v in by_op.items() if k in ("conv", "linear", "addmm", "matmul"))
+    return sum(v for k, v in by_op.items() if k in CONV_LINEAR_OPS)
 
 
 # ---------------------------------------------------------------------------------------------
