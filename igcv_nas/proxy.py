@@ -1,0 +1,119 @@
+"""Proxy evaluation of one architecture: spec in, scores out (no Optuna, no Ray).
+
+``evaluate(spec, splits, budget)`` builds the model and scores it with zero-cost proxies, proxy
+training, or both (``budget.mode``). The default budgets per device are what ``igcv-search``
+uses unless told otherwise:
+
+* **GPU** (:data:`GPU_BUDGET`): a short full-data proxy: all 45,000 training images, 8 epochs,
+  batch 512, channels_last + bf16/fp16 AMP.
+* **CPU** (:data:`CPU_BUDGET`): a documented smaller budget so that a 20-trial CPU search of the
+  default space finishes well under an hour on 2 cores: 10% of the training images (4,500),
+  3 epochs, batch 128, validation on 2,000 held-out images. See README.md for the measured
+  time per trial and the rank correlation this budget reaches.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field, replace
+from typing import Callable
+
+import torch
+
+from .build import build_model
+from .data import Splits
+from .spec import NetworkSpec
+from .train import EpochReport, ProxyTrainer, TrainConfig, pick_device, seed_everything
+from .zero_cost import PROXIES, score_all
+
+MODES = ("training", "zero-cost", "both")
+
+
+@dataclass(frozen=True)
+class ProxyBudget:
+    mode: str = "training"
+    train: TrainConfig = field(default_factory=TrainConfig)
+    zero_cost: tuple[str, ...] = tuple(PROXIES)
+    zc_batch: int = 64
+    val_size: int = 5000  # held-out images scored each epoch (a fixed subset of the val split)
+
+    def __post_init__(self) -> None:
+        if self.mode not in MODES:
+            raise ValueError(f"proxy mode {self.mode!r}; accepted: {', '.join(MODES)}")
+        unknown = [z for z in self.zero_cost if z not in PROXIES]
+        if unknown:
+            raise ValueError(f"unknown zero-cost proxy {unknown[0]!r}; accepted: {', '.join(PROXIES)}")
+
+    def to_dict(self) -> dict:
+        return {"mode": self.mode, "train": self.train.to_dict(), "zero_cost": list(self.zero_cost),
+                "zc_batch": self.zc_batch, "val_size": self.val_size}
+
+
+CPU_BUDGET = ProxyBudget(train=TrainConfig(epochs=3, batch_size=128, lr=0.2, train_fraction=0.1,
+                                           channels_last=False, device="cpu"), val_size=2000)
+GPU_BUDGET = ProxyBudget(train=TrainConfig(epochs=8, batch_size=512, lr=0.4, train_fraction=1.0,
+                                           channels_last=True, amp=True, device="cuda"),
+                         val_size=5000)
+
+
+def default_budget(device: str = "auto", mode: str = "training") -> ProxyBudget:
+    """The default proxy budget for ``device`` (``auto``: CUDA when available)."""
+    d = pick_device(device)
+    b = GPU_BUDGET if d.type == "cuda" else CPU_BUDGET
+    return replace(b, mode=mode, train=replace(b.train, device=str(d)))
+
+
+def _val_subset(splits: Splits, n: int) -> Splits:
+    if n >= len(splits.val):
+        return splits
+    # stratified by construction of the val split; a fixed prefix of a seeded permutation
+    idx = torch.randperm(len(splits.val), generator=torch.Generator().manual_seed(12345))[:n]
+    return replace(splits, val=splits.val.subset(idx.sort().values.numpy()))
+
+
+def zero_cost_scores(spec: NetworkSpec, splits: Splits, budget: ProxyBudget,
+                     seed: int = 0) -> dict[str, float]:
+    """Each zero-cost proxy of ``budget`` on one fixed training batch (model at init, ``seed``)."""
+    device = pick_device(budget.train.device)
+    seed_everything(seed)
+    model = build_model(spec).to(device)
+    g = torch.Generator().manual_seed(seed)
+    idx = torch.randperm(len(splits.train), generator=g)[: budget.zc_batch].numpy()
+    mean = torch.tensor(splits.mean).view(1, 3, 1, 1) * 255
+    std = torch.tensor(splits.std).view(1, 3, 1, 1) * 255
+    x = ((torch.as_tensor(splits.train.x[idx]).float() - mean) / std).to(device)
+    y = torch.as_tensor(splits.train.y[idx]).to(device)
+    return {f"zc_{k}": v for k, v in score_all(model, x, y, budget.zero_cost).items()}
+
+
+def evaluate(spec: NetworkSpec, splits: Splits, budget: ProxyBudget,
+             on_epoch: Callable[[EpochReport], bool | None] | None = None,
+             checkpoint: str | None = None, resume: bool = False) -> dict[str, float]:
+    """Scores of ``spec``: ``zc_<name>`` for zero-cost proxies, ``val_acc`` (last epoch),
+    ``best_val_acc``, ``epochs``, ``train_seconds`` and ``images_per_s`` for training.
+
+    ``on_epoch`` is called after every epoch (return True to stop early); with ``checkpoint``
+    the training state is saved there after each epoch, and ``resume=True`` continues from it.
+    """
+    if spec.num_classes != splits.num_classes:
+        raise ValueError(f"spec has {spec.num_classes} classes, the data set {splits.num_classes}")
+    scores: dict[str, float] = {}
+    if budget.mode in ("zero-cost", "both"):
+        scores.update(zero_cost_scores(spec, splits, budget, budget.train.seed))
+    if budget.mode in ("training", "both"):
+        seed_everything(budget.train.seed)
+        model = build_model(spec)
+        trainer = ProxyTrainer(model, _val_subset(splits, budget.val_size), budget.train)
+        if resume and checkpoint:
+            trainer.load(checkpoint)
+
+        def hook(rep: EpochReport) -> bool | None:
+            if checkpoint:
+                trainer.save(checkpoint)
+            return on_epoch(rep) if on_epoch else None
+
+        res = trainer.fit(hook)
+        scores.update(val_acc=res.val_acc, best_val_acc=res.best_val_acc, epochs=res.epochs,
+                      train_seconds=res.seconds, images_per_s=res.images_per_s)
+        if not math.isfinite(res.val_acc):
+            raise FloatingPointError("validation accuracy is not finite")
+    return scores

@@ -1,0 +1,68 @@
+from __future__ import annotations
+
+import math
+from dataclasses import replace
+
+import numpy as np
+import pytest
+
+from igcv_nas.data import MEAN_STD, load_cifar, make_splits
+from igcv_nas.proxy import CPU_BUDGET, ProxyBudget, default_budget, evaluate
+from igcv_nas.spec import from_dict
+from igcv_nas.train import TrainConfig
+
+from .test_train import small_spec
+
+
+@pytest.fixture(scope="module")
+def splits(cifar_dir):
+    train, test = load_cifar("cifar10", cifar_dir, download_ok=False)
+    return make_splits(train.subset(np.arange(0, 50000, 50)), test.subset(np.arange(0, 10000, 50)),
+                       300, 0, MEAN_STD["cifar10"])
+
+
+BUDGET = ProxyBudget(mode="both", train=TrainConfig(epochs=2, batch_size=64, device="cpu"),
+                     zc_batch=16, val_size=200)
+
+
+def test_cpu_default_budget_is_the_documented_one():
+    b = default_budget("cpu")
+    assert b == replace(CPU_BUDGET, mode="training")
+    assert (b.train.epochs, b.train.train_fraction, b.train.batch_size, b.val_size) == (3, 0.1, 128, 2000)
+    assert b.train.device == "cpu"
+
+
+def test_evaluate_both_gives_training_and_zero_cost_scores(splits):
+    s = evaluate(from_dict(small_spec()), splits, BUDGET)
+    assert set(s) == {"zc_synflow", "zc_naswot", "zc_grad_norm", "val_acc", "best_val_acc",
+                      "epochs", "train_seconds", "images_per_s"}
+    assert s["epochs"] == 2 and 0 <= s["val_acc"] <= 1 and all(math.isfinite(v) for v in s.values())
+    # scored on the 200-image validation subset: accuracies are multiples of 1/200
+    assert abs(s["val_acc"] * 200 - round(s["val_acc"] * 200)) < 1e-9
+
+
+def test_zero_cost_only_trains_nothing(splits):
+    s = evaluate(from_dict(small_spec()), splits, replace(BUDGET, mode="zero-cost"))
+    assert set(s) == {"zc_synflow", "zc_naswot", "zc_grad_norm"}
+
+
+def test_checkpoint_resume_through_evaluate(splits, tmp_path):
+    ck = str(tmp_path / "trial.pt")
+    b = replace(BUDGET, mode="training")
+    full = evaluate(from_dict(small_spec()), splits, b)
+    part = evaluate(from_dict(small_spec()), splits, b, on_epoch=lambda r: r.epoch >= 1, checkpoint=ck)
+    assert part["epochs"] == 1
+    resumed = evaluate(from_dict(small_spec()), splits, b, checkpoint=ck, resume=True)
+    assert resumed["epochs"] == 2 and resumed["val_acc"] == full["val_acc"]
+
+
+def test_class_count_mismatch_is_refused(splits):
+    d = small_spec()
+    d["num_classes"] = 100
+    with pytest.raises(ValueError, match="spec has 100 classes, the data set 10"):
+        evaluate(from_dict(d), splits, BUDGET)
+
+
+def test_bad_budget():
+    with pytest.raises(ValueError, match="proxy mode 'fast'"):
+        ProxyBudget(mode="fast")
