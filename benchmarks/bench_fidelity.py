@@ -8,7 +8,7 @@ the Spearman rank correlation with the reference accuracy of: the proxy training
 accuracy, each zero-cost proxy, MACs and params. Per-architecture results go to ``--csv``.
 
     python benchmarks/bench_fidelity.py --space igcv3 --budget 150M --n 20          # CPU defaults
-    python benchmarks/bench_fidelity.py --scale small ...                           # reduced CPU scale
+    python benchmarks/bench_fidelity.py --space mixed --budget 80M --n 20 --scale small   # reduced CPU scale                           # reduced CPU scale
 """
 from __future__ import annotations
 
@@ -53,7 +53,7 @@ def main() -> None:
     ap.add_argument("--data-dir", default=None)
     ap.add_argument("--device", default="auto")
     ap.add_argument("--scale", choices=["default", "small"], default="default",
-                    help="small: 1 epoch on 2,000 images as the proxy (CPU-friendly)")
+                    help="small: 1 epoch of the default budget as the proxy (CPU-friendly)")
     ap.add_argument("--reference-x", type=int, default=10, help="reference budget / proxy budget")
     ap.add_argument("--csv", default="fidelity.csv")
     ap.add_argument("--seed", type=int, default=0)
@@ -62,8 +62,7 @@ def main() -> None:
 
     proxy = default_budget(args.device, mode="both")
     if args.scale == "small":
-        proxy = replace(proxy, train=replace(proxy.train, epochs=2, train_fraction=2000 / 45000),
-                        val_size=2000)
+        proxy = replace(proxy, train=replace(proxy.train, epochs=1))
     t = proxy.train
     # reference: x times the training images -- x/2 times the data (capped at all of it) for
     # the rest of the factor in epochs

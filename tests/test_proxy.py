@@ -28,7 +28,7 @@ BUDGET = ProxyBudget(mode="both", train=TrainConfig(epochs=2, batch_size=64, dev
 def test_cpu_default_budget_is_the_documented_one():
     b = default_budget("cpu")
     assert b == replace(CPU_BUDGET, mode="training")
-    assert (b.train.epochs, b.train.train_fraction, b.train.batch_size, b.val_size) == (3, 0.1, 128, 2000)
+    assert (b.train.epochs, b.train.train_fraction, b.train.batch_size, b.val_size) == (2, 0.03, 32, 1000)
     assert b.train.device == "cpu"
 
 
