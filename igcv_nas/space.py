@@ -80,7 +80,7 @@ from .cost import block_macs
 from .spec import (ACTS, BLOCK_KINDS, Block, NetworkSpec, SpecError, Stem, block_from_dict,
                    from_dict)
 from .validation import complementary
-from .zoo import igc_groups
+from .zoo import igc_chain, igc_groups
 
 __all__ = ["FORMAT", "SearchSpace", "SpaceError", "StageSpace", "Target", "available_spaces",
            "block_dict", "igc_min_layers", "load_space", "to_cifar"]
@@ -210,18 +210,7 @@ def _group_arg(g: Any, c_in: int, c_out: int) -> Any:
 
 def _igc_dict(c_in: int, c_out: int, stride: int, kernel: int, k: int, n_pw: int,
               residual: bool, require: str) -> dict:
-    layers = [{"out_chs": c_in, "kernel": kernel, "stride": stride, "groups": c_in, "perm": None,
-               "act": False}]
-    c = c_in
-    for i in range(n_pw):
-        g = igc_groups(c, c_out, k)
-        last = i == n_pw - 1
-        layers.append({"out_chs": c_out, "kernel": 1, "stride": 1, "groups": g,
-                       "perm": None if last or g == 1 else {"scheme": "interleave", "groups": g},
-                       "act": last})
-        c = c_out
-    return {"kind": "igc", "in_chs": c_in, "require": require, "layers": layers,
-            "residual": bool(residual and stride == 1 and c_in == c_out)}
+    return igc_chain(c_in, c_out, stride, k, kernel, require, n_pw, residual)
 
 
 _IGC_MIN: dict[tuple[int, int, int], int] = {}

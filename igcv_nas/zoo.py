@@ -122,11 +122,13 @@ def igc_groups(c_in: int, c_out: int, k: int) -> int:
 
 
 def igc_chain(c_in: int, c_out: int, stride: int, k: int = 8, kernel: int = 3,
-              require: str = "relaxed") -> dict:
-    """IGCV2 block: channel-wise kxk (K_1 = 1), then ceil(log_k c_in) 1x1 group convs with ``k``
-    input channels per group, an interleave (channel shuffle by the previous conv's groups)
-    between them: L = ceil(log_k c_in) + 1."""
-    n_pw = max(1, math.ceil(math.log(c_in, k) - 1e-9))
+              require: str = "relaxed", n_pw: int | None = None, residual: bool = False) -> dict:
+    """IGCV2 block: channel-wise kxk (K_1 = 1), then ``n_pw`` 1x1 group convs with about ``k``
+    input channels per group (:func:`igc_groups`) and an interleave (channel shuffle by the
+    previous conv's groups) between them. Default ``n_pw = ceil(log_k c_in)``, i.e. the paper's
+    L = ceil(log_k C) + 1. ``residual`` applies where stride is 1 and c_in == c_out."""
+    if n_pw is None:
+        n_pw = max(1, math.ceil(math.log(c_in, k) - 1e-9))
     layers = [{"out_chs": c_in, "kernel": kernel, "stride": stride, "groups": c_in, "perm": None,
                "act": False}]
     c = c_in
@@ -137,7 +139,8 @@ def igc_chain(c_in: int, c_out: int, stride: int, k: int = 8, kernel: int = 3,
                        "perm": None if last or g == 1 else {"scheme": "interleave", "groups": g},
                        "act": last})
         c = c_out
-    return {"kind": "igc", "in_chs": c_in, "residual": False, "require": require, "layers": layers}
+    return {"kind": "igc", "in_chs": c_in, "require": require, "layers": layers,
+            "residual": bool(residual and stride == 1 and c_in == c_out)}
 
 
 def igcv2(width: float = 1.0, cifar: bool = False, num_classes: int | None = None) -> NetworkSpec:
