@@ -104,3 +104,17 @@ def test_lr_schedules_warm_up_and_decay(small_splits):
         peak = f.index(max(f))
         assert math.isclose(max(f), 1.0) and 0 < peak < len(f) - 1
         assert f[-1] < 0.1 and all(a <= b for a, b in zip(f[:peak], f[1:peak + 1]))
+
+
+@pytest.mark.slow
+def test_full_size_cifar10_epoch(cifar_dir):
+    """One epoch on the full 45,000-image training split, scored on all 5,000 validation images."""
+    from igcv_nas.data import load_splits
+    full = load_splits("cifar10", cifar_dir, val_size=5000, seed=0, download_ok=False)
+    seed_everything(0)
+    tr = ProxyTrainer(build_model(from_dict(small_spec())), full,
+                      TrainConfig(epochs=1, batch_size=128, lr=0.1, device="cpu"))
+    res = tr.fit()
+    assert tr.train.n == 45000 and tr.val.n == 5000
+    assert res.steps == 45000 // 128
+    assert res.val_acc > 0.35
