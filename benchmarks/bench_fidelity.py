@@ -57,7 +57,11 @@ def main() -> None:
     ap.add_argument("--reference-x", type=int, default=10, help="reference budget / proxy budget")
     ap.add_argument("--csv", default="fidelity.csv")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--report", metavar="CSV", help="only print the table of an earlier run's CSV")
     args = ap.parse_args()
+    if args.report:
+        report(pd.read_csv(args.report))
+        return
     optuna.logging.set_verbosity(optuna.logging.WARNING)
 
     proxy = default_budget(args.device, mode="both")
@@ -98,12 +102,16 @@ def main() -> None:
         print(f"  {i + 1:>2}/{len(specs)} {spec.arch_id} {c.macs / 1e6:6.1f}M  proxy {p['val_acc']:.3f} "
               f"({t1 - t0:5.0f}s)  reference {r['val_acc']:.3f} ({t2 - t1:5.0f}s)", flush=True)
         pd.DataFrame(rows).to_csv(args.csv, index=False)
-    df = pd.DataFrame(rows)
+    report(pd.DataFrame(rows))
+
+
+def report(df: pd.DataFrame) -> None:
     scores = ["proxy_acc"] + [c for c in df.columns if c.startswith("zc_")] + ["macs", "params"]
     print(f"\n{'score':<16}{'Spearman rho vs reference':>28}")
     print("-" * 44)
     for s in scores:
-        rho = df[s].corr(df["reference_acc"], method="spearman")
+        # Spearman = Pearson on ranks (average ranks for ties); pandas' own needs scipy
+        rho = df[s].rank().corr(df["reference_acc"].rank())
         print(f"{s:<16}{rho:>28.3f}")
     print(f"# mean time per architecture: proxy {df.proxy_s.mean():.0f}s, reference {df.reference_s.mean():.0f}s; "
           f"reference accuracy {df.reference_acc.min():.3f}..{df.reference_acc.max():.3f}")
