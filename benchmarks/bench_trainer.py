@@ -25,7 +25,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from igcv_nas import zoo
 from igcv_nas.build import build_model
-from igcv_nas.data import MEAN_STD, load_splits
+from igcv_nas.data import load_splits
 from igcv_nas.train import ProxyTrainer, TrainConfig, pick_device, seed_everything
 
 

@@ -1,6 +1,5 @@
 from __future__ import annotations
 
-import pytest
 
 from igcv_nas import zoo
 from igcv_nas.cost import count, human

@@ -10,7 +10,6 @@ import pytest
 from optuna.samplers import RandomSampler
 from optuna.trial import FixedTrial
 
-import igcv_nas.validation as validation
 from igcv_nas import zoo
 from igcv_nas.cost import count
 from igcv_nas.space import SPACE_DIR, SpaceError, available_spaces, block_dict, load_space, to_cifar

@@ -1,7 +1,11 @@
 """Shared bits of the command-line tools: one-line errors with exit code 2."""
 from __future__ import annotations
 
+import os
 import sys
+
+from .. import zoo
+from ..spec import NetworkSpec, SpecError, load
 
 EXIT_BAD_INPUT = 2
 
@@ -10,3 +14,14 @@ def fail(prog: str, message: str) -> int:
     """Print ``prog: error: message`` as one line on stderr and return exit code 2."""
     print(f"{prog}: error: {' '.join(message.split())}", file=sys.stderr)
     return EXIT_BAD_INPUT
+
+
+def resolve_spec(source: str) -> NetworkSpec:
+    """A spec JSON file, or a zoo network name (``igcv3_d_0.7_cifar``); SpecError otherwise."""
+    if os.path.exists(source) or source.endswith(".json"):
+        return load(source)
+    try:
+        return zoo.get(source)
+    except KeyError as e:
+        raise SpecError(f"{source!r} is neither a spec file nor a zoo network "
+                        f"({', '.join(zoo.names())}, optionally _<width> and/or _cifar)") from e

@@ -8,24 +8,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 
 from .. import cost as _cost
-from .. import zoo
-from ..spec import NetworkSpec, SpecError, load
+from ..spec import NetworkSpec, SpecError
 from ..validation import check
-from ._common import fail
-
-
-def _resolve(source: str) -> NetworkSpec:
-    if os.path.exists(source) or source.endswith(".json"):
-        return load(source)
-    try:
-        return zoo.get(source)
-    except KeyError as e:
-        raise SpecError(f"{source!r} is neither a spec file nor a zoo network "
-                        f"({', '.join(zoo.names())}, optionally _<width> and/or _cifar)") from e
+from ._common import fail, resolve_spec
 
 
 def _report(spec: NetworkSpec) -> dict:
@@ -87,7 +75,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--json", action="store_true", help="print the report as JSON")
     args = ap.parse_args(argv)
     try:
-        spec = _resolve(args.source)
+        spec = resolve_spec(args.source)
     except SpecError as e:
         return fail("igcv-inspect", str(e))
     for flag, v in (("--target", args.target), ("--classes", args.classes)):

@@ -1,0 +1,144 @@
+"""Accuracy of the per-block latency LUT predictor against measurement (issue #6).
+
+``--n`` random architectures (Optuna RandomSampler, seed ``--seed``), split evenly over the
+shipped spaces (igcv2, igcv3, mixed, seesaw), at ``--size`` x ``--size`` (default 224, the
+target's ImageNet form; ``--cifar`` for the 32x32 form) and batch ``--batch`` (default 1), fp32,
+NCHW unless ``--channels-last``, ``--threads`` CPU threads (default 1). Then:
+
+1. LUT build: the correction is calibrated on ``--calibrate`` whole networks sampled with a
+   different seed (never among the test networks); every distinct stem / block / head of the
+   test networks is measured (``--warmup`` + ``--reps`` passes each). Its time is printed.
+2. Each test network is measured as a whole twice (same warm-up / reps; the reference is the
+   mean of the two medians, their difference is printed as the measurement noise floor) and
+   predicted from the LUT.
+
+Printed: the machine, the settings, the LUT size and build time, and the share of networks whose
+prediction is within +/-10% and +/-20% of the measured median, the median and p90 absolute
+relative error, overall and per space.
+
+    python benchmarks/bench_latency.py                      # 100 networks at 224x224, batch 1
+    python benchmarks/bench_latency.py --n 40 --cifar       # quick
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import statistics
+import sys
+import time
+
+import optuna
+import torch
+from optuna.samplers import RandomSampler
+
+from igcv_nas.cost import macs
+from igcv_nas.latency import build_lut, device_name, measure, predict
+from igcv_nas.space import available_spaces, load_space
+
+
+def _sample(spaces, n_total, seed, size, cifar):
+    out = []
+    per = [n_total // len(spaces) + (1 if i < n_total % len(spaces) else 0)
+           for i in range(len(spaces))]
+    for name, n in zip(spaces, per):
+        sp = load_space(name)
+        study = optuna.create_study(sampler=RandomSampler(seed=seed))
+        for _ in range(n):
+            s = sp.sample(study.ask(), cifar=cifar)
+            if not cifar and size != s.input_size:
+                s = s.with_target(input_size=size)
+            out.append((name, s))
+    return out
+
+
+def _pct(xs, q):
+    s = sorted(xs)
+    return s[min(len(s) - 1, int(round(q * (len(s) - 1))))]
+
+
+def _summary(errs):
+    a = [abs(e) for e in errs]
+    return (f"within10 {sum(x <= 0.10 for x in a) / len(a):6.1%}  within20 "
+            f"{sum(x <= 0.20 for x in a) / len(a):6.1%}  median|err| {statistics.median(a):6.1%}  "
+            f"p90|err| {_pct(a, 0.9):6.1%}  mean err {statistics.fmean(errs):+6.1%}")
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--n", type=int, default=100, help="test architectures in all (default 100)")
+    ap.add_argument("--space", action="append", default=None, help="spaces (default: all shipped)")
+    ap.add_argument("--size", type=int, default=224, help="input resolution (default 224)")
+    ap.add_argument("--cifar", action="store_true", help="CIFAR form (32x32) instead")
+    ap.add_argument("--batch", type=int, default=1)
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--channels-last", action="store_true")
+    ap.add_argument("--warmup", type=int, default=3)
+    ap.add_argument("--reps", type=int, default=15)
+    ap.add_argument("--calibrate", type=int, default=8)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--lut", default=None, help="also save the LUT to this file")
+    args = ap.parse_args(argv)
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    spaces = args.space or available_spaces()
+
+    print(f"machine: {device_name('cpu')}, {platform.system()} {platform.release()}, "
+          f"Python {platform.python_version()}, torch {torch.__version__}, "
+          f"load average {os.getloadavg()[0]:.2f}")
+    size = 32 if args.cifar else args.size
+    print(f"settings: {args.n} networks from {', '.join(spaces)} at {size}x{size}, batch "
+          f"{args.batch}, {'channels_last' if args.channels_last else 'NCHW'}, fp32, cpu, "
+          f"{args.threads} thread(s), warm-up {args.warmup}, reps {args.reps} (median), "
+          f"calibration on {args.calibrate} other networks")
+
+    test = _sample(spaces, args.n, args.seed, size, args.cifar)
+    calib = [s for _, s in _sample(spaces, args.calibrate, args.seed + 1000, size, args.cifar)]
+    kw = dict(threads=args.threads, batch=args.batch, channels_last=args.channels_last,
+              warmup=args.warmup, reps=args.reps)
+
+    t0 = time.perf_counter()
+    lut = build_lut(calib, "cpu", calibrate=args.calibrate, **kw)
+    t_cal = time.perf_counter() - t0
+    t1 = time.perf_counter()
+    for _, s in test:
+        lut.add_spec(s)
+    t_lut = time.perf_counter() - t1
+    print(f"LUT: {len(lut)} entries; build {t_cal + t_lut:.1f} s in all ({t_lut:.1f} s for the "
+          f"test networks' pieces, {t_cal:.1f} s for the calibration networks' pieces and "
+          f"{len(lut.calibration)} whole-network calibration measurements); correction "
+          f"{lut.correction['scale']:.4f} x sum {lut.correction['offset_ms']:+.3f} ms")
+    if args.lut:
+        lut.save(args.lut)
+    calls = lut.measure_calls
+
+    rows = []
+    t2 = time.perf_counter()
+    repeat = []
+    for name, s in test:
+        # measured twice: the mean is the reference, the difference the noise floor
+        m1 = measure(s, "cpu", **kw).median_ms
+        m2 = measure(s, "cpu", **kw).median_ms
+        m = (m1 + m2) / 2
+        repeat.append(m2 / m1 - 1)
+        p = predict(s, lut)
+        rows.append((name, s, m, p, p / m - 1))
+    assert lut.measure_calls == calls, "prediction measured something"
+    print(f"measured {len(rows)} whole networks in {time.perf_counter() - t2:.1f} s; "
+          f"latency {min(r[2] for r in rows):.1f} .. {max(r[2] for r in rows):.1f} ms "
+          f"(median {statistics.median(r[2] for r in rows):.1f}); MACs "
+          f"{min(macs(r[1]) for r in rows) / 1e6:.0f}M .. {max(macs(r[1]) for r in rows) / 1e6:.0f}M")
+    print(f"{'all':>8} n={len(rows):3d}  {_summary([r[4] for r in rows])}")
+    for name in spaces:
+        errs = [r[4] for r in rows if r[0] == name]
+        if errs:
+            print(f"{name:>8} n={len(errs):3d}  {_summary(errs)}")
+    print(f"{'noise':>8} n={len(rows):3d}  {_summary(repeat)}  (2nd whole-network measurement "
+          "vs 1st: the floor)")
+    raw = [lut.raw_sum(r[1]) / r[2] - 1 for r in rows]
+    print(f"{'no corr.':>8} n={len(rows):3d}  {_summary(raw)}  (sum of LUT entries alone)")
+    print(f"load average at the end {os.getloadavg()[0]:.2f}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,201 @@
+"""``igcv-latency``: measured and predicted latency of a network on a device.
+
+    igcv-latency SPEC.json | ZOO_NAME [--lut FILE] [--device cpu] [--threads T] [--batch B]
+                 [--channels-last] [--warmup W] [--reps R] [--no-measure] [--json]
+    igcv-latency build-lut --device cpu --out FILE [--space NAME ...] [--zoo NAME ...] [--n N]
+                 [--cifar] [--seed S] [--threads T] [--batch B] [--channels-last]
+                 [--warmup W] [--reps R] [--calibrate K]
+
+The first form measures the network (median and p90 in ms) and, with ``--lut``, prints the
+latency predicted from the lookup table (pieces the table lacks are measured on its device and
+added to the file). ``build-lut`` samples ``--n`` random architectures from each ``--space``
+(default: every shipped space), adds the ``--zoo`` networks, measures every distinct stem,
+block and head of them once and fits the correction on ``--calibrate`` whole networks; an
+existing ``--out`` file with the same settings is extended, not re-measured. Exit code 0 on
+success, 2 with one line on stderr for bad input.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+
+from .. import latency as _lat
+from ..spec import NetworkSpec, SpecError
+from ._common import fail, resolve_spec
+
+PROG = "igcv-latency"
+USAGE = ("igcv-latency SPEC.json|ZOO_NAME [--lut FILE] [options]\n"
+         "       igcv-latency build-lut --out FILE [--space NAME ...] [--n N] [options]")
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line on stderr and exit code 2 like every other."""
+
+    def error(self, message: str):  # type: ignore[override]
+        sys.exit(fail(PROG, message))
+
+
+def _positive(flag: str, v: int | None, zero_ok: bool = False) -> None:
+    if v is not None and (v < 0 if zero_ok else v <= 0):
+        raise ValueError(f"{flag} {v} must be a {'non-negative' if zero_ok else 'positive'} integer")
+
+
+def _check_common(args: argparse.Namespace) -> None:
+    _positive("--threads", args.threads)
+    _positive("--batch", args.batch)
+    _positive("--reps", args.reps)
+    _positive("--warmup", args.warmup, zero_ok=True)
+
+
+def _common(ap: argparse.ArgumentParser) -> None:
+    ap.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default cpu; with --lut: the LUT's)")
+    ap.add_argument("--threads", type=int, default=None, help="CPU threads (default: torch's)")
+    ap.add_argument("--batch", type=int, default=1, help="batch size (default 1)")
+    ap.add_argument("--channels-last", action="store_true", help="channels_last model and input")
+    ap.add_argument("--warmup", type=int, default=5, help="untimed passes first (default 5)")
+    ap.add_argument("--reps", type=int, default=20, help="timed passes (default 20)")
+
+
+def _build_lut(argv: list[str]) -> int:
+    ap = _Parser(prog=f"{PROG} build-lut",
+                                 description="Measure a per-block latency lookup table.")
+    ap.add_argument("--out", required=True, help="LUT JSON file to write (extended if it exists)")
+    ap.add_argument("--space", action="append", default=None,
+                    help="search space to sample (repeatable; default: every shipped space)")
+    ap.add_argument("--zoo", action="append", default=[], help="zoo network to include (repeatable)")
+    ap.add_argument("--n", type=int, default=20, help="architectures sampled per space (default 20)")
+    ap.add_argument("--cifar", action="store_true", help="sample the CIFAR form (32x32)")
+    ap.add_argument("--seed", type=int, default=0, help="sampling seed (default 0)")
+    ap.add_argument("--calibrate", type=int, default=6,
+                    help="whole networks measured to fit the correction (default 6)")
+    _common(ap)
+    args = ap.parse_args(argv)
+    try:
+        _check_common(args)
+        _positive("--n", args.n, zero_ok=True)
+        _positive("--calibrate", args.calibrate, zero_ok=True)
+        args.device = str(_lat.resolve_device(args.device or "cpu"))
+    except ValueError as e:
+        return fail(PROG, str(e))
+    from ..space import SpaceError, available_spaces, load_space
+    specs: list[NetworkSpec] = []
+    try:
+        for name in args.zoo:
+            specs.append(resolve_spec(name))
+        if args.n:
+            import optuna
+            from optuna.samplers import RandomSampler
+            optuna.logging.set_verbosity(optuna.logging.WARNING)
+            for name in args.space or available_spaces():
+                sp = load_space(name)
+                study = optuna.create_study(sampler=RandomSampler(seed=args.seed))
+                specs += [sp.sample(study.ask(), cifar=args.cifar) for _ in range(args.n)]
+    except (SpecError, SpaceError) as e:
+        return fail(PROG, str(e))
+    if not specs:
+        return fail(PROG, "nothing to measure: give --n > 0 or --zoo NAME")
+    try:
+        lut = None
+        if os.path.exists(args.out):
+            lut = _lat.LUT.load(args.out)
+            want = (args.threads, args.batch, args.channels_last)
+            if (lut.threads, lut.batch, lut.channels_last) != want or \
+                    lut.device != args.device:
+                return fail(PROG, f"{args.out} was measured with device={lut.device} "
+                                  f"threads={lut.threads} batch={lut.batch} "
+                                  f"channels_last={lut.channels_last}; use another --out")
+        before = len(lut) if lut else 0
+        t0 = time.perf_counter()
+        lut = _lat.build_lut(specs, args.device, args.threads, args.batch, args.channels_last,
+                             args.warmup, args.reps, args.calibrate, lut=lut)
+        lut.save(args.out)
+    except _lat.LatencyError as e:
+        return fail(PROG, str(e))
+    except OSError as e:
+        return fail(PROG, f"{args.out}: cannot write LUT ({e.strerror})")
+    c = lut.correction
+    print(f"{args.out}: {len(lut)} entries ({len(lut) - before} measured now) from "
+          f"{len(specs)} networks on {lut.device} ({lut.device_name}), threads {lut.threads}, "
+          f"batch {lut.batch}, {'channels_last' if lut.channels_last else 'NCHW'}; "
+          f"{time.perf_counter() - t0:.1f} s; correction: {c['scale']:.4f} x sum "
+          f"{c['offset_ms']:+.3f} ms ({c['points']} networks)")
+    return 0
+
+
+def _measure(argv: list[str]) -> int:
+    ap = _Parser(prog=PROG, usage=USAGE, description=__doc__.split("\n\n")[2])
+    ap.add_argument("source", help="a spec JSON file or a zoo name (e.g. mobilenet_v2_0.5_cifar)")
+    ap.add_argument("--lut", default=None, help="LUT file: also print the predicted latency")
+    ap.add_argument("--no-measure", action="store_true", help="only predict (needs --lut)")
+    ap.add_argument("--json", action="store_true", help="print the result as JSON")
+    _common(ap)
+    args = ap.parse_args(argv)
+    try:
+        _check_common(args)
+        if args.no_measure and not args.lut:
+            raise ValueError("--no-measure needs --lut FILE")
+        spec = resolve_spec(args.source)
+    except (ValueError, SpecError) as e:
+        return fail(PROG, str(e))
+    from ..validation import check
+    rep = check(spec)
+    if not rep.ok:
+        return fail(PROG, f"{args.source}: {len(rep.violations)} violation(s): "
+                          + "; ".join(str(v) for v in rep.violations))
+    out: dict = {"name": spec.name, "arch_id": spec.arch_id, "input_size": spec.input_size}
+    try:
+        if args.lut:
+            lut = _lat.LUT.load(args.lut)
+            if args.device is not None and str(_lat.resolve_device(args.device)) != lut.device:
+                raise _lat.LatencyError(f"{args.lut} was measured on {lut.device}, not on "
+                                        f"{args.device}")
+            n0 = len(lut)
+            out["predicted_ms"] = round(lut.predict(spec, measure_missing=not args.no_measure), 4)
+            out["lut"] = {"path": args.lut, "device": lut.device, "threads": lut.threads,
+                          "batch": lut.batch, "channels_last": lut.channels_last,
+                          "measured_now": len(lut) - n0}
+            if len(lut) > n0:
+                lut.save(args.lut)
+            device, threads, batch, cl = lut.device, lut.threads, lut.batch, lut.channels_last
+        else:
+            device, threads, batch, cl = (args.device or "cpu", args.threads, args.batch,
+                                          args.channels_last)
+        if not args.no_measure:
+            m = _lat.measure(spec, device, threads, batch, cl, args.warmup, args.reps)
+            out["measured"] = m.as_dict()
+            if "predicted_ms" in out:
+                out["error"] = round(out["predicted_ms"] / m.median_ms - 1, 4)
+    except _lat.LatencyError as e:
+        return fail(PROG, str(e))
+    except OSError as e:
+        return fail(PROG, f"{args.lut}: cannot write LUT ({e.strerror})")
+    if args.json:
+        print(json.dumps(out, indent=1))
+        return 0
+    label = spec.name or spec.arch_id
+    if "measured" in out:
+        m = out["measured"]
+        n = m["threads"]
+        thr = "" if n is None else f" ({n} thread{'' if n == 1 else 's'})"
+        print(f"{label} @ {spec.input_size}x{spec.input_size}, batch {m['batch']}, "
+              f"{'channels_last' if m['channels_last'] else 'NCHW'} on {m['device']}"
+              f"{thr}: measured "
+              f"median {m['median_ms']:.3f} ms, p90 {m['p90_ms']:.3f} ms over {m['reps']} reps")
+    if "predicted_ms" in out:
+        err = f" ({out['error']:+.1%} vs measured)" if "error" in out else ""
+        print(f"{label}: predicted {out['predicted_ms']:.3f} ms from {args.lut}{err}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] == "build-lut":
+        return _build_lut(argv[1:])
+    return _measure(argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,527 @@
+"""Latency: measured on a device, and predicted from a per-block lookup table (issue #6).
+
+Measurement (:func:`measure`)
+    A built model (or a spec, built here) in eval mode under ``torch.no_grad()``, one fixed
+    random input of ``batch`` x C x H x W (optionally channels_last, model and input), ``warmup``
+    untimed forward passes, then ``reps`` timed ones; the result is the median and the 90th
+    percentile in milliseconds. CPU: ``threads`` sets ``torch.set_num_threads`` for the duration
+    and the previous count is restored afterwards; each pass is timed with ``time.perf_counter``.
+    CUDA: each pass is bracketed by two ``torch.cuda.Event(enable_timing=True)`` recorded on the
+    current stream, the device is synchronised once after the warm-up and once after the timed
+    passes, and ``start.elapsed_time(end)`` gives the GPU time of every pass.
+
+Prediction (:class:`LUT`, :func:`build_lut`, :func:`predict`)
+    A network is ``stem + blocks + head`` (head = the 1x1 head conv if any, global pool,
+    dropout, classifier). Each piece is timed **as a whole module at its input resolution**, the
+    granularity hardware-aware NAS uses: a block entry includes its permutations, its residual
+    add and the interaction between its convolutions. The key of an entry
+    (:func:`block_key`, :func:`stem_key`, :func:`head_key`) holds everything that changes the
+    module's run time: block kind, activation, per conv (in, out, kernel, stride, group runs,
+    activation, permutation kind: ``-`` none / ``shuffleG`` view-transpose / ``gather``), the
+    residual flag, the input resolution, the batch size and the memory format. Two blocks with
+    the same key run the same code on the same shapes, so one measurement serves both.
+
+    The sum of the entries misses what isolated timing cannot see (weights and activations of
+    the neighbours evicting each other from cache, per-call overheads). A linear correction
+    ``predicted = scale * sum + offset_ms`` is fitted on a few whole networks measured at LUT
+    build time (``calibrate``, default 6, chosen to spread over the range of sums) and stored
+    in the LUT file with its calibration points (:func:`fit_correction`: the median ratio
+    measured / sum as a pure scale; a least-squares line when there are 8 or more points and
+    it fits them better). Without calibration points the correction is the identity.
+
+    The LUT file is JSON (``format: igcv-nas/latency-lut@1``): the measurement settings (device
+    and its name, threads, batch, channels_last, warm-up, reps, torch version), ``entries``
+    (key -> median / p90 ms), ``calibration`` and ``correction``; it is written atomically
+    (temporary file + ``os.replace``). A key missing from the LUT raises :class:`MissingKey`
+    naming it, unless :func:`predict` is asked to measure it on the LUT's device
+    (``measure_missing=True`` or a ``device`` argument), which adds it to the LUT.
+
+Nothing here runs at import time; torch is imported lazily by the measuring functions only
+where it is needed, so reading a LUT and predicting from it needs no torch.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import platform
+import statistics
+import tempfile
+import time
+from dataclasses import asdict, dataclass
+from typing import Any, Callable, Iterable
+
+from .spec import Block, ConvOp, NetworkSpec
+
+__all__ = ["LUT", "LUT_FORMAT", "LatencyError", "Measurement", "MissingKey", "block_key",
+           "build_lut", "device_name", "fit_correction", "head_key", "measure", "measure_module", "network_keys",
+           "predict", "resolve_device", "stem_key"]
+
+LUT_FORMAT = "igcv-nas/latency-lut@1"
+
+
+class LatencyError(ValueError):
+    """Bad latency input (unknown device, unreadable LUT, incompatible settings); one line."""
+
+
+class MissingKey(LatencyError, KeyError):
+    """A LUT has no entry for a key that a prediction needs."""
+
+    def __str__(self) -> str:  # KeyError would repr() the message
+        return str(self.args[0]) if self.args else ""
+
+
+@dataclass(frozen=True)
+class Measurement:
+    median_ms: float
+    p90_ms: float
+    reps: int
+    mean_ms: float
+    min_ms: float
+    device: str
+    threads: int | None
+    batch: int
+    channels_last: bool
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+# ---------------------------------------------------------------------------------------------
+# measuring
+
+
+def resolve_device(device: Any):
+    """``torch.device`` for ``device`` (cpu, cuda, cuda:N); LatencyError when unusable here."""
+    import torch
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError) as e:
+        raise LatencyError(f"device {device!r} is not a torch device (e.g. cpu, cuda, cuda:0): {e}") from None
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise LatencyError(f"device {device!r}: CUDA is not available on this machine")
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise LatencyError(f"device {device!r}: only {torch.cuda.device_count()} CUDA device(s)")
+    elif dev.type != "cpu":
+        raise LatencyError(f"device {device!r}: accepted: cpu, cuda, cuda:N")
+    return dev
+
+
+def device_name(device: Any = "cpu") -> str:
+    """Human name of the device: the GPU's name, or the CPU model and its core count."""
+    dev = resolve_device(device)
+    if dev.type == "cuda":
+        import torch
+        return torch.cuda.get_device_name(dev)
+    model = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    model = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    return f"{model} ({os.cpu_count()} cores)"
+
+
+def _percentile(xs: list[float], q: float) -> float:
+    """Linear-interpolated percentile (numpy's default) of a non-empty list."""
+    s = sorted(xs)
+    pos = (len(s) - 1) * q
+    lo, hi = math.floor(pos), math.ceil(pos)
+    return s[lo] + (s[hi] - s[lo]) * (pos - lo)
+
+
+def _check_counts(threads, batch, warmup, reps) -> None:
+    if threads is not None and (not isinstance(threads, int) or threads <= 0):
+        raise LatencyError(f"threads={threads!r} must be a positive integer")
+    if not isinstance(batch, int) or batch <= 0:
+        raise LatencyError(f"batch={batch!r} must be a positive integer")
+    if not isinstance(warmup, int) or warmup < 0:
+        raise LatencyError(f"warmup={warmup!r} must be a non-negative integer")
+    if not isinstance(reps, int) or reps <= 0:
+        raise LatencyError(f"reps={reps!r} must be a positive integer")
+
+
+def measure_module(module, input_shape: tuple[int, ...], device: Any = "cpu",
+                   threads: int | None = None, batch: int = 1, channels_last: bool = False,
+                   warmup: int = 5, reps: int = 20) -> Measurement:
+    """Latency of ``module`` on one input of shape ``(batch, *input_shape)`` (see module doc).
+
+    The module is moved to ``device`` (and to channels_last when asked) and put in eval mode;
+    it is left there."""
+    import torch
+    _check_counts(threads, batch, warmup, reps)
+    dev = resolve_device(device)
+    mf = torch.channels_last if channels_last else torch.contiguous_format
+    module = module.to(dev).eval()
+    if channels_last:
+        module = module.to(memory_format=torch.channels_last)
+    x = torch.randn(batch, *input_shape, device=dev)
+    if x.dim() == 4:
+        x = x.contiguous(memory_format=mf)
+    prev = torch.get_num_threads()
+    times: list[float] = []
+    try:
+        if threads is not None:
+            torch.set_num_threads(threads)
+        with torch.no_grad():
+            if dev.type == "cuda":
+                with torch.cuda.device(dev):
+                    for _ in range(warmup):
+                        module(x)
+                    torch.cuda.synchronize(dev)
+                    events = []
+                    for _ in range(reps):
+                        start = torch.cuda.Event(enable_timing=True)
+                        end = torch.cuda.Event(enable_timing=True)
+                        start.record()
+                        module(x)
+                        end.record()
+                        events.append((start, end))
+                    torch.cuda.synchronize(dev)
+                    times = [s.elapsed_time(e) for s, e in events]
+            else:
+                for _ in range(warmup):
+                    module(x)
+                clock = time.perf_counter
+                for _ in range(reps):
+                    t0 = clock()
+                    module(x)
+                    times.append((clock() - t0) * 1e3)
+    finally:
+        if threads is not None:
+            torch.set_num_threads(prev)
+    return Measurement(statistics.median(times), _percentile(times, 0.9), reps,
+                       statistics.fmean(times), min(times), str(dev),
+                       threads if dev.type == "cpu" else None, batch, channels_last)
+
+
+def measure(model_or_spec, device: Any = "cpu", threads: int | None = None, batch: int = 1,
+            channels_last: bool = False, warmup: int = 5, reps: int = 20,
+            input_shape: tuple[int, int, int] | None = None) -> Measurement:
+    """Measured latency of a whole network: a :class:`~igcv_nas.spec.NetworkSpec` (built here,
+    input ``in_chs x input_size x input_size``) or an ``nn.Module`` (``input_shape`` = (C, H, W)
+    required). Median and p90 over ``reps`` timed passes after ``warmup`` untimed ones."""
+    if isinstance(model_or_spec, NetworkSpec):
+        from .build import build_model
+        spec = model_or_spec
+        module = build_model(spec)
+        shape = input_shape or (spec.in_chs, spec.input_size, spec.input_size)
+    else:
+        if input_shape is None:
+            raise LatencyError("measure(module): input_shape=(C, H, W) is required for a module")
+        module, shape = model_or_spec, tuple(input_shape)
+    return measure_module(module, shape, device, threads, batch, channels_last, warmup, reps)
+
+
+# ---------------------------------------------------------------------------------------------
+# keys: one entry per distinct (piece, shapes, settings)
+
+
+def _perm_kind(p: tuple[int, ...] | None) -> str:
+    if p is None:
+        return "-"
+    from .perm import interleave_groups
+    g = interleave_groups(p)
+    return f"shuffle{g}" if g is not None else "gather"
+
+
+def _op_key(op: ConvOp) -> str:
+    groups = "+".join(f"{n}x{i}>{o}" for n, i, o in op.groups)
+    return (f"{op.in_chs}>{op.out_chs} k{op.kernel} s{op.stride} g{groups} "
+            f"{'a' if op.act else 'l'} p{_perm_kind(op.perm)}")
+
+
+def _settings(res: int, batch: int, channels_last: bool) -> str:
+    return f"r{res} b{batch} {'nhwc' if channels_last else 'nchw'}"
+
+
+def block_key(block: Block, res: int, act: str, batch: int = 1, channels_last: bool = False) -> str:
+    """LUT key of a block at input resolution ``res`` (see module doc)."""
+    ops = "; ".join(_op_key(op) for op in block.ops)
+    return (f"block {block.kind} {act} {'res' if block.residual else 'nores'} "
+            f"{_settings(res, batch, channels_last)} [{ops}]")
+
+
+def stem_key(spec: NetworkSpec, batch: int = 1, channels_last: bool = False) -> str:
+    s = spec.stem
+    return (f"stem {spec.act} {spec.in_chs}>{s.out_chs} k{s.kernel} s{s.stride} "
+            f"{_settings(spec.input_size, batch, channels_last)}")
+
+
+def _blocks_res(spec: NetworkSpec) -> tuple[list[tuple[Block, int]], int, int]:
+    """[(block, input resolution)], final resolution, channels entering the head."""
+    res = (spec.input_size - 1) // spec.stem.stride + 1
+    last, out = spec.stem.out_chs, []
+    for _, b in spec.blocks():
+        out.append((b, res))
+        for op in b.ops:
+            res = (res - 1) // op.stride + 1
+        last = b.out_chs
+    return out, res, last
+
+
+def head_key(spec: NetworkSpec, batch: int = 1, channels_last: bool = False) -> str:
+    _, res, last = _blocks_res(spec)
+    return (f"head {spec.act} {last}>{spec.head_chs} classes{spec.num_classes} "
+            f"{_settings(res, batch, channels_last)}")
+
+
+def _build_block(block: Block, act: str):
+    from .build import build_block
+    return build_block(block, act)
+
+
+# a piece of a network to time: its key, a builder of its module, its input shape (C, H, W)
+_Piece = tuple[str, Callable[[], Any], tuple[int, int, int]]
+
+
+def _pieces(spec: NetworkSpec, batch: int, channels_last: bool) -> list[_Piece]:
+    # the builders import torch only when called: keys (and so prediction) need no torch
+    def stem():
+        from .build import ConvBN
+        s = spec.stem
+        return ConvBN(ConvOp(spec.in_chs, s.out_chs, s.kernel, s.stride,
+                             ((1, spec.in_chs, s.out_chs),), True), spec.act)
+
+    def head():
+        from torch import nn
+
+        from .build import ConvBN
+        layers = []
+        if spec.head_chs > 0:
+            layers.append(ConvBN(ConvOp(last, spec.head_chs, 1, 1,
+                                        ((1, last, spec.head_chs),), True), spec.act))
+        layers += [nn.AdaptiveAvgPool2d(1), nn.Flatten(1), nn.Dropout(spec.dropout),
+                   nn.Linear(spec.feature_chs, spec.num_classes)]
+        return nn.Sequential(*layers)
+
+    blocks, res, last = _blocks_res(spec)
+    out: list[_Piece] = [(stem_key(spec, batch, channels_last), stem,
+                          (spec.in_chs, spec.input_size, spec.input_size))]
+    for b, r in blocks:
+        out.append((block_key(b, r, spec.act, batch, channels_last),
+                    (lambda b=b: _build_block(b, spec.act)), (b.in_chs, r, r)))
+    out.append((head_key(spec, batch, channels_last), head, (last, res, res)))
+    return out
+
+
+def network_keys(spec: NetworkSpec, batch: int = 1, channels_last: bool = False) -> list[str]:
+    """The LUT keys of ``spec`` in forward order: stem, every block, head."""
+    return [k for k, _, _ in _pieces(spec, batch, channels_last)]
+
+
+# ---------------------------------------------------------------------------------------------
+# the lookup table
+
+
+class LUT:
+    """Per-piece latency table measured on one device with one set of settings (module doc)."""
+
+    def __init__(self, device: str = "cpu", threads: int | None = None, batch: int = 1,
+                 channels_last: bool = False, warmup: int = 5, reps: int = 20,
+                 device_name: str = "", torch_version: str = ""):
+        self.device, self.threads, self.batch = str(device), threads, batch
+        self.channels_last, self.warmup, self.reps = bool(channels_last), warmup, reps
+        self.device_name, self.torch_version = device_name, torch_version
+        self.entries: dict[str, dict] = {}
+        self.calibration: list[dict] = []
+        self.correction: dict = {"scale": 1.0, "offset_ms": 0.0, "points": 0}
+        self.build_s = 0.0           # seconds spent measuring entries and calibration, cumulative
+        self.measure_calls = 0       # measurements made through this object (not saved)
+        self.path: str | None = None
+
+    # -- file ----------------------------------------------------------------------------------
+    def to_dict(self) -> dict:
+        return {"format": LUT_FORMAT, "device": self.device, "device_name": self.device_name,
+                "threads": self.threads, "batch": self.batch, "channels_last": self.channels_last,
+                "warmup": self.warmup, "reps": self.reps, "torch": self.torch_version,
+                "build_s": round(self.build_s, 3), "correction": self.correction,
+                "calibration": self.calibration, "entries": self.entries}
+
+    def save(self, path: str | os.PathLike) -> None:
+        """Write the table as JSON atomically (temporary file in the same folder + replace)."""
+        path = os.fspath(path)
+        folder = os.path.dirname(os.path.abspath(path))
+        os.makedirs(folder, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=".lut-", suffix=".tmp", dir=folder)
+        try:
+            with os.fdopen(fd, "w", encoding="utf-8") as f:
+                json.dump(self.to_dict(), f, indent=1, sort_keys=True)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, path)
+        except BaseException:
+            try:
+                os.unlink(tmp)
+            except OSError:
+                pass
+            raise
+        self.path = path
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> LUT:
+        """Read a LUT file (:class:`LatencyError` with one line when it cannot be used)."""
+        path = os.fspath(path)
+        try:
+            with open(path, encoding="utf-8") as f:
+                d = json.load(f)
+        except OSError as e:
+            raise LatencyError(f"{path}: cannot read LUT file ({e.strerror})") from None
+        except json.JSONDecodeError as e:
+            raise LatencyError(f"{path}: malformed LUT JSON at line {e.lineno} column {e.colno}: "
+                               f"{e.msg}") from None
+        if not isinstance(d, dict) or d.get("format") != LUT_FORMAT:
+            fmt = d.get("format") if isinstance(d, dict) else None
+            raise LatencyError(f"{path}: not a latency LUT (format={fmt!r}; expected {LUT_FORMAT!r})")
+        try:
+            lut = cls(d["device"], d.get("threads"), int(d["batch"]), bool(d["channels_last"]),
+                      int(d.get("warmup", 5)), int(d.get("reps", 20)), d.get("device_name", ""),
+                      d.get("torch", ""))
+            entries = d["entries"]
+            if not isinstance(entries, dict) or not all(
+                    isinstance(v, dict) and isinstance(v.get("ms"), (int, float)) for v in entries.values()):
+                raise TypeError("entries must map keys to {'ms': number, ...}")
+            lut.entries = entries
+            lut.calibration = list(d.get("calibration", []))
+            corr = d.get("correction", {})
+            lut.correction = {"scale": float(corr.get("scale", 1.0)),
+                              "offset_ms": float(corr.get("offset_ms", 0.0)),
+                              "points": int(corr.get("points", 0))}
+            lut.build_s = float(d.get("build_s", 0.0))
+        except (KeyError, TypeError, ValueError) as e:
+            raise LatencyError(f"{path}: malformed LUT ({type(e).__name__}: {e})") from None
+        lut.path = path
+        return lut
+
+    def __len__(self) -> int:
+        return len(self.entries)
+
+    def __contains__(self, key: str) -> bool:
+        return key in self.entries
+
+    # -- measuring -----------------------------------------------------------------------------
+    def _measure(self, make, shape) -> Measurement:
+        self.measure_calls += 1
+        return measure_module(make(), shape, self.device, self.threads, self.batch,
+                              self.channels_last, self.warmup, self.reps)
+
+    def add_spec(self, spec: NetworkSpec) -> int:
+        """Measure every piece of ``spec`` not yet in the table; returns how many were added."""
+        added = 0
+        t0 = time.perf_counter()
+        for key, make, shape in _pieces(spec, self.batch, self.channels_last):
+            if key not in self.entries:
+                m = self._measure(make, shape)
+                self.entries[key] = {"ms": round(m.median_ms, 5), "p90": round(m.p90_ms, 5)}
+                added += 1
+        self.build_s += time.perf_counter() - t0
+        return added
+
+    def raw_sum(self, spec: NetworkSpec) -> float:
+        """Sum of the entries of ``spec`` (MissingKey naming the first absent key)."""
+        total = 0.0
+        for key in network_keys(spec, self.batch, self.channels_last):
+            e = self.entries.get(key)
+            if e is None:
+                where = f" {self.path}" if self.path else ""
+                raise MissingKey(f"latency LUT{where} has no entry for {key!r} (measured on "
+                                 f"{self.device}, batch {self.batch}); rebuild it with specs that "
+                                 "contain this piece or predict with measure_missing=True")
+            total += e["ms"]
+        return total
+
+    def calibrate(self, specs: Iterable[NetworkSpec], n: int = 6) -> None:
+        """Measure up to ``n`` whole networks spread over the range of LUT sums and fit the
+        correction ``scale * sum + offset_ms`` (module doc)."""
+        specs = list(specs)
+        if n <= 0 or not specs:
+            return
+        t0 = time.perf_counter()
+        ranked = sorted(specs, key=self.raw_sum)
+        if len(ranked) <= n:
+            chosen = ranked
+        else:
+            idx = sorted({round(i * (len(ranked) - 1) / (n - 1)) for i in range(n)}) if n > 1 else [len(ranked) // 2]
+            chosen = [ranked[i] for i in idx]
+        seen = {c["arch_id"] for c in self.calibration}
+        for spec in chosen:
+            if spec.arch_id in seen:
+                continue
+            seen.add(spec.arch_id)
+            self.measure_calls += 1
+            m = measure(spec, self.device, self.threads, self.batch, self.channels_last,
+                        self.warmup, self.reps)
+            self.calibration.append({"arch_id": spec.arch_id, "sum_ms": round(self.raw_sum(spec), 5),
+                                     "measured_ms": round(m.median_ms, 5)})
+        self.build_s += time.perf_counter() - t0
+        self.correction = fit_correction(self.calibration)
+
+    def predict(self, spec: NetworkSpec, measure_missing: bool = False) -> float:
+        if measure_missing:
+            self.add_spec(spec)
+        c = self.correction
+        return c["scale"] * self.raw_sum(spec) + c["offset_ms"]
+
+
+def fit_correction(points: list[dict]) -> dict:
+    """``{'scale', 'offset_ms', 'points'}`` from calibration points (``sum_ms``, ``measured_ms``).
+
+    The default is a pure scale, the median of ``measured / sum`` (robust to one noisy point).
+    With 8 or more points whose sums spread by at least 1.5x, the least-squares line
+    ``measured = scale * sum + offset`` replaces it when its median absolute relative error on
+    the points is lower (scale in [0.5, 2], no negative prediction for the smallest sum).
+    Identity without points."""
+    xs = [p["sum_ms"] for p in points if p["sum_ms"] > 0]
+    ys = [p["measured_ms"] for p in points if p["sum_ms"] > 0]
+    if not xs:
+        return {"scale": 1.0, "offset_ms": 0.0, "points": 0}
+
+    def err(a: float, b: float) -> float:
+        return statistics.median(abs((a * x + b) / y - 1) for x, y in zip(xs, ys))
+
+    a, b = statistics.median(y / x for x, y in zip(xs, ys)), 0.0
+    if len(xs) >= 8 and max(xs) >= 1.5 * min(xs):
+        mx, my = statistics.fmean(xs), statistics.fmean(ys)
+        la = sum((x - mx) * (y - my) for x, y in zip(xs, ys)) / sum((x - mx) ** 2 for x in xs)
+        lb = my - la * mx
+        if 0.5 <= la <= 2.0 and la * min(xs) + lb > 0 and err(la, lb) < err(a, b):
+            a, b = la, lb
+    return {"scale": round(a, 6), "offset_ms": round(b, 6), "points": len(xs)}
+
+
+def build_lut(specs: Iterable[NetworkSpec], device: Any = "cpu", threads: int | None = None,
+              batch: int = 1, channels_last: bool = False, warmup: int = 5, reps: int = 20,
+              calibrate: int = 6, lut: LUT | None = None,
+              progress: Callable[[int, int], None] | None = None) -> LUT:
+    """Measure every distinct piece (stem, blocks at their resolutions, head) of ``specs`` on
+    ``device``, then fit the correction on ``calibrate`` whole networks. With ``lut`` given,
+    only the pieces it lacks are measured (its settings are used)."""
+    specs = list(specs)
+    _check_counts(threads, batch, warmup, reps)
+    if lut is None:
+        import torch
+        dev = resolve_device(device)
+        lut = LUT(str(dev), threads if dev.type == "cpu" else None, batch, channels_last,
+                  warmup, reps, device_name(dev), torch.__version__)
+    for i, spec in enumerate(specs):
+        lut.add_spec(spec)
+        if progress:
+            progress(i + 1, len(specs))
+    lut.calibrate(specs, calibrate)
+    return lut
+
+
+def predict(spec: NetworkSpec, lut: LUT, device: Any = None, measure_missing: bool = False) -> float:
+    """Predicted latency in ms of ``spec`` on the LUT's device: ``scale * sum(entries) +
+    offset_ms``. A piece missing from the LUT raises :class:`MissingKey`, unless ``device`` is
+    given (it must be the LUT's device) or ``measure_missing`` is True: then it is measured and
+    added to ``lut`` (save it to keep it)."""
+    if device is not None:
+        if str(resolve_device(device)) != lut.device:
+            raise LatencyError(f"LUT was measured on {lut.device}, not on {device}")
+        measure_missing = True
+    return lut.predict(spec, measure_missing)
