@@ -142,7 +142,9 @@ def resolve(scheme, c: int, prev_out_sizes: Sequence[int] | None = None,
             next_in_sizes: Sequence[int] | None = None) -> tuple[int, ...]:
     """Turn a scheme (explicit list, or ``{"scheme": NAME, ...}``) into an explicit permutation."""
     if isinstance(scheme, (list, tuple)):
-        return tuple(int(v) for v in scheme)
+        if not all(isinstance(v, int) and not isinstance(v, bool) for v in scheme):
+            raise ValueError(f"permutation must be a list of channel indices (ints), got {list(scheme)[:8]}")
+        return tuple(scheme)
     if not isinstance(scheme, dict) or "scheme" not in scheme:
         raise ValueError(f"permutation {scheme!r}: expected an index list or "
                          "{'scheme': identity|interleave|stride|complement|custom, ...}")

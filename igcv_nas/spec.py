@@ -73,10 +73,6 @@ def runs_sum(runs: Runs) -> tuple[int, int, int]:
     return (sum(r[0] for r in runs), sum(r[0] * r[1] for r in runs), sum(r[0] * r[2] for r in runs))
 
 
-def runs_is_even(runs: Runs) -> bool:
-    return len(runs) == 1
-
-
 # ---------------------------------------------------------------------------------------------
 # the shared per-convolution view
 
