@@ -46,11 +46,11 @@ import math
 import os
 import platform
 import statistics
-import tempfile
 import time
 from dataclasses import asdict, dataclass
 from typing import Any, Callable, Iterable
 
+from .fileio import atomic_write
 from .spec import Block, ConvOp, NetworkSpec
 
 __all__ = ["LUT", "LUT_FORMAT", "LatencyError", "Measurement", "MissingKey", "block_key",
@@ -345,21 +345,7 @@ class LUT:
     def save(self, path: str | os.PathLike) -> None:
         """Write the table as JSON atomically (temporary file in the same folder + replace)."""
         path = os.fspath(path)
-        folder = os.path.dirname(os.path.abspath(path))
-        os.makedirs(folder, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=".lut-", suffix=".tmp", dir=folder)
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8") as f:
-                json.dump(self.to_dict(), f, indent=1, sort_keys=True)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, path)
-        except BaseException:
-            try:
-                os.unlink(tmp)
-            except OSError:
-                pass
-            raise
+        atomic_write(path, lambda f: json.dump(self.to_dict(), f, indent=1, sort_keys=True))
         self.path = path
 
     @classmethod

@@ -29,6 +29,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from .data import Splits
+from .fileio import atomic_write
 
 SCHEDULES = ("onecycle", "linear")
 
@@ -299,13 +300,7 @@ class ProxyTrainer:
 
     def save(self, path: str | os.PathLike) -> None:
         """Write the training state atomically (temporary file, fsync, rename)."""
-        path = os.fspath(path)
-        tmp = f"{path}.tmp-{os.getpid()}"
-        with open(tmp, "wb") as f:
-            torch.save(self.state_dict(), f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
+        atomic_write(path, lambda f: torch.save(self.state_dict(), f), binary=True)
 
     def load(self, path: str | os.PathLike) -> None:
         self.load_state_dict(torch.load(path, map_location=self.device, weights_only=False))
