@@ -10,6 +10,10 @@ import tempfile
 from typing import Any, Callable, IO
 
 
+_UMASK = os.umask(0)
+os.umask(_UMASK)
+
+
 def atomic_write(path: str | os.PathLike, write: Callable[[IO], None], binary: bool = False) -> None:
     """Call ``write(f)`` on a temporary file beside ``path``, fsync it, and rename it over
     ``path``. The temporary file is removed when ``write`` raises."""
@@ -18,6 +22,7 @@ def atomic_write(path: str | os.PathLike, write: Callable[[IO], None], binary: b
     os.makedirs(folder, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".tmp", dir=folder)
     try:
+        os.fchmod(fd, 0o666 & ~_UMASK)  # mkstemp creates 0600; give the file normal permissions
         with os.fdopen(fd, "wb" if binary else "w", **({} if binary else {"encoding": "utf-8"})) as f:
             write(f)
             f.flush()

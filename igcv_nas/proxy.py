@@ -50,6 +50,11 @@ class ProxyBudget:
         return {"mode": self.mode, "train": self.train.to_dict(), "zero_cost": list(self.zero_cost),
                 "zc_batch": self.zc_batch, "val_size": self.val_size}
 
+    @classmethod
+    def from_dict(cls, d: dict) -> ProxyBudget:
+        return cls(mode=d["mode"], train=TrainConfig.from_dict(d["train"]),
+                   zero_cost=tuple(d["zero_cost"]), zc_batch=d["zc_batch"], val_size=d["val_size"])
+
 
 CPU_BUDGET = ProxyBudget(train=TrainConfig(epochs=2, batch_size=32, lr=0.05, warmup=0.3,
                                            label_smoothing=0.0, train_fraction=0.03,

@@ -304,6 +304,7 @@ class SearchSpace:
 
     def __init__(self, data: Any, source: str, raw: bytes, default_name: str = "space"):
         self.source = source
+        self.raw = raw  # the file's bytes (a run directory keeps a copy)
         self.sha256 = hashlib.sha256(raw).hexdigest()
         self._where = source
         self._parse(data, default_name)

@@ -21,7 +21,7 @@ from __future__ import annotations
 import math
 import os
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from typing import Callable
 
 import torch
@@ -73,6 +73,13 @@ class TrainConfig:
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> TrainConfig:
+        unknown = sorted(set(d) - {f.name for f in fields(cls)})
+        if unknown:
+            raise ValueError(f"unknown training setting {unknown[0]!r}")
+        return cls(**d)
 
 
 @dataclass
@@ -158,6 +165,16 @@ class GpuBatches:
         return xb
 
 
+def plan(n_train: int, cfg: TrainConfig) -> tuple[int, int, int]:
+    """``(steps per epoch, total steps, epochs)`` of ``cfg`` on a training split of ``n_train``
+    images (after ``train_fraction``; the ragged last batch of an epoch is dropped)."""
+    n = (min(n_train, max(cfg.batch_size, int(n_train * cfg.train_fraction)))
+         if cfg.train_fraction < 1 else n_train)
+    steps_per_epoch = max(1, n // cfg.batch_size)
+    total = cfg.steps or cfg.epochs * steps_per_epoch
+    return steps_per_epoch, total, math.ceil(total / steps_per_epoch)
+
+
 class ProxyTrainer:
     """Trains ``model`` on ``splits.train`` and reports accuracy on ``splits.val`` each epoch."""
 
@@ -172,9 +189,7 @@ class ProxyTrainer:
             tr = tr.subset(sel.sort().values.numpy())
         self.train = GpuBatches(tr.x, tr.y, splits.mean, splits.std, self.device, cfg.crop_padding, cfg.flip)
         self.val = GpuBatches(splits.val.x, splits.val.y, splits.mean, splits.std, self.device, 0, False)
-        self.steps_per_epoch = max(1, self.train.n // cfg.batch_size)  # drop the ragged last batch
-        self.total_steps = cfg.steps or cfg.epochs * self.steps_per_epoch
-        self.epochs = math.ceil(self.total_steps / self.steps_per_epoch)
+        self.steps_per_epoch, self.total_steps, self.epochs = plan(len(splits.train), cfg)
 
         self.model = model.to(self.device)
         if cfg.channels_last:

@@ -1,6 +1,7 @@
 """Shared bits of the command-line tools: one-line errors with exit code 2."""
 from __future__ import annotations
 
+import argparse
 import os
 import sys
 
@@ -25,3 +26,10 @@ def resolve_spec(source: str) -> NetworkSpec:
     except KeyError as e:
         raise SpecError(f"{source!r} is neither a spec file nor a zoo network "
                         f"({', '.join(zoo.names())}, optionally _<width> and/or _cifar)") from e
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line on stderr and exit code 2 like every other."""
+
+    def error(self, message: str):  # type: ignore[override]
+        sys.exit(fail(self.prog, message))

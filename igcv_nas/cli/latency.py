@@ -24,18 +24,11 @@ import time
 
 from .. import latency as _lat
 from ..spec import NetworkSpec, SpecError
-from ._common import fail, resolve_spec
+from ._common import OneLineParser, fail, resolve_spec
 
 PROG = "igcv-latency"
 USAGE = ("igcv-latency SPEC.json|ZOO_NAME [--lut FILE] [options]\n"
          "       igcv-latency build-lut --out FILE [--space NAME ...] [--n N] [options]")
-
-
-class _Parser(argparse.ArgumentParser):
-    """argparse, but a usage error is one line on stderr and exit code 2 like every other."""
-
-    def error(self, message: str):  # type: ignore[override]
-        sys.exit(fail(PROG, message))
 
 
 def _positive(flag: str, v: int | None, zero_ok: bool = False) -> None:
@@ -60,7 +53,7 @@ def _common(ap: argparse.ArgumentParser) -> None:
 
 
 def _build_lut(argv: list[str]) -> int:
-    ap = _Parser(prog=f"{PROG} build-lut",
+    ap = OneLineParser(prog=f"{PROG} build-lut",
                                  description="Measure a per-block latency lookup table.")
     ap.add_argument("--out", required=True, help="LUT JSON file to write (extended if it exists)")
     ap.add_argument("--space", action="append", default=None,
@@ -126,7 +119,7 @@ def _build_lut(argv: list[str]) -> int:
 
 
 def _measure(argv: list[str]) -> int:
-    ap = _Parser(prog=PROG, usage=USAGE, description=__doc__.split("\n\n")[2])
+    ap = OneLineParser(prog=PROG, usage=USAGE, description=__doc__.split("\n\n")[2])
     ap.add_argument("source", help="a spec JSON file or a zoo name (e.g. mobilenet_v2_0.5_cifar)")
     ap.add_argument("--lut", default=None, help="LUT file: also print the predicted latency")
     ap.add_argument("--no-measure", action="store_true", help="only predict (needs --lut)")

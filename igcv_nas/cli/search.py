@@ -1,0 +1,301 @@
+"""``igcv-search --flops 300M [options]``: search a space of IGC networks under budgets.
+
+Optuna proposes architectures, Ray Tune trains the proxy of each in parallel (local Ray on this
+machine, or an existing cluster with --address), and the run directory records everything
+(resume with --resume RUN_DIR). Bad input: one line on stderr, exit code 2, nothing written.
+"""
+from __future__ import annotations
+
+import os
+import platform
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+
+from .. import __version__
+from ..cost import human
+from ..fileio import write_bytes
+from ..data import DataError, load_splits, resolve_data_dir
+from ..runstore import RunDir, RunError
+from ..search import (OBJECTIVES, PROXY_MODES, SAMPLERS, SearchError, Settings, min_macs_at_target,
+                      RESUME_MUTABLE, run_search)
+from ..space import SpaceError, available_spaces, load_space
+from ..units import parse_count, parse_duration
+from ..zero_cost import PROXIES
+from ._common import OneLineParser, fail
+
+PROG = "igcv-search"
+DEFAULT_SPACE = "igcv3"  # contains IGCV3-D
+
+
+def _parser() -> OneLineParser:
+    ap = OneLineParser(prog=PROG, description=__doc__.split("\n\n")[1])
+    b = ap.add_argument_group("budgets (counted at --target, enforced before any training)")
+    b.add_argument("--flops", help="MACs budget: 300M, 0.3G or 300000000 (FLOPs = 2 x MACs)")
+    b.add_argument("--params", help="parameter budget: 3.5M")
+    b.add_argument("--latency", help="latency budget on --device, e.g. 15ms (predicted by the LUT)")
+    b.add_argument("--device", default=None, help="latency device: cpu or cuda (default cpu)")
+    b.add_argument("--lut", default=None, help="latency lookup table file (built there if missing)")
+    s = ap.add_argument_group("search")
+    s.add_argument("--space", help=f"space name ({', '.join(available_spaces())}) or a YAML file "
+                                   f"(default {DEFAULT_SPACE}, which contains IGCV3-D)")
+    s.add_argument("--target", help="where budgets are counted: space (its own target; 224x224, "
+                                    "1000 classes for the shipped spaces), imagenet, cifar10, "
+                                    "cifar100 or RES:CLASSES")
+    s.add_argument("--trials", type=int, help="architectures to evaluate (default 20)")
+    s.add_argument("--time-budget", help="stop after this long, e.g. 2h")
+    s.add_argument("--objective", choices=OBJECTIVES, help="accuracy (default) or pareto "
+                                                           "(accuracy vs MACs)")
+    s.add_argument("--sampler", choices=SAMPLERS, help="tpe (default), nsga2 or random")
+    s.add_argument("--seed", type=int)
+    p = ap.add_argument_group("proxy evaluation")
+    p.add_argument("--dataset", help="cifar10 (default), cifar100 or an image-folder path")
+    p.add_argument("--data-dir", help="where the data set is (default $IGCV_DATA_DIR or "
+                                      "~/.cache/igcv-nas/data; CIFAR is downloaded there if missing)")
+    p.add_argument("--proxy", choices=PROXY_MODES, help="training (default), zero-cost or both")
+    p.add_argument("--zero-cost-metric", choices=tuple(PROXIES),
+                   help="the score of --proxy zero-cost (default synflow)")
+    p.add_argument("--epochs", type=int, help="proxy epochs (default: the device budget)")
+    p.add_argument("--steps", type=int, help="proxy training steps instead of epochs")
+    p.add_argument("--batch-size", type=int, help="proxy batch size")
+    p.add_argument("--lr", type=float, help="proxy peak learning rate")
+    p.add_argument("--train-fraction", type=float, help="fraction of the training split used")
+    p.add_argument("--val-size", type=int, help="validation images scored per epoch")
+    p.add_argument("--no-asha", action="store_true", help="no early stopping of weak trials")
+    r = ap.add_argument_group("resources")
+    r.add_argument("--cpus-per-trial", type=float)
+    r.add_argument("--gpus-per-trial", type=float, help="default 1 when the cluster has GPUs")
+    r.add_argument("--max-concurrent", type=int, help="default: as many as the resources allow")
+    r.add_argument("--address", help="an existing Ray cluster (ray start --head ...)")
+    o = ap.add_argument_group("run directory")
+    o.add_argument("--run-dir", help="default runs/<time>-<space>-<budget>")
+    o.add_argument("--resume", metavar="RUN_DIR", help="continue the search recorded there")
+    o.add_argument("--force", action="store_true",
+                   help="with --resume: accept a changed space, budget or proxy")
+    o.add_argument("--quiet", action="store_true", help="log lines instead of a live display")
+    return ap
+
+
+def _budgets(args) -> dict:
+    out = {}
+    if args.flops is not None:
+        out["macs"] = parse_count(args.flops, "--flops")
+    if args.params is not None:
+        out["params"] = parse_count(args.params, "--params")
+    if args.latency is not None:
+        out["latency_ms"] = parse_duration(args.latency, "--latency") * 1000.0
+    if args.device is not None:
+        if args.device not in ("cpu", "cuda") and not args.device.startswith("cuda:"):
+            raise SearchError(f"--device {args.device!r}; accepted: cpu, cuda, cuda:N")
+        out["latency_device"] = args.device
+    if args.lut is not None:
+        out["lut"] = os.path.abspath(args.lut)
+    return out
+
+
+def _explicit(args) -> dict:
+    """Settings given on the command line (None = not given)."""
+    d = {"space": args.space, "target": args.target, "dataset": args.dataset,
+         "data_dir": os.path.abspath(args.data_dir) if args.data_dir else None,
+         "trials": args.trials, "objective": args.objective, "proxy": args.proxy,
+         "zero_cost_metric": args.zero_cost_metric, "sampler": args.sampler, "seed": args.seed,
+         "cpus_per_trial": args.cpus_per_trial, "gpus_per_trial": args.gpus_per_trial,
+         "max_concurrent": args.max_concurrent, "address": args.address}
+    if args.time_budget is not None:
+        d["time_budget_s"] = parse_duration(args.time_budget, "--time-budget")
+    if args.no_asha:
+        d["asha"] = False
+    d.update(_budgets(args))
+    return {k: v for k, v in d.items() if v is not None}
+
+
+def _budget_overrides(args) -> dict:
+    return {k: v for k, v in (("epochs", args.epochs), ("steps", args.steps),
+                              ("batch_size", args.batch_size), ("lr", args.lr),
+                              ("train_fraction", args.train_fraction)) if v is not None}
+
+
+def _proxy_budget(settings: Settings, args) -> dict | None:
+    over = _budget_overrides(args)
+    if not over and args.val_size is None:
+        return settings.budget
+    b = settings.proxy_budget()
+    try:
+        train = replace(b.train, **over)
+        b = replace(b, train=train, **({"val_size": args.val_size} if args.val_size else {}))
+    except ValueError as e:
+        raise SearchError(f"proxy budget: {e}") from None
+    return b.to_dict()
+
+
+def _label(settings: Settings) -> str:
+    parts = []
+    for key, pre in (("macs", ""), ("params", "p"), ("latency_ms", "lat")):
+        v = getattr(settings, key)
+        if v is not None:
+            parts.append(f"{pre}{v:g}ms" if key == "latency_ms" else
+                         pre + human(v).replace(".00", ""))
+    return "-".join(parts) or "nobudget"
+
+
+def _versions() -> dict:
+    import optuna
+    import ray
+    import torch
+    return {"igcv_nas": __version__, "torch": torch.__version__, "optuna": optuna.__version__,
+            "ray": ray.__version__, "python": platform.python_version()}
+
+
+def _resume_settings(run: RunDir, given: dict, force: bool) -> Settings:
+    stored = run.meta.get("settings")
+    if not isinstance(stored, dict):
+        raise RunError(f"{run.path}/run.json has no search settings; it is not a search run")
+    changed = [k for k, v in given.items()
+               if k not in RESUME_MUTABLE and k != "space" and stored.get(k) != v]
+    if changed and not force:
+        k = changed[0]
+        raise RunError(f"--resume {run.path}: {k} was {stored.get(k)!r}, now {given[k]!r}; "
+                       f"only {', '.join(RESUME_MUTABLE)} may change (or pass --force)")
+    return Settings.from_dict({**stored, **given, "space": stored["space"]})
+
+
+def _load_space_for(run: RunDir | None, given: dict, force: bool):
+    if run is None:
+        return load_space(given.get("space", DEFAULT_SPACE))
+    space = load_space(run.space_file)
+    if "space" in given:
+        other = load_space(given["space"])
+        if other.sha256 != space.sha256:
+            if not force:
+                raise RunError(f"--space {given['space']!r} differs from the space of "
+                               f"{run.path} (sha256 {space.sha256[:12]} vs {other.sha256[:12]}); "
+                               f"pass --force to continue with the new one")
+            return other
+    return space
+
+
+def _latency_lut(settings: Settings, space, run_path: Path, quiet: bool):
+    """The LUT used to predict latency (loaded, or built and calibrated on space samples)."""
+    if settings.latency_ms is None:
+        return None, None
+    import optuna
+
+    from ..latency import LUT, build_lut
+    from ..search import at_target
+    path = Path(settings.lut) if settings.lut else run_path / "latency_lut.json"
+    if path.is_file():
+        return LUT.load(path), path
+    if not quiet:
+        print(f"{PROG}: building a latency LUT on {settings.latency_device} at {path} ...",
+              flush=True)
+    sampler = optuna.samplers.RandomSampler(seed=settings.seed)
+    study = optuna.create_study(sampler=sampler)
+    specs = [at_target(space.sample(study.ask()), settings.target) for _ in range(12)]
+    lut = build_lut(specs, settings.latency_device, threads=1, calibrate=8)
+    return lut, path
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    os.environ.setdefault("PYTHONWARNINGS", "ignore::DeprecationWarning")
+    run: RunDir | None = None
+    try:
+        given = _explicit(args)
+        if args.resume:
+            if args.run_dir:
+                raise SearchError("give either --resume RUN_DIR or --run-dir, not both")
+            run = RunDir.open(args.resume)
+            settings = _resume_settings(run, given, args.force)
+        else:
+            settings = Settings.from_dict({"space": DEFAULT_SPACE, **given})
+        space = _load_space_for(run, given, args.force)
+        if not args.resume:
+            settings = replace(settings, budget=_proxy_budget(settings, args))
+        elif _budget_overrides(args) or args.val_size is not None:
+            new = _proxy_budget(settings, args)
+            if new != settings.budget and not args.force:
+                raise RunError(f"--resume {run.path}: the proxy budget differs from the run's; "
+                               f"pass --force to change it")
+            settings = replace(settings, budget=new)
+        if settings.macs is not None:
+            floor = min_macs_at_target(space, settings.target)
+            if settings.macs < floor:
+                raise SearchError(f"--flops {human(settings.macs)} ({settings.macs:,} MACs) is "
+                                  f"below the cheapest architecture of space {space.name!r} at "
+                                  f"target {settings.target}: {human(floor)} ({floor:,} MACs)")
+        splits = load_splits(settings.dataset, resolve_data_dir(settings.data_dir),
+                             val_size=5000, seed=0, download_ok=True)
+    except (SearchError, RunError, SpaceError, DataError, ValueError) as e:
+        return fail(PROG, str(e))
+
+    from ..search import connect
+    try:
+        resources = connect(settings.address, quiet=True)
+    except Exception as e:  # noqa: BLE001 - any connection failure is the user's address
+        return fail(PROG, f"cannot start or reach Ray{' at ' + settings.address if settings.address else ''}: {e}")
+    gpus = resources.get("GPU", 0)
+    if args.gpus_per_trial is None and not args.resume and gpus > 0:
+        settings = replace(settings, gpus_per_trial=1.0)
+    if args.cpus_per_trial is None and not args.resume and settings.gpus_per_trial > 0:
+        settings = replace(settings, cpus_per_trial=max(1.0, resources.get("CPU", 1) // max(1, gpus)))
+    if settings.budget is None:
+        settings = replace(settings, budget=settings.proxy_budget().to_dict())
+
+    n_test = len(splits.test)
+    search_splits = replace(splits, test=splits.test.subset(splits.test.y[:0].astype(int)))
+    try:
+        if run is None:
+            name = (args.run_dir or os.path.join(
+                "runs", f"{time.strftime('%Y%m%d-%H%M%S')}-{space.name}-{_label(settings)}"))
+            meta = {"created": time.strftime("%Y-%m-%dT%H:%M:%S"), "command": [PROG] + list(
+                sys.argv[1:] if argv is None else argv), "settings": settings.to_dict(),
+                "space": {"name": space.name, "source": space.source, "sha256": space.sha256},
+                "seed": settings.seed, "versions": _versions(), "status": "created",
+                "data": {"dataset": settings.dataset, "train": len(splits.train),
+                         "val": len(splits.val), "test_held_out": n_test,
+                         "classes": splits.num_classes}, "attempts": [], "elapsed_s": 0.0}
+            run = RunDir.create(name, meta, space.raw)
+        run.lock()
+        if args.resume:
+            run.update_meta(settings=settings.to_dict())
+            if "space" in given:
+                write_bytes(run.space_file, space.raw)
+    except (RunError, OSError) as e:
+        return fail(PROG, str(e))
+
+    from ..progress import Progress, results_tables
+    lut, lut_path = _latency_lut(settings, space, run.path, args.quiet)
+    print(f"{PROG}: run directory {run.path}", flush=True)
+    print(f"{PROG}: space {space.name} ({space.sha256[:12]}), budgets at target "
+          f"{settings.target}: {_label(settings)}; proxy trains the {settings.dataset} variant "
+          f"(32x32: stem stride 1, stage 2 not downsampling, {splits.num_classes} classes) on "
+          f"{len(splits.train):,} training images, scored on the held-out validation split; "
+          f"the test split is not used", flush=True)
+    prog = Progress(f"{space.name} {_label(settings)} -> {run.path.name}", quiet=args.quiet)
+    try:
+        out = run_search(run, settings, space, search_splits, prog.update, lut, quiet=True)
+    except SearchError as e:
+        prog.close()
+        run.unlock()
+        return fail(PROG, str(e))
+    finally:
+        prog.close()
+        if lut is not None and lut_path is not None:
+            lut.save(lut_path)
+    run.unlock()
+    results_tables(out.rows, out.pareto, settings.score)
+    sm = out.summary
+    if sm.message:
+        print(f"{PROG}: {sm.message}")
+    if out.interrupted:
+        print(f"{PROG}: interrupted; continue with: {PROG} --resume {run.path}")
+        return 130
+    print(f"{PROG}: {sm.done} trials evaluated ({sm.complete} complete, {sm.pruned} pruned, "
+          f"{sm.failed} failed); best in {run.path / 'best.json'}; table in "
+          f"{run.path / 'trials.csv'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,200 @@
+"""The run directory: the single source of truth of one search (no Ray, no training here).
+
+Layout of ``runs/<time>-<space>-<budget>/``::
+
+    run.json         format, arguments, package versions, search-space hash, seed, attempts
+    space.yaml       the exact search-space file searched (resume and export read this copy)
+    study.journal    the Optuna study (JournalFileBackend: append-only, safe for concurrent writers)
+    trials.csv       one row per trial, derived from the study (read with :func:`load_trials`)
+    best.json        the best architecture so far: spec, costs, scores
+    pareto.json      the non-dominated set (accuracy vs MACs)
+    trials/<n>/      per-trial files: spec.json, the proxy-training checkpoint
+    ray/attempt-<k>/ Ray Tune's experiment state of each (re)start
+    .lock            held (flock) by the driver while it runs
+
+Every file is written atomically (:mod:`igcv_nas.fileio`); the directory itself is created by
+renaming a fully written temporary sibling, so a failed start leaves nothing behind.
+The study journal is authoritative: ``trials.csv``, ``best.json`` and ``pareto.json`` are
+recomputed from it after every trial and on resume.
+"""
+from __future__ import annotations
+
+import errno
+import fcntl
+import json
+import os
+import shutil
+import socket
+import tempfile
+from pathlib import Path
+from typing import Any, Iterable
+
+import pandas as pd
+
+from .fileio import write_bytes, write_json, write_text
+
+RUN_FORMAT = "igcv-nas/run@1"
+RUN_JSON, SPACE_FILE, JOURNAL = "run.json", "space.yaml", "study.journal"
+TRIALS_CSV, BEST_JSON, PARETO_JSON = "trials.csv", "best.json", "pareto.json"
+STUDY_NAME = "igcv-search"
+
+# what a trial became (column ``status`` of the trials table)
+COMPLETE, PRUNED, FAILED = "complete", "pruned", "failed"
+OVER_BUDGET, DUPLICATE, RUNNING = "over-budget", "duplicate", "running"
+EVALUATED = (COMPLETE, PRUNED, FAILED)  # trials that were handed to proxy evaluation
+
+TABLE_COLUMNS = ["number", "status", "arch_id", "macs", "params", "latency_ms",
+                 "measured_latency_ms", "val_acc", "best_val_acc", "epochs", "train_seconds",
+                 "wall_seconds", "images_per_s", "node", "attempt", "duplicate_of", "reason",
+                 "started", "finished"]
+
+
+class RunError(ValueError):
+    """A run directory that cannot be used as asked (one line: path and what is wrong)."""
+
+
+class RunLocked(RunError):
+    """Another live ``igcv-search`` holds the run directory."""
+
+
+class RunDir:
+    """One run directory. Create with :meth:`create`, open an existing one with :meth:`open`."""
+
+    def __init__(self, path: str | os.PathLike):
+        self.path = Path(path).resolve()
+        self._lock_fd: int | None = None
+
+    # -- creation and opening -----------------------------------------------------------------
+    @classmethod
+    def create(cls, path: str | os.PathLike, meta: dict, space_raw: bytes) -> RunDir:
+        """Write ``run.json`` and ``space.yaml`` into a temporary sibling and rename it to
+        ``path``: either the complete directory appears or nothing does. An existing non-empty
+        ``path`` is refused (resume it with ``--resume``)."""
+        path = Path(path).resolve()
+        if path.exists() and (not path.is_dir() or any(path.iterdir())):
+            raise RunError(f"run directory {path} already exists and is not empty; "
+                           f"continue it with --resume {path} or choose another --run-dir")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".creating", dir=path.parent))
+        try:
+            write_bytes(tmp / SPACE_FILE, space_raw)
+            write_json(tmp / RUN_JSON, {"format": RUN_FORMAT, **meta})
+            (tmp / "trials").mkdir()
+            if path.exists():
+                path.rmdir()  # empty directory given as --run-dir
+            os.rename(tmp, path)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        return cls(path)
+
+    @classmethod
+    def open(cls, path: str | os.PathLike) -> RunDir:
+        """An existing run directory; RunError when ``path`` is not one."""
+        p = Path(path)
+        if not p.is_dir():
+            raise RunError(f"run directory {path} does not exist")
+        if not (p / RUN_JSON).is_file():
+            raise RunError(f"{path} is not an igcv-search run directory (no {RUN_JSON})")
+        run = cls(p)
+        meta = run.meta
+        if meta.get("format") != RUN_FORMAT:
+            raise RunError(f"{p / RUN_JSON}: format {meta.get('format')!r}; accepted: {RUN_FORMAT}")
+        return run
+
+    # -- metadata --------------------------------------------------------------------------------
+    @property
+    def meta(self) -> dict:
+        try:
+            return json.loads((self.path / RUN_JSON).read_text(encoding="utf-8"))
+        except (OSError, ValueError) as e:
+            raise RunError(f"{self.path / RUN_JSON} cannot be read: {e}") from None
+
+    def update_meta(self, **changes: Any) -> dict:
+        meta = {**self.meta, **changes}
+        write_json(self.path / RUN_JSON, meta)
+        return meta
+
+    @property
+    def space_file(self) -> Path:
+        return self.path / SPACE_FILE
+
+    @property
+    def journal(self) -> Path:
+        return self.path / JOURNAL
+
+    def trial_dir(self, number: int) -> Path:
+        return self.path / "trials" / f"{number:05d}"
+
+    def spec_file(self, number: int) -> Path:
+        return self.trial_dir(number) / "spec.json"
+
+    def checkpoint_file(self, number: int) -> Path:
+        return self.trial_dir(number) / "checkpoint.pt"
+
+    def ray_dir(self) -> Path:
+        return self.path / "ray"
+
+    # -- the lock --------------------------------------------------------------------------------
+    def lock(self) -> None:
+        """Take the run's lock (``flock`` on ``.lock``): released by the kernel when the holder
+        dies, so a lock left by a killed driver never blocks a resume. RunLocked when a live
+        process holds it."""
+        fd = os.open(self.path / ".lock", os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as e:
+            holder = os.pread(fd, 200, 0).decode("utf-8", "replace").strip() or "another process"
+            os.close(fd)
+            if e.errno in (errno.EAGAIN, errno.EACCES, errno.EWOULDBLOCK):
+                raise RunLocked(f"run directory {self.path} is in use by {holder}; "
+                                f"wait for it to finish or stop it first") from None
+            raise
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"pid {os.getpid()} on {socket.gethostname()}\n".encode(), 0)
+        self._lock_fd = fd
+
+    def unlock(self) -> None:
+        if self._lock_fd is not None:
+            os.ftruncate(self._lock_fd, 0)
+            fcntl.flock(self._lock_fd, fcntl.LOCK_UN)
+            os.close(self._lock_fd)
+            self._lock_fd = None
+
+    # -- derived files ----------------------------------------------------------------------------
+    def write_results(self, rows: list[dict], best: dict | None, pareto: list[dict]) -> None:
+        """Rewrite ``trials.csv``, ``best.json`` and ``pareto.json`` (each atomically)."""
+        write_text(self.path / TRIALS_CSV, table(rows).to_csv(index=False))
+        write_json(self.path / BEST_JSON, best)
+        write_json(self.path / PARETO_JSON, pareto)
+
+
+def table(rows: Iterable[dict]) -> pd.DataFrame:
+    """Rows (dicts) as the trials DataFrame: the fixed columns first, then scores (``zc_*``)."""
+    df = pd.DataFrame(list(rows))
+    for c in TABLE_COLUMNS:
+        if c not in df.columns:
+            df[c] = pd.NA
+    extra = sorted(c for c in df.columns if c not in TABLE_COLUMNS)
+    return df[TABLE_COLUMNS + extra]
+
+
+def load_trials(run_dir: str | os.PathLike) -> pd.DataFrame:
+    """The trials table of a run as a pandas DataFrame (for notebooks and reports)."""
+    run = RunDir.open(run_dir)
+    f = run.path / TRIALS_CSV
+    if not f.is_file():
+        return table([])
+    return pd.read_csv(f)
+
+
+def pareto_front(rows: list[dict], score: str = "val_acc", cost: str = "macs") -> list[dict]:
+    """Rows not dominated in (higher ``score``, lower ``cost``), cheapest first."""
+    pts = [r for r in rows if r.get(score) is not None and r.get(cost) is not None]
+    pts.sort(key=lambda r: (r[cost], -r[score]))
+    front, best = [], float("-inf")
+    for r in pts:
+        if r[score] > best:
+            front.append(r)
+            best = r[score]
+    return front
