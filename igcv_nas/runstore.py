@@ -45,8 +45,8 @@ EVALUATED = (COMPLETE, PRUNED, FAILED)  # trials that were handed to proxy evalu
 
 TABLE_COLUMNS = ["number", "status", "arch_id", "macs", "params", "latency_ms",
                  "measured_latency_ms", "val_acc", "best_val_acc", "epochs", "train_seconds",
-                 "wall_seconds", "images_per_s", "node", "attempt", "duplicate_of", "reason",
-                 "started", "finished"]
+                 "wall_seconds", "images_per_s", "node", "attempt", "resumed_in", "duplicate_of",
+                 "reason", "started", "finished"]
 
 
 class RunError(ValueError):

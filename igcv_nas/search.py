@@ -278,7 +278,8 @@ def trainable(config: dict, splits: Any = None) -> None:
     budget = ProxyBudget.from_dict(config["budget"])
     ckpt = config["checkpoint"] if budget.mode != "zero-cost" else None
     _, total, epochs = plan(len(splits.train), budget.train)
-    base = {"node": ray.get_runtime_context().get_node_id(), "final": False}
+    resumed = bool(ckpt and os.path.exists(ckpt))
+    base = {"node": ray.get_runtime_context().get_node_id(), "final": False, "resumed": resumed}
     t0 = time.perf_counter()
 
     def on_epoch(rep) -> None:
@@ -287,8 +288,7 @@ def trainable(config: dict, splits: Any = None) -> None:
                          **base})
 
     try:
-        scores = evaluate(spec, splits, budget, on_epoch, checkpoint=ckpt,
-                          resume=bool(ckpt and os.path.exists(ckpt)))
+        scores = evaluate(spec, splits, budget, on_epoch, checkpoint=ckpt, resume=resumed)
     except FloatingPointError as e:  # NonFiniteLoss, non-finite accuracy or score
         tune.report({**base, "failed": f"{type(e).__name__}: {e}", "epoch": 0})
         return
@@ -497,6 +497,8 @@ def make_searcher(ctx: Context, storage: optuna.storages.BaseStorage):
             for k in ("node", "wall_seconds"):
                 if k in result:
                     tr.set_user_attr(k, result[k])
+            if result.get("resumed"):
+                tr.set_user_attr("resumed_in", ctx.attempt)
             if error or result.get("failed"):
                 reason = result.get("failed") or (
                     f"the trial raised an error {ctx.settings.max_failures + 1} times "
@@ -519,6 +521,11 @@ def make_searcher(ctx: Context, storage: optuna.storages.BaseStorage):
                     return
                 tr.set_user_attr("status", PRUNED)
                 tr.set_user_attr("reason", stopped_by)
+                if "val_acc" in result and ctx.settings.objective != "pareto":
+                    try:  # the report that made the scheduler stop it never reached on_trial_result
+                        tr.report(float(result["val_acc"]), int(result["epoch"]))
+                    except (ValueError, RuntimeError):
+                        pass
                 if "val_acc" in result:
                     tr.set_user_attr("scores", {"val_acc": float(result["val_acc"]),
                                                 "epochs": float(result.get("epoch", 0))})
@@ -610,7 +617,8 @@ def study_rows(study: optuna.Study) -> list[dict]:
                "macs": a.get("macs"), "params": a.get("params"),
                "latency_ms": a.get("latency_ms"), "measured_latency_ms": a.get("measured_latency_ms"),
                "wall_seconds": a.get("wall_seconds"), "node": a.get("node"),
-               "attempt": a.get("attempt"), "duplicate_of": a.get("duplicate_of"),
+               "attempt": a.get("attempt"), "resumed_in": a.get("resumed_in"),
+               "duplicate_of": a.get("duplicate_of"),
                "reason": a.get("reason"),
                "started": t.datetime_start.isoformat(timespec="seconds") if t.datetime_start else None,
                "finished": (t.datetime_complete.isoformat(timespec="seconds")
