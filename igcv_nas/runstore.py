@@ -27,11 +27,12 @@ import shutil
 import socket
 import tempfile
 from pathlib import Path
-from typing import Any, Iterable
-
-import pandas as pd
+from typing import TYPE_CHECKING, Any, Iterable
 
 from .fileio import write_bytes, write_json, write_text
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 RUN_FORMAT = "igcv-nas/run@1"
 RUN_JSON, SPACE_FILE, JOURNAL = "run.json", "space.yaml", "study.journal"
@@ -70,10 +71,7 @@ class RunDir:
         """Write ``run.json`` and ``space.yaml`` into a temporary sibling and rename it to
         ``path``: either the complete directory appears or nothing does. An existing non-empty
         ``path`` is refused (resume it with ``--resume``)."""
-        path = Path(path).resolve()
-        if path.exists() and (not path.is_dir() or any(path.iterdir())):
-            raise RunError(f"run directory {path} already exists and is not empty; "
-                           f"continue it with --resume {path} or choose another --run-dir")
+        path = cls.check_new(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".creating", dir=path.parent))
         try:
@@ -87,6 +85,15 @@ class RunDir:
             shutil.rmtree(tmp, ignore_errors=True)
             raise
         return cls(path)
+
+    @staticmethod
+    def check_new(path: str | os.PathLike) -> Path:
+        """``path`` resolved; RunError when it exists and is not an empty directory."""
+        path = Path(path).resolve()
+        if path.exists() and (not path.is_dir() or any(path.iterdir())):
+            raise RunError(f"run directory {path} already exists and is not empty; "
+                           f"continue it with --resume {path} or choose another --run-dir")
+        return path
 
     @classmethod
     def open(cls, path: str | os.PathLike) -> RunDir:
@@ -171,6 +178,7 @@ class RunDir:
 
 def table(rows: Iterable[dict]) -> pd.DataFrame:
     """Rows (dicts) as the trials DataFrame: the fixed columns first, then scores (``zc_*``)."""
+    import pandas as pd
     df = pd.DataFrame(list(rows))
     for c in TABLE_COLUMNS:
         if c not in df.columns:
@@ -181,6 +189,7 @@ def table(rows: Iterable[dict]) -> pd.DataFrame:
 
 def load_trials(run_dir: str | os.PathLike) -> pd.DataFrame:
     """The trials table of a run as a pandas DataFrame (for notebooks and reports)."""
+    import pandas as pd
     run = RunDir.open(run_dir)
     f = run.path / TRIALS_CSV
     if not f.is_file():

@@ -36,19 +36,18 @@ import optuna
 from optuna.trial import TrialState
 
 from . import cost as costmod
-from .proxy import ProxyBudget, default_budget, evaluate
 from .runstore import (COMPLETE, DUPLICATE, EVALUATED, FAILED, OVER_BUDGET, PRUNED, RUNNING,
                        STUDY_NAME, RunDir, pareto_front)
 from .space import SearchSpace, to_cifar
 from .spec import NetworkSpec, load
-from .train import plan
-from .zero_cost import PROXIES
 
 log = logging.getLogger("igcv_nas.search")
 
 SAMPLERS = ("tpe", "nsga2", "random")
 OBJECTIVES = ("accuracy", "pareto")
 PROXY_MODES = ("training", "zero-cost", "both")
+# the names of igcv_nas.zero_cost.PROXIES (kept here so that argument errors need no torch import)
+ZERO_COST_METRICS = ("synflow", "naswot", "grad_norm")
 NAMED_TARGETS = {"imagenet": (224, 1000), "cifar10": (32, 10), "cifar100": (32, 100)}
 EVALUATING, WAITING = "evaluating", "waiting"
 MAX_DRAWS = 2000  # samples tried per suggestion before the space counts as exhausted
@@ -100,8 +99,8 @@ class Settings:
             raise bad("--sampler", self.sampler, ", ".join(SAMPLERS))
         if self.proxy not in PROXY_MODES:
             raise bad("--proxy", self.proxy, ", ".join(PROXY_MODES))
-        if self.zero_cost_metric not in PROXIES:
-            raise bad("--zero-cost-metric", self.zero_cost_metric, ", ".join(PROXIES))
+        if self.zero_cost_metric not in ZERO_COST_METRICS:
+            raise bad("--zero-cost-metric", self.zero_cost_metric, ", ".join(ZERO_COST_METRICS))
         if self.trials < 1:
             raise bad("--trials", self.trials, "an integer >= 1")
         if self.time_budget_s is not None and not self.time_budget_s > 0:
@@ -129,7 +128,9 @@ class Settings:
         """The result key the search maximises."""
         return f"zc_{self.zero_cost_metric}" if self.proxy == "zero-cost" else "val_acc"
 
-    def proxy_budget(self) -> ProxyBudget:
+    def proxy_budget(self):
+        """The :class:`igcv_nas.proxy.ProxyBudget` of this search."""
+        from .proxy import ProxyBudget, default_budget
         if self.budget is not None:
             b = ProxyBudget.from_dict(self.budget)
             return replace(b, mode=self.proxy)
@@ -236,7 +237,7 @@ def make_sampler(name: str, seed: int, trials: int) -> optuna.samplers.BaseSampl
                                               n_startup_trials=max(4, min(10, trials // 3)),
                                               constraints_func=_CONSTRAINTS)
         if name == "nsga2":
-            return optuna.samplers.NSGAIISampler(seed=seed, constraints_func=_constraints_func,
+            return optuna.samplers.NSGAIISampler(seed=seed, constraints_func=_CONSTRAINTS,
                                                  population_size=max(4, min(50, trials // 4)))
         return optuna.samplers.RandomSampler(seed=seed)
 
@@ -273,13 +274,17 @@ def trainable(config: dict, splits: Any = None) -> None:
     import torch
     from ray import tune
 
+    from .proxy import ProxyBudget, evaluate
+    from .train import plan
+
     torch.set_num_threads(max(1, int(config["threads"])))
     spec = load(config["proxy_spec_file"])
     budget = ProxyBudget.from_dict(config["budget"])
     ckpt = config["checkpoint"] if budget.mode != "zero-cost" else None
     _, total, epochs = plan(len(splits.train), budget.train)
     resumed = bool(ckpt and os.path.exists(ckpt))
-    base = {"node": ray.get_runtime_context().get_node_id(), "final": False, "resumed": resumed}
+    base = {"node": ray.get_runtime_context().get_node_id(), "final": False, "resumed": resumed,
+            "macs": config["macs"]}
     t0 = time.perf_counter()
 
     def on_epoch(rep) -> None:
@@ -349,6 +354,7 @@ def make_searcher(ctx: Context, storage: optuna.storages.BaseStorage):
             self.cands: dict[int, dict] = {}         # number -> candidate attributes
             self.waiting: dict[str, list[int]] = {}  # arch id -> duplicate trials waiting on it
             self.reissue: list[int] = []
+            self.last: dict[str, dict] = {}          # Ray trial id -> its last result
             self.exhausted: str | None = None
             self._recover()
 
@@ -477,6 +483,7 @@ def make_searcher(ctx: Context, storage: optuna.storages.BaseStorage):
                     "budget": ctx.budget.to_dict(), "threads": ctx.settings.cpus_per_trial}
 
         def on_trial_result(self, trial_id: str, result: dict) -> None:
+            self.last[trial_id] = result
             number = self.live.get(trial_id)
             if number is None or ctx.settings.objective == "pareto" or "val_acc" not in result:
                 return
@@ -522,10 +529,10 @@ def make_searcher(ctx: Context, storage: optuna.storages.BaseStorage):
                 tr.set_user_attr("status", PRUNED)
                 tr.set_user_attr("reason", stopped_by)
                 if "val_acc" in result and ctx.settings.objective != "pareto":
-                    try:  # the report that made the scheduler stop it never reached on_trial_result
-                        tr.report(float(result["val_acc"]), int(result["epoch"]))
-                    except (ValueError, RuntimeError):
-                        pass
+                    step = int(result["epoch"])
+                    # the report that made the scheduler stop it never reached on_trial_result
+                    if step not in self.study.get_trials(deepcopy=False)[number].intermediate_values:
+                        tr.report(float(result["val_acc"]), step)
                 if "val_acc" in result:
                     tr.set_user_attr("scores", {"val_acc": float(result["val_acc"]),
                                                 "epochs": float(result.get("epoch", 0))})
@@ -537,6 +544,12 @@ def make_searcher(ctx: Context, storage: optuna.storages.BaseStorage):
             for dup in self.waiting.pop(attrs["arch_id"], []):
                 self._settle_duplicate(dup, orig)
             self.publish()
+
+        def stop_live(self) -> None:
+            """After Ray returned because the time budget is spent: the trials still running
+            are PRUNED (reason time-budget) with their last report."""
+            for trial_id in list(self.live):
+                self.on_trial_complete(trial_id, self.last.get(trial_id, {}))
 
         def __getstate__(self) -> dict:
             # Ray pickles its Tuner state; the study journal is this searcher's state
@@ -706,6 +719,8 @@ def run_search(run: RunDir, settings: Settings, space: SearchSpace, splits: Any,
     from ray import tune
     from ray.tune.search import ConcurrencyLimiter
 
+    from .train import plan
+
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     resources = connect(settings.address, quiet)
     meta = run.meta
@@ -751,8 +766,10 @@ def run_search(run: RunDir, settings: Settings, space: SearchSpace, splits: Any,
             tuner.fit()
         except KeyboardInterrupt:
             interrupted = True
-        if time_left is not None and ctx.elapsed_before + time.time() - ctx.started >= time_left:
-            ctx.stopping_reason = ctx.stopping_reason or "time-budget"
+        if (settings.time_budget_s is not None and not interrupted
+                and ctx.elapsed_before + time.time() - ctx.started >= settings.time_budget_s - 1):
+            ctx.stopping_reason = "time-budget"
+            searcher.stop_live()
         interrupted = interrupted or (searcher.live and ctx.stopping_reason is None)
     sm = searcher.publish()
     rows = searcher.rows()

@@ -18,11 +18,10 @@ from ..cost import human
 from ..fileio import write_bytes
 from ..data import DataError, load_splits, resolve_data_dir
 from ..runstore import RunDir, RunError
-from ..search import (OBJECTIVES, PROXY_MODES, SAMPLERS, SearchError, Settings, min_macs_at_target,
-                      RESUME_MUTABLE, run_search)
+from ..search import (OBJECTIVES, PROXY_MODES, RESUME_MUTABLE, SAMPLERS, ZERO_COST_METRICS,
+                      SearchError, Settings, min_macs_at_target, run_search)
 from ..space import SpaceError, available_spaces, load_space
 from ..units import parse_count, parse_duration
-from ..zero_cost import PROXIES
 from ._common import OneLineParser, fail
 
 PROG = "igcv-search"
@@ -54,7 +53,7 @@ def _parser() -> OneLineParser:
     p.add_argument("--data-dir", help="where the data set is (default $IGCV_DATA_DIR or "
                                       "~/.cache/igcv-nas/data; CIFAR is downloaded there if missing)")
     p.add_argument("--proxy", choices=PROXY_MODES, help="training (default), zero-cost or both")
-    p.add_argument("--zero-cost-metric", choices=tuple(PROXIES),
+    p.add_argument("--zero-cost-metric", choices=ZERO_COST_METRICS,
                    help="the score of --proxy zero-cost (default synflow)")
     p.add_argument("--epochs", type=int, help="proxy epochs (default: the device budget)")
     p.add_argument("--steps", type=int, help="proxy training steps instead of epochs")
@@ -206,12 +205,15 @@ def main(argv: list[str] | None = None) -> int:
             if args.run_dir:
                 raise SearchError("give either --resume RUN_DIR or --run-dir, not both")
             run = RunDir.open(args.resume)
+            run.lock()  # before anything else: a live search on it is refused at once
             settings = _resume_settings(run, given, args.force)
         else:
             settings = Settings.from_dict({"space": DEFAULT_SPACE, **given})
         space = _load_space_for(run, given, args.force)
         if not args.resume:
-            settings = replace(settings, budget=_proxy_budget(settings, args))
+            _proxy_budget(settings, args)  # bad overrides fail here, before any work
+            if args.run_dir:
+                RunDir.check_new(args.run_dir)
         elif _budget_overrides(args) or args.val_size is not None:
             new = _proxy_budget(settings, args)
             if new != settings.budget and not args.force:
@@ -227,20 +229,26 @@ def main(argv: list[str] | None = None) -> int:
         splits = load_splits(settings.dataset, resolve_data_dir(settings.data_dir),
                              val_size=5000, seed=0, download_ok=True)
     except (SearchError, RunError, SpaceError, DataError, ValueError) as e:
+        if run is not None:
+            run.unlock()
         return fail(PROG, str(e))
 
     from ..search import connect
     try:
         resources = connect(settings.address, quiet=True)
     except Exception as e:  # noqa: BLE001 - any connection failure is the user's address
+        if run is not None:
+            run.unlock()
         return fail(PROG, f"cannot start or reach Ray{' at ' + settings.address if settings.address else ''}: {e}")
     gpus = resources.get("GPU", 0)
     if args.gpus_per_trial is None and not args.resume and gpus > 0:
         settings = replace(settings, gpus_per_trial=1.0)
     if args.cpus_per_trial is None and not args.resume and settings.gpus_per_trial > 0:
         settings = replace(settings, cpus_per_trial=max(1.0, resources.get("CPU", 1) // max(1, gpus)))
-    if settings.budget is None:
-        settings = replace(settings, budget=settings.proxy_budget().to_dict())
+    if not args.resume:  # the device default (now that GPUs are known) with any overrides
+        settings = replace(settings, budget=None)
+        settings = replace(settings, budget=_proxy_budget(settings, args)
+                           or settings.proxy_budget().to_dict())
 
     n_test = len(splits.test)
     search_splits = replace(splits, test=splits.test.subset(splits.test.y[:0].astype(int)))
@@ -256,8 +264,8 @@ def main(argv: list[str] | None = None) -> int:
                          "val": len(splits.val), "test_held_out": n_test,
                          "classes": splits.num_classes}, "attempts": [], "elapsed_s": 0.0}
             run = RunDir.create(name, meta, space.raw)
-        run.lock()
-        if args.resume:
+            run.lock()
+        else:
             run.update_meta(settings=settings.to_dict())
             if "space" in given:
                 write_bytes(run.space_file, space.raw)

@@ -1,0 +1,320 @@
+"""igcv-search end to end: real Ray (local), real Optuna journal storage, real CIFAR-10 copy.
+
+Tiny proxy budgets and the small test spaces under tests/spaces keep each search to seconds;
+the 2-node cluster run is in tests/test_search_cluster.py (slow)."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import optuna
+import pandas as pd
+import pytest
+from optuna.storages import JournalStorage
+from optuna.storages.journal import JournalFileBackend
+
+from igcv_nas import cost
+from igcv_nas.cli.search import main
+from igcv_nas.runstore import STUDY_NAME, RunDir, load_trials
+from igcv_nas.space import load_space, to_cifar
+from igcv_nas.spec import load
+
+SPACES = Path(__file__).parent / "spaces"
+SMALL, TINY = str(SPACES / "small.yaml"), str(SPACES / "tiny.yaml")
+FAST = ["--epochs", "3", "--train-fraction", "0.002", "--batch-size", "16", "--val-size", "100",
+        "--cpus-per-trial", "1", "--quiet"]
+
+
+def study(run_dir: Path) -> optuna.Study:
+    return optuna.load_study(study_name=STUDY_NAME,
+                             storage=JournalStorage(JournalFileBackend(str(run_dir / "study.journal"))))
+
+
+def evaluated(df: pd.DataFrame) -> pd.DataFrame:
+    return df[df.status.isin(["complete", "pruned", "failed"])]
+
+
+@pytest.fixture(scope="module")
+def local_ray():
+    yield
+    import ray
+    ray.shutdown()
+
+
+@pytest.fixture(scope="module")
+def small_run(tmp_path_factory, cifar_dir, local_ray):
+    """6 trials of the small space under 3M MACs, one at a time (so ASHA's decisions are
+    deterministic), TPE with constraints."""
+    d = tmp_path_factory.mktemp("search") / "run"
+    rc = main(["--space", SMALL, "--flops", "3M", "--trials", "6", "--seed", "3",
+               "--max-concurrent", "1", "--data-dir", str(cifar_dir), "--run-dir", str(d), *FAST])
+    assert rc == 0
+    return d
+
+
+def test_run_json_records_the_search(small_run):
+    meta = json.loads((small_run / "run.json").read_text())
+    assert meta["format"] == "igcv-nas/run@1"
+    assert meta["status"] == "finished"
+    s = meta["settings"]
+    assert (s["macs"], s["trials"], s["sampler"], s["seed"], s["target"]) == (3_000_000, 6, "tpe", 3, "space")
+    assert s["budget"]["train"]["epochs"] == 3 and s["budget"]["val_size"] == 100
+    sp = load_space(SMALL)
+    assert meta["space"]["sha256"] == sp.sha256
+    assert (small_run / "space.yaml").read_bytes() == Path(SMALL).read_bytes()
+    assert set(meta["versions"]) >= {"torch", "optuna", "ray", "igcv_nas", "python"}
+    assert meta["data"] == {"dataset": "cifar10", "train": 45000, "val": 5000,
+                            "test_held_out": 10000, "classes": 10}
+    assert len(meta["attempts"]) == 1 and meta["elapsed_s"] > 0
+    assert (small_run / "ray" / "attempt-1").is_dir()  # Ray's experiment state
+
+
+def test_trials_are_in_budget_unique_and_counted_exactly(small_run):
+    df = load_trials(small_run)
+    ev = evaluated(df)
+    assert len(ev) == 6
+    assert ev.arch_id.is_unique
+    assert (ev.macs <= 3_000_000).all()
+    for _, r in ev.iterrows():
+        spec = load(RunDir(small_run).spec_file(int(r.number)))
+        c = cost.count(spec)
+        assert (spec.arch_id, c.macs, c.params) == (r.arch_id, r.macs, r.params)
+        proxy = load(RunDir(small_run).trial_dir(int(r.number)) / "proxy_spec.json")
+        assert proxy == to_cifar(spec, 10, 32)
+        assert proxy.stem.stride == 1 and proxy.num_classes == 10
+        assert not RunDir(small_run).checkpoint_file(int(r.number)).exists()  # removed when done
+    over = df[df.status == "over-budget"]
+    assert len(over) > 0 and (over.macs > 3_000_000).all()
+    for n in over.number:  # never trained: no trial files
+        assert not RunDir(small_run).trial_dir(int(n)).exists()
+
+
+def test_study_states_match_the_table(small_run):
+    st = study(small_run)
+    df = load_trials(small_run).set_index("number")
+    assert not [t for t in st.trials if t.state == optuna.trial.TrialState.RUNNING]
+    for t in st.trials:
+        status = df.loc[t.number, "status"]
+        expect = {"complete": "COMPLETE", "over-budget": "COMPLETE", "pruned": "PRUNED",
+                  "failed": "FAIL", "duplicate": t.state.name}[status]
+        assert t.state.name == expect
+        if status == "complete":
+            assert t.value == pytest.approx(df.loc[t.number, "val_acc"])
+            assert t.user_attrs["constraints"][0] <= 0
+        if status == "over-budget":
+            assert t.user_attrs["constraints"][0] == pytest.approx(t.user_attrs["macs"] / 3e6 - 1)
+
+
+def test_asha_stops_are_pruned_not_complete(small_run):
+    df = load_trials(small_run)
+    ev = evaluated(df)
+    pruned, done = ev[ev.status == "pruned"], ev[ev.status == "complete"]
+    assert len(pruned) >= 1, "ASHA pruned nothing in 6 sequential trials"
+    assert (pruned.reason == "asha").all() and (pruned.epochs < 3).all()
+    assert (done.epochs == 3).all()
+    st = study(small_run)
+    for n in pruned.number:
+        t = st.trials[int(n)]
+        assert t.state == optuna.trial.TrialState.PRUNED
+        # the low-fidelity score is kept as a report (Optuna shows the last one as its value)
+        last = t.intermediate_values[max(t.intermediate_values)]
+        assert t.value == last == pytest.approx(df.set_index("number").loc[n, "val_acc"])
+
+
+def test_best_and_pareto_files(small_run):
+    df = load_trials(small_run)
+    done = df[df.status == "complete"]
+    best = json.loads((small_run / "best.json").read_text())
+    top = done.sort_values(["val_acc", "macs"], ascending=[False, True]).iloc[0]
+    assert best["number"] == top.number and best["val_acc"] == pytest.approx(top.val_acc)
+    spec = load(RunDir(small_run).spec_file(best["number"]))
+    assert best["spec"] == json.loads(spec.to_json())
+    pareto = json.loads((small_run / "pareto.json").read_text())
+    assert best["number"] in [p["number"] for p in pareto]
+    for p in pareto:  # nothing complete is both cheaper-or-equal and strictly better
+        dom = done[(done.macs <= p["macs"]) & (done.val_acc > p["val_acc"])]
+        assert dom.empty
+
+
+def test_second_search_on_a_run_dir_is_refused_while_locked(small_run, capsys):
+    holder = RunDir(small_run)
+    holder.lock()
+    try:
+        before = (small_run / "run.json").read_bytes()
+        assert main(["--resume", str(small_run), "--quiet"]) == 2
+        err = capsys.readouterr().err.strip()
+        assert "is in use by pid" in err and len(err.splitlines()) == 1
+        assert (small_run / "run.json").read_bytes() == before
+    finally:
+        holder.unlock()
+
+
+def test_resume_with_changed_budget_or_space_is_refused(small_run, capsys):
+    before = {p: p.read_bytes() for p in (small_run / "run.json", small_run / "study.journal")}
+    assert main(["--resume", str(small_run), "--flops", "4M"]) == 2
+    assert "macs was 3000000, now 4000000" in capsys.readouterr().err
+    assert main(["--resume", str(small_run), "--space", TINY]) == 2
+    assert "differs from the space of" in capsys.readouterr().err
+    assert {p: p.read_bytes() for p in before} == before
+
+
+def test_resume_of_a_finished_search_with_more_trials(small_run, cifar_dir):
+    df0 = load_trials(small_run)
+    rc = main(["--resume", str(small_run), "--trials", "7", "--data-dir", str(cifar_dir), "--quiet"])
+    assert rc == 0
+    df = load_trials(small_run)
+    assert len(evaluated(df)) == 7 and evaluated(df).arch_id.is_unique
+    old = df[df.number.isin(evaluated(df0).number)]
+    pd.testing.assert_frame_equal(old[["number", "status", "arch_id", "val_acc", "finished"]]
+                                  .reset_index(drop=True),
+                                  evaluated(df0)[["number", "status", "arch_id", "val_acc", "finished"]]
+                                  .reset_index(drop=True))
+    new = evaluated(df)[~evaluated(df).number.isin(df0.number)]
+    assert (new.attempt == 2).all()
+    meta = json.loads((small_run / "run.json").read_text())
+    assert len(meta["attempts"]) == 2 and meta["settings"]["trials"] == 7
+
+
+def test_duplicates_are_never_trained_twice(tmp_path, cifar_dir, local_ray):
+    """The tiny space has exactly 4 architectures: 4 trials evaluate each once; the random
+    sampler draws repeats on the way, which are told the earlier outcome."""
+    d = tmp_path / "run"
+    rc = main(["--space", TINY, "--trials", "4", "--sampler", "random", "--seed", "0",
+               "--data-dir", str(cifar_dir), "--run-dir", str(d), "--no-asha", *FAST])
+    assert rc == 0
+    df = load_trials(d)
+    ev = evaluated(df)
+    assert len(ev) == 4 and ev.arch_id.nunique() == 4
+    dups = df[df.status == "duplicate"]
+    assert len(dups) >= 1
+    st = study(d)
+    for _, r in dups.iterrows():
+        orig = df[df.number == r.duplicate_of].iloc[0]
+        assert orig.arch_id == r.arch_id and orig.status in ("complete", "pruned", "failed")
+        assert st.trials[int(r.number)].value == st.trials[int(orig.number)].value
+        assert not RunDir(d).trial_dir(int(r.number)).exists()
+
+
+def test_pareto_objective_with_nsga2(tmp_path, cifar_dir, local_ray):
+    d = tmp_path / "run"
+    rc = main(["--space", SMALL, "--flops", "4M", "--trials", "3", "--objective", "pareto",
+               "--sampler", "nsga2", "--data-dir", str(cifar_dir), "--run-dir", str(d),
+               "--no-asha", *FAST])
+    assert rc == 0
+    st = study(d)
+    assert [x.name for x in st.directions] == ["MAXIMIZE", "MINIMIZE"]
+    df = load_trials(d).set_index("number")
+    done = [t for t in st.trials if df.loc[t.number, "status"] == "complete"]
+    assert len(done) == 3
+    for t in done:
+        assert t.values == [pytest.approx(df.loc[t.number, "val_acc"]), df.loc[t.number, "macs"]]
+
+
+def test_time_budget_stops_the_search(tmp_path, cifar_dir, local_ray):
+    d = tmp_path / "run"
+    t0 = time.time()
+    rc = main(["--space", SMALL, "--flops", "4M", "--trials", "100", "--time-budget", "12s",
+               "--data-dir", str(cifar_dir), "--run-dir", str(d), "--no-asha", *FAST])
+    assert rc == 0
+    assert time.time() - t0 < 60
+    meta = json.loads((d / "run.json").read_text())
+    assert meta["status"] == "stopped"
+    df = load_trials(d)
+    assert 0 < len(evaluated(df)) < 100
+    assert not [t for t in study(d).trials if t.state == optuna.trial.TrialState.RUNNING]
+    stopped = df[df.status == "pruned"]
+    assert (stopped.reason == "time-budget").all()
+
+
+def _cli(*args: str, **kw) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "igcv_nas.cli.search", *args],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kw)
+
+
+def test_resume_after_kill_9_of_the_driver(tmp_path, cifar_dir):
+    """kill -9 after >= 2 of 6 trials completed; --resume ends with exactly 6 evaluated
+    architectures, the earlier records unchanged, none trained twice, nothing RUNNING."""
+    d = tmp_path / "run"
+    args = ["--space", SMALL, "--flops", "4M", "--trials", "6", "--seed", "5", "--no-asha",
+            "--data-dir", str(cifar_dir), *FAST]
+    p = _cli(*args, "--run-dir", str(d))
+    deadline = time.time() + 240
+    done0 = pd.DataFrame()
+    while time.time() < deadline:
+        time.sleep(1)
+        try:
+            df = pd.read_csv(d / "trials.csv")
+        except (OSError, pd.errors.EmptyDataError):
+            continue
+        done0 = df[df.status == "complete"]
+        if len(done0) >= 2:
+            break
+    os.kill(p.pid, signal.SIGKILL)
+    p.communicate()
+    assert len(done0) >= 2, "no 2 trials completed within the deadline"
+    assert (d / ".lock").read_text().startswith("pid ")  # left behind by the killed driver
+    snap = pd.read_csv(d / "trials.csv")
+    before = snap[snap.status == "complete"]
+    interrupted = snap[snap.status == "running"]
+
+    r = _cli("--resume", str(d), "--data-dir", str(cifar_dir), "--quiet")
+    out, err = r.communicate(timeout=300)
+    assert r.returncode == 0, err[-2000:]
+    df = load_trials(d)
+    ev = evaluated(df)
+    assert len(ev) == 6 and ev.arch_id.is_unique
+    kept = df.set_index("number").loc[before.number]
+    assert list(kept.arch_id) == list(before.arch_id)
+    assert list(kept.val_acc) == pytest.approx(list(before.val_acc))
+    assert list(kept.finished) == list(before.finished)
+    assert not [t for t in study(d).trials if t.state == optuna.trial.TrialState.RUNNING]
+    for n in interrupted.number:  # continued (from its checkpoint when one was written)
+        row = df.set_index("number").loc[n]
+        assert row.status == "complete"
+    meta = json.loads((d / "run.json").read_text())
+    assert meta["status"] == "finished" and len(meta["attempts"]) == 2
+
+
+BAD = [
+    (["--flops", "abc"], "--flops 'abc'"),
+    (["--flops=-5M"], "--flops '-5M'"),
+    (["--flops", "-5M"], "argument --flops: expected one argument"),
+    (["--flops", "0"], "--flops '0'"),
+    (["--flops", "1e400"], "--flops '1e400'"),
+    (["--flops", "300X"], "--flops '300X'"),
+    (["--flops", "10M"], "below the cheapest architecture of space 'igcv3'"),
+    (["--space", "nosuch"], "nosuch"),
+    (["--target", "foo"], "--target 'foo'"),
+    (["--trials", "0"], "--trials 0"),
+    (["--sampler", "grid"], "invalid choice: 'grid'"),
+    (["--epochs", "0"], "epochs=0"),
+    (["--dataset", "/nonexistent/folder"], "/nonexistent/folder"),
+]
+
+
+@pytest.mark.parametrize("argv,needle", BAD, ids=[" ".join(a) for a, _ in BAD])
+def test_bad_input_one_line_exit_2_nothing_written(argv, needle, tmp_path, capsys):
+    d = tmp_path / "run"
+    try:
+        rc = main([*argv, "--run-dir", str(d), "--data-dir", str(tmp_path / "nodata")])
+    except SystemExit as e:  # argparse's own errors (one line too, via OneLineParser)
+        rc = e.code
+    assert rc == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and err.startswith("igcv-search: error: ")
+    assert needle in err
+    assert not d.exists() and list(tmp_path.iterdir()) == []
+
+
+def test_bad_input_is_fast_and_resume_of_a_non_run_is_refused(tmp_path):
+    t0 = time.time()
+    p = _cli("--resume", str(tmp_path))
+    out, err = p.communicate(timeout=60)
+    assert p.returncode == 2 and time.time() - t0 < 2.0
+    assert err.strip() == f"igcv-search: error: {tmp_path} is not an igcv-search run directory (no run.json)"
+    assert list(tmp_path.iterdir()) == []
