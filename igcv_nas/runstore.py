@@ -8,6 +8,8 @@ Layout of ``runs/<time>-<space>-<budget>/``::
     trials.csv       one row per trial, derived from the study (read with :func:`load_trials`)
     best.json        the best architecture so far: spec, costs, scores
     pareto.json      the non-dominated set (accuracy vs MACs)
+    measured_latency.json  measured latency of the final candidates (with --latency)
+    latency_lut.json the latency lookup table (with --latency and no --lut)
     trials/<n>/      per-trial files: spec.json, the proxy-training checkpoint
     ray/attempt-<k>/ Ray Tune's experiment state of each (re)start
     .lock            held (flock) by the driver while it runs
@@ -37,6 +39,7 @@ if TYPE_CHECKING:
 RUN_FORMAT = "igcv-nas/run@1"
 RUN_JSON, SPACE_FILE, JOURNAL = "run.json", "space.yaml", "study.journal"
 TRIALS_CSV, BEST_JSON, PARETO_JSON = "trials.csv", "best.json", "pareto.json"
+MEASURED_JSON = "measured_latency.json"
 STUDY_NAME = "igcv-search"
 
 # what a trial became (column ``status`` of the trials table)
@@ -167,6 +170,16 @@ class RunDir:
             fcntl.flock(self._lock_fd, fcntl.LOCK_UN)
             os.close(self._lock_fd)
             self._lock_fd = None
+
+    # -- measured latency of final candidates (the study's finished trials are immutable) ----
+    def measured_latency(self) -> dict[int, float]:
+        f = self.path / MEASURED_JSON
+        if not f.is_file():
+            return {}
+        return {int(k): float(v) for k, v in json.loads(f.read_text(encoding="utf-8")).items()}
+
+    def write_measured_latency(self, measured: dict[int, float]) -> None:
+        write_json(self.path / MEASURED_JSON, {str(k): v for k, v in sorted(measured.items())})
 
     # -- derived files ----------------------------------------------------------------------------
     def write_results(self, rows: list[dict], best: dict | None, pareto: list[dict]) -> None:

@@ -349,6 +349,7 @@ def make_searcher(ctx: Context, storage: optuna.storages.BaseStorage):
                              sampler=make_sampler(s.sampler, seed, s.trials),
                              storage=storage, study_name=STUDY_NAME)
             self.study: optuna.Study = self._ot_study
+            self.score_key, self.run_dir = s.score, ctx.run
             self.study.set_user_attr("settings", s.to_dict())
             self.live: dict[str, int] = {}           # Ray trial id -> study trial number
             self.cands: dict[int, dict] = {}         # number -> candidate attributes
@@ -393,10 +394,10 @@ def make_searcher(ctx: Context, storage: optuna.storages.BaseStorage):
                     self.reissue.append(t.number)
                     self.cands[t.number] = dict(t.user_attrs)
                 elif st != WAITING:
-                    self.study.tell(t.number, state=TrialState.FAIL)
                     self.study._storage.set_trial_user_attr(t._trial_id, "status", FAILED)
                     self.study._storage.set_trial_user_attr(
                         t._trial_id, "reason", "interrupted before evaluation started")
+                    self.study.tell(t.number, state=TrialState.FAIL)
             done = self._by_arch()
             for t in self._frozen():
                 if t.state == TrialState.RUNNING and t.user_attrs.get("status") == WAITING:
@@ -568,7 +569,7 @@ def make_searcher(ctx: Context, storage: optuna.storages.BaseStorage):
 
         # -- results ------------------------------------------------------------------------------
         def rows(self) -> list[dict]:
-            return study_rows(self.study)
+            return study_rows(self.study, ctx.run.measured_latency())
 
         def summary(self, rows: list[dict] | None = None) -> Summary:
             rows = self.rows() if rows is None else rows
@@ -613,13 +614,34 @@ def make_searcher(ctx: Context, storage: optuna.storages.BaseStorage):
     return searcher
 
 
+def confirm_latency(searcher, lut: Any, top: int = 3) -> None:
+    """Measure (not predict) the latency of the final candidates -- the ``top`` best and the
+    Pareto front -- on the LUT's device and settings, once no trial is training; recorded as
+    ``measured_latency_ms``."""
+    from .latency import measure
+    rows = searcher.rows()
+    score = searcher.score_key
+    done = sorted((r for r in rows if r["status"] == COMPLETE), key=lambda r: -r[score])
+    chosen = {r["number"] for r in done[:top]}
+    chosen |= {r["number"] for r in pareto_front(done, score)}
+    run = searcher.run_dir
+    measured = run.measured_latency()
+    for n in sorted(chosen - set(measured)):
+        m = measure(load(run.spec_file(n)), lut.device, lut.threads, lut.batch, lut.channels_last,
+                    lut.warmup, lut.reps)
+        measured[n] = round(m.median_ms, 4)
+    run.write_measured_latency(measured)
+
+
 def json_file(path: Path) -> Any:
     import json
     return json.loads(Path(path).read_text(encoding="utf-8"))
 
 
-def study_rows(study: optuna.Study) -> list[dict]:
-    """One dict per study trial: the trials-table row (see :data:`runstore.TABLE_COLUMNS`)."""
+def study_rows(study: optuna.Study, measured: dict[int, float] | None = None) -> list[dict]:
+    """One dict per study trial: the trials-table row (see :data:`runstore.TABLE_COLUMNS`);
+    ``measured``: trial number -> measured latency (ms) of the final candidates."""
+    measured = measured or {}
     rows = []
     for t in study.get_trials(deepcopy=False):
         a = t.user_attrs
@@ -628,7 +650,7 @@ def study_rows(study: optuna.Study) -> list[dict]:
             status = RUNNING
         row = {"number": t.number, "status": status, "arch_id": a.get("arch_id"),
                "macs": a.get("macs"), "params": a.get("params"),
-               "latency_ms": a.get("latency_ms"), "measured_latency_ms": a.get("measured_latency_ms"),
+               "latency_ms": a.get("latency_ms"), "measured_latency_ms": measured.get(t.number),
                "wall_seconds": a.get("wall_seconds"), "node": a.get("node"),
                "attempt": a.get("attempt"), "resumed_in": a.get("resumed_in"),
                "duplicate_of": a.get("duplicate_of"),
@@ -771,6 +793,8 @@ def run_search(run: RunDir, settings: Settings, space: SearchSpace, splits: Any,
             ctx.stopping_reason = "time-budget"
             searcher.stop_live()
         interrupted = interrupted or (searcher.live and ctx.stopping_reason is None)
+    if lut is not None and not interrupted:
+        confirm_latency(searcher, lut)
     sm = searcher.publish()
     rows = searcher.rows()
     meta = run.meta

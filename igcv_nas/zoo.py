@@ -183,3 +183,26 @@ def get(name: str, cifar: bool = False, num_classes: int | None = None) -> Netwo
 
 def names() -> list[str]:
     return sorted(ZOO)
+
+
+def scale_to_macs(name: str, macs: int, input_size: int = 224, num_classes: int = 1000,
+                  lo: float = 0.1, hi: float = 4.0, step: float = 0.005) -> tuple[float, NetworkSpec]:
+    """``(width, spec)``: the width-scaled hand-designed baseline at a budget: of the width
+    multipliers ``lo, lo + step, .. hi`` of zoo network ``name``, the one whose MACs at
+    ``input_size`` / ``num_classes`` come closest to ``macs`` without exceeding it (MACs are
+    not monotone in the width because channels round to multiples of 8). ValueError when none
+    fits."""
+    from .cost import count
+
+    if name not in ZOO:
+        raise KeyError(f"unknown zoo network {name!r}; accepted: {', '.join(names())}")
+    best = None
+    for i in range(int(round((hi - lo) / step)) + 1):
+        w = round(lo + i * step, 4)
+        spec = ZOO[name](width=w).with_target(input_size, num_classes)
+        m = count(spec).macs
+        if m <= macs and (best is None or m >= best[0]):
+            best = (m, w, spec)
+    if best is None:
+        raise ValueError(f"{name} at width {lo} already exceeds {macs:,} MACs")
+    return best[1], best[2]

@@ -318,3 +318,45 @@ def test_bad_input_is_fast_and_resume_of_a_non_run_is_refused(tmp_path):
     assert p.returncode == 2 and time.time() - t0 < 2.0
     assert err.strip() == f"igcv-search: error: {tmp_path} is not an igcv-search run directory (no run.json)"
     assert list(tmp_path.iterdir()) == []
+
+
+def test_latency_budget_with_a_lut_built_once_and_reused(tmp_path, cifar_dir, local_ray, capsys):
+    lut = tmp_path / "cpu_lut.json"
+    d1 = tmp_path / "run1"
+    rc = main(["--space", SMALL, "--latency", "50ms", "--device", "cpu", "--lut", str(lut),
+               "--trials", "2", "--data-dir", str(cifar_dir), "--run-dir", str(d1), "--no-asha",
+               *FAST])
+    assert rc == 0
+    assert "building a latency LUT on cpu" in capsys.readouterr().out
+    assert lut.is_file() and json.loads(lut.read_text())["device"] == "cpu"
+    df1 = load_trials(d1)
+    sampled = df1[df1.status != "running"]
+    assert (sampled.latency_ms > 0).all()
+    st = study(d1)
+    for t in st.trials:
+        assert t.user_attrs["constraints"] == [pytest.approx(t.user_attrs["latency_ms"] / 50 - 1, abs=1e-4)]
+    best = json.loads((d1 / "best.json").read_text())
+    assert best["measured_latency_ms"] > 0  # confirmed by measurement at the end
+
+    budget = float(sampled.latency_ms.median())
+    d2 = tmp_path / "run2"
+    rc = main(["--space", SMALL, "--latency", f"{budget:.4f}ms", "--lut", str(lut), "--trials", "2",
+               "--sampler", "random", "--seed", "7", "--data-dir", str(cifar_dir),
+               "--run-dir", str(d2), "--no-asha", *FAST])
+    assert rc == 0
+    assert f"using latency LUT {lut}" in capsys.readouterr().out
+    df2 = load_trials(d2)
+    assert (evaluated(df2).latency_ms <= budget + 1e-3).all()
+    over = df2[df2.status == "over-budget"]
+    assert (over.latency_ms > budget).all()
+
+
+def test_lut_of_another_device_is_refused_before_anything_is_written(tmp_path, capsys):
+    lut = tmp_path / "lut.json"
+    lut.write_text(json.dumps({"format": "igcv-nas/latency-lut@1", "device": "cuda:0", "batch": 1,
+                               "channels_last": False, "entries": {}}))
+    assert main(["--space", SMALL, "--latency", "5ms", "--device", "cpu", "--lut", str(lut),
+                 "--run-dir", str(tmp_path / "run")]) == 2
+    err = capsys.readouterr().err
+    assert "measured on cuda:0, not on --device cpu" in err
+    assert not (tmp_path / "run").exists()

@@ -16,6 +16,7 @@ from pathlib import Path
 from .. import __version__
 from ..cost import human
 from ..fileio import write_bytes
+from ..latency import LatencyError
 from ..data import DataError, load_splits, resolve_data_dir
 from ..runstore import RunDir, RunError
 from ..search import (OBJECTIVES, PROXY_MODES, RESUME_MUTABLE, SAMPLERS, ZERO_COST_METRICS,
@@ -174,7 +175,7 @@ def _load_space_for(run: RunDir | None, given: dict, force: bool):
     return space
 
 
-def _latency_lut(settings: Settings, space, run_path: Path, quiet: bool):
+def _latency_lut(settings: Settings, space, run_path: Path | None):
     """The LUT used to predict latency (loaded, or built and calibrated on space samples)."""
     if settings.latency_ms is None:
         return None, None
@@ -182,12 +183,18 @@ def _latency_lut(settings: Settings, space, run_path: Path, quiet: bool):
 
     from ..latency import LUT, build_lut
     from ..search import at_target
+    from ..latency import resolve_device
     path = Path(settings.lut) if settings.lut else run_path / "latency_lut.json"
     if path.is_file():
-        return LUT.load(path), path
-    if not quiet:
-        print(f"{PROG}: building a latency LUT on {settings.latency_device} at {path} ...",
-              flush=True)
+        lut = LUT.load(path)
+        if lut.device != str(resolve_device(settings.latency_device)):
+            raise SearchError(f"--lut {path} was measured on {lut.device}, not on "
+                              f"--device {settings.latency_device}; give a LUT of that device "
+                              f"or a new file name to build one")
+        print(f"{PROG}: using latency LUT {path} ({len(lut)} entries, {lut.device})", flush=True)
+        return lut, path
+    print(f"{PROG}: building a latency LUT on {settings.latency_device} at {path} "
+          f"(12 sampled networks, calibrated on 8) ...", flush=True)
     sampler = optuna.samplers.RandomSampler(seed=settings.seed)
     study = optuna.create_study(sampler=sampler)
     specs = [at_target(space.sample(study.ask()), settings.target) for _ in range(12)]
@@ -226,9 +233,12 @@ def main(argv: list[str] | None = None) -> int:
                 raise SearchError(f"--flops {human(settings.macs)} ({settings.macs:,} MACs) is "
                                   f"below the cheapest architecture of space {space.name!r} at "
                                   f"target {settings.target}: {human(floor)} ({floor:,} MACs)")
+        lut = lut_path = None
+        if settings.latency_ms is not None and settings.lut:  # a given LUT is checked up front
+            lut, lut_path = _latency_lut(settings, space, None)
         splits = load_splits(settings.dataset, resolve_data_dir(settings.data_dir),
                              val_size=5000, seed=0, download_ok=True)
-    except (SearchError, RunError, SpaceError, DataError, ValueError) as e:
+    except (SearchError, RunError, SpaceError, DataError, LatencyError, ValueError) as e:
         if run is not None:
             run.unlock()
         return fail(PROG, str(e))
@@ -273,7 +283,12 @@ def main(argv: list[str] | None = None) -> int:
         return fail(PROG, str(e))
 
     from ..progress import Progress, results_tables
-    lut, lut_path = _latency_lut(settings, space, run.path, args.quiet)
+    try:
+        if lut is None:
+            lut, lut_path = _latency_lut(settings, space, run.path)
+    except (SearchError, LatencyError, ValueError) as e:
+        run.unlock()
+        return fail(PROG, str(e))
     print(f"{PROG}: run directory {run.path}", flush=True)
     print(f"{PROG}: space {space.name} ({space.sha256[:12]}), budgets at target "
           f"{settings.target}: {_label(settings)}; proxy trains the {settings.dataset} variant "

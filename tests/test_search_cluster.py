@@ -1,0 +1,48 @@
+"""igcv-search --address on a real 2-node Ray cluster started on this machine (loopback).
+
+``ray.cluster_utils.Cluster`` starts a head and a worker node as separate raylet processes,
+each with its own resources (one CPU each), exactly as ``ray start --head`` and
+``ray start --address`` would, but it can be shut down without touching other Ray instances."""
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from igcv_nas.runstore import load_trials
+
+SMALL = str(Path(__file__).parent / "spaces" / "small.yaml")
+
+
+@pytest.fixture
+def two_nodes():
+    from ray.cluster_utils import Cluster
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1, "resources": {"head": 1}})
+    worker = cluster.add_node(num_cpus=1, resources={"worker": 1})
+    cluster.wait_for_nodes()
+    try:
+        yield cluster, {cluster.head_node.node_id, worker.node_id}
+    finally:
+        cluster.shutdown()
+
+
+@pytest.mark.slow
+def test_trials_run_on_both_nodes(two_nodes, tmp_path, cifar_dir):
+    cluster, node_ids = two_nodes
+    d = tmp_path / "run"
+    p = subprocess.run(
+        [sys.executable, "-m", "igcv_nas.cli.search", "--address", cluster.address,
+         "--space", SMALL, "--flops", "4M", "--trials", "6", "--max-concurrent", "2",
+         "--cpus-per-trial", "1", "--epochs", "2", "--train-fraction", "0.004",
+         "--batch-size", "16", "--val-size", "100", "--no-asha", "--quiet",
+         "--data-dir", str(cifar_dir), "--run-dir", str(d)],
+        capture_output=True, text=True, timeout=600)
+    assert p.returncode == 0, p.stderr[-3000:]
+    df = load_trials(d)
+    ev = df[df.status == "complete"]
+    assert len(ev) == 6
+    assert set(ev.node) == node_ids, f"trials ran on {set(ev.node)}, cluster nodes {node_ids}"
+    assert pd.read_json(d / "run.json", typ="series")["settings"]["address"] == cluster.address
