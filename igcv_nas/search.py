@@ -269,6 +269,20 @@ class Summary:
 # ---------------------------------------------------------------------------------------------
 # the Ray trainable (runs in a Ray worker; uses the proxy, knows nothing of Optuna)
 
+def release_memory() -> None:
+    """Hand freed heap back to the OS. A reused Ray worker trains one architecture after
+    another; glibc keeps the freed activation buffers of each in its arenas, so without this the
+    worker grows by hundreds of MB per trial (measured: 0.15 GB per 3-step trial in-process,
+    5 GB per worker after 3 CPU-budget trials) until the machine runs out of memory."""
+    import ctypes
+    import gc
+    gc.collect()
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc: nothing to trim
+        pass
+
+
 def trainable(config: dict, splits: Any = None) -> None:
     import ray
     import torch
@@ -288,6 +302,7 @@ def trainable(config: dict, splits: Any = None) -> None:
     t0 = time.perf_counter()
 
     def on_epoch(rep) -> None:
+        release_memory()
         if rep.steps < total:  # the last epoch is reported with every score below
             tune.report({"val_acc": rep.val_acc, "epoch": rep.epoch, "train_loss": rep.train_loss,
                          **base})
@@ -297,6 +312,8 @@ def trainable(config: dict, splits: Any = None) -> None:
     except FloatingPointError as e:  # NonFiniteLoss, non-finite accuracy or score
         tune.report({**base, "failed": f"{type(e).__name__}: {e}", "epoch": 0})
         return
+    finally:
+        release_memory()
     bad = [k for k, v in scores.items() if not math.isfinite(v)]
     if bad:
         tune.report({**base, "failed": f"score {bad[0]} is {scores[bad[0]]}", "epoch": 0})

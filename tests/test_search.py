@@ -360,3 +360,18 @@ def test_lut_of_another_device_is_refused_before_anything_is_written(tmp_path, c
     err = capsys.readouterr().err
     assert "measured on cuda:0, not on --device cpu" in err
     assert not (tmp_path / "run").exists()
+
+
+def test_a_diverging_trial_is_failed_with_its_reason_and_the_search_goes_on(tmp_path, cifar_dir,
+                                                                           local_ray):
+    d = tmp_path / "run"
+    rc = main(["--space", SMALL, "--trials", "2", "--lr", "1e12", "--data-dir", str(cifar_dir),
+               "--run-dir", str(d), "--no-asha", *FAST])
+    assert rc == 0
+    df = load_trials(d)
+    ev = evaluated(df)
+    assert len(ev) == 2 and (ev.status == "failed").all()
+    assert ev.reason.str.startswith("NonFiniteLoss: training loss is").all()
+    st = study(d)
+    assert all(st.trials[int(n)].state == optuna.trial.TrialState.FAIL for n in ev.number)
+    assert json.loads((d / "best.json").read_text()) is None
