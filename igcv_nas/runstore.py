@@ -45,6 +45,7 @@ STUDY_NAME = "igcv-search"
 # what a trial became (column ``status`` of the trials table)
 COMPLETE, PRUNED, FAILED = "complete", "pruned", "failed"
 OVER_BUDGET, DUPLICATE, RUNNING = "over-budget", "duplicate", "running"
+LOST = "lost"  # sampled, but the driver died before it was decided (never trained, not counted)
 EVALUATED = (COMPLETE, PRUNED, FAILED)  # trials that were handed to proxy evaluation
 
 TABLE_COLUMNS = ["number", "status", "arch_id", "macs", "params", "latency_ms",

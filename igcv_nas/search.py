@@ -36,8 +36,8 @@ import optuna
 from optuna.trial import TrialState
 
 from . import cost as costmod
-from .runstore import (COMPLETE, DUPLICATE, EVALUATED, FAILED, OVER_BUDGET, PRUNED, RUNNING,
-                       STUDY_NAME, RunDir, pareto_front)
+from .runstore import (COMPLETE, DUPLICATE, EVALUATED, FAILED, LOST, OVER_BUDGET, PRUNED,
+                       RUNNING, STUDY_NAME, RunDir, pareto_front)
 from .space import SearchSpace, to_cifar
 from .spec import NetworkSpec, load
 
@@ -53,7 +53,7 @@ EVALUATING, WAITING = "evaluating", "waiting"
 MAX_DRAWS = 2000  # samples tried per suggestion before the space counts as exhausted
 # settings a resume may change; any other change is refused unless forced
 RESUME_MUTABLE = ("trials", "time_budget_s", "cpus_per_trial", "gpus_per_trial",
-                  "max_concurrent", "address", "data_dir")
+                  "max_concurrent", "address", "data_dir", "max_failures")
 
 
 class SearchError(ValueError):
@@ -112,7 +112,7 @@ class Settings:
         if self.max_concurrent is not None and self.max_concurrent < 1:
             raise bad("--max-concurrent", self.max_concurrent, "an integer >= 1")
         if self.max_failures < 0:
-            raise bad("max_failures", self.max_failures, "an integer >= 0")
+            raise bad("--max-failures", self.max_failures, "an integer >= 0")
         parse_target(self.target)
 
     def to_dict(self) -> dict:
@@ -411,9 +411,9 @@ def make_searcher(ctx: Context, storage: optuna.storages.BaseStorage):
                     self.reissue.append(t.number)
                     self.cands[t.number] = dict(t.user_attrs)
                 elif st != WAITING:
-                    self.study._storage.set_trial_user_attr(t._trial_id, "status", FAILED)
+                    self.study._storage.set_trial_user_attr(t._trial_id, "status", LOST)
                     self.study._storage.set_trial_user_attr(
-                        t._trial_id, "reason", "interrupted before evaluation started")
+                        t._trial_id, "reason", "the driver stopped before this sample was decided")
                     self.study.tell(t.number, state=TrialState.FAIL)
             done = self._by_arch()
             for t in self._frozen():
@@ -526,8 +526,8 @@ def make_searcher(ctx: Context, storage: optuna.storages.BaseStorage):
                 tr.set_user_attr("resumed_in", ctx.attempt)
             if error or result.get("failed"):
                 reason = result.get("failed") or (
-                    f"the trial raised an error {ctx.settings.max_failures + 1} times "
-                    f"(see {ctx.run.ray_dir().name}/attempt-{ctx.attempt})")
+                    f"the trial failed {ctx.settings.max_failures + 1} time(s) (its worker died "
+                    f"or raised; see ray/attempt-{ctx.attempt}/trial-{number}/error.txt)")
                 tr.set_user_attr("status", FAILED)
                 tr.set_user_attr("reason", str(reason))
                 self.study.tell(number, state=TrialState.FAIL)

@@ -101,7 +101,7 @@ def test_study_states_match_the_table(small_run):
     for t in st.trials:
         status = df.loc[t.number, "status"]
         expect = {"complete": "COMPLETE", "over-budget": "COMPLETE", "pruned": "PRUNED",
-                  "failed": "FAIL", "duplicate": t.state.name}[status]
+                  "failed": "FAIL", "lost": "FAIL", "duplicate": t.state.name}[status]
         assert t.state.name == expect
         if status == "complete":
             assert t.value == pytest.approx(df.loc[t.number, "val_acc"])

@@ -68,6 +68,8 @@ def _parser() -> OneLineParser:
     r.add_argument("--gpus-per-trial", type=float, help="default 1 when the cluster has GPUs")
     r.add_argument("--max-concurrent", type=int, help="default: as many as the resources allow")
     r.add_argument("--address", help="an existing Ray cluster (ray start --head ...)")
+    r.add_argument("--max-failures", type=int, help="retries of a trial whose worker dies "
+                                                    "(from its checkpoint; default 2)")
     o = ap.add_argument_group("run directory")
     o.add_argument("--run-dir", help="default runs/<time>-<space>-<budget>")
     o.add_argument("--resume", metavar="RUN_DIR", help="continue the search recorded there")
@@ -101,7 +103,8 @@ def _explicit(args) -> dict:
          "trials": args.trials, "objective": args.objective, "proxy": args.proxy,
          "zero_cost_metric": args.zero_cost_metric, "sampler": args.sampler, "seed": args.seed,
          "cpus_per_trial": args.cpus_per_trial, "gpus_per_trial": args.gpus_per_trial,
-         "max_concurrent": args.max_concurrent, "address": args.address}
+         "max_concurrent": args.max_concurrent, "address": args.address,
+         "max_failures": args.max_failures}
     if args.time_budget is not None:
         d["time_budget_s"] = parse_duration(args.time_budget, "--time-budget")
     if args.no_asha:
