@@ -20,19 +20,24 @@ import json
 import os
 import platform
 import shutil
+import statistics
 import sys
 import tempfile
 import time
 from dataclasses import replace
 from pathlib import Path
 
+import optuna
 import pandas as pd
 import torch
+from optuna.storages import JournalStorage
+from optuna.storages.journal import JournalFileBackend
 
 from igcv_nas.cli.search import main as search_main
 from igcv_nas.cost import count, human
 from igcv_nas.data import load_splits
 from igcv_nas.proxy import evaluate
+from igcv_nas.runstore import STUDY_NAME
 from igcv_nas.search import Settings
 from igcv_nas.space import to_cifar
 from igcv_nas.units import parse_count
@@ -68,24 +73,33 @@ def overhead(a, workdir: Path) -> None:
     d, wall = _search(a, workdir, "overhead", ["--max-concurrent", "1", "--cpus-per-trial",
                                                 str(os.cpu_count())])
     df = pd.read_csv(d / "trials.csv")
-    ev = df[df.status == "complete"]
+    ev = df[df.status == "complete"].set_index("number")
     meta = json.loads((d / "run.json").read_text())
-    search_s = meta["elapsed_s"]
-    compute = ev.train_seconds.sum()
-    in_trial = (ev.wall_seconds - ev.train_seconds).sum()
-    driver = search_s - ev.wall_seconds.sum()
-    n = len(ev)
-    print(f"# overhead: {n} trials one at a time, {os.cpu_count()} threads per trial; Ray start "
-          f"{ray_start:.1f} s (once per search, not counted)")
-    print(f"{'per trial':<44}{'seconds':>10}{'share of compute':>18}")
-    rows = [("proxy compute (training + validation)", compute / n),
-            ("in the worker, outside training (build, data)", in_trial / n),
-            ("driver + Ray (sample, schedule, tell, write)", driver / n),
-            ("overhead total", (in_trial + driver) / n)]
+    # full-precision times from the study: with one trial at a time, trial i's cycle runs from
+    # the previous trial's tell to its own (sampling, scheduling, training, reporting, telling)
+    st = optuna.load_study(study_name=STUDY_NAME, storage=JournalStorage(
+        JournalFileBackend(str(d / "study.journal"))))
+    done = sorted((t for t in st.trials if t.number in ev.index), key=lambda t: t.datetime_complete)
+    cycles = [(b.number, (b.datetime_complete - a.datetime_complete).total_seconds())
+              for a, b in zip(done, done[1:])]
+    compute = statistics.median(ev.loc[n, "train_seconds"] for n, _ in cycles)
+    in_worker = statistics.median(ev.loc[n, "wall_seconds"] - ev.loc[n, "train_seconds"]
+                                  for n, _ in cycles)
+    total = statistics.median(c - ev.loc[n, "train_seconds"] for n, c in cycles)
+    first = (done[0].datetime_complete - done[0].datetime_start).total_seconds()
+    print(f"# overhead: {len(ev)} trials one at a time, {os.cpu_count()} threads per trial; "
+          f"medians over trials 2..{len(ev)}; Ray start {ray_start:.1f} s and the first trial "
+          f"(worker start, {first - ev.loc[done[0].number, 'train_seconds']:.1f} s outside "
+          f"training) are one-off costs per search, not counted")
+    print(f"{'per trial (median)':<46}{'seconds':>9}{'share of compute':>18}")
+    rows = [("proxy compute (training + validation)", compute),
+            ("in the worker, outside training (build, ckpt)", in_worker),
+            ("driver + Ray (sample, schedule, tell, write)", total - in_worker),
+            ("overhead total", total)]
     for label, v in rows:
-        print(f"{label:<44}{v:>10.2f}{v / (compute / n):>17.1%}")
-    print(f"# search wall {search_s:.1f} s (igcv-search end to end incl. data load: {wall:.1f} s); "
-          f"{df[df.status == 'over-budget'].shape[0]} over-budget samples skipped")
+        print(f"{label:<46}{v:>9.2f}{v / compute:>17.1%}")
+    print(f"# search wall {meta['elapsed_s']:.1f} s (igcv-search end to end incl. data load: "
+          f"{wall:.1f} s); {df[df.status == 'over-budget'].shape[0]} over-budget samples skipped")
     ray.shutdown()
 
 
