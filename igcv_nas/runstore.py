@@ -146,6 +146,33 @@ class RunDir:
     def ray_dir(self) -> Path:
         return self.path / "ray"
 
+    def repair_journal(self) -> int:
+        """Cut a torn last record (no trailing newline: a crash or a full disk in the middle of
+        an append) off the study journal, so that appending after it cannot corrupt the log.
+        Returns the number of bytes removed (0 for an intact journal)."""
+        f = self.journal
+        if not f.is_file() or f.stat().st_size == 0:
+            return 0
+        with open(f, "rb+") as fh:
+            size = fh.seek(0, os.SEEK_END)
+            fh.seek(max(0, size - 1))
+            if fh.read(1) == b"\n":
+                return 0
+            keep, pos, block = 0, size, 1 << 16
+            while pos > 0:
+                start = max(0, pos - block)
+                fh.seek(start)
+                chunk = fh.read(pos - start)
+                i = chunk.rfind(b"\n")
+                if i >= 0:
+                    keep = start + i + 1
+                    break
+                pos = start
+            fh.truncate(keep)
+            fh.flush()
+            os.fsync(fh.fileno())
+        return size - keep
+
     # -- the lock --------------------------------------------------------------------------------
     def lock(self) -> None:
         """Take the run's lock (``flock`` on ``.lock``): released by the kernel when the holder

@@ -765,6 +765,9 @@ def run_search(run: RunDir, settings: Settings, space: SearchSpace, splits: Any,
     run.update_meta(status="running", attempts=meta.get("attempts", []) + [
         {"attempt": attempt, "started": time.strftime("%Y-%m-%dT%H:%M:%S"),
          "trials": settings.trials, "pid": os.getpid()}])
+    torn = run.repair_journal()
+    if torn:
+        log.warning("study journal: removed a torn last record (%d bytes)", torn)
     storage = JournalStorage(JournalFileBackend(str(run.journal)))
     ctx = Context(run, settings, space, splits.num_classes, len(splits.train), attempt, lut, on_change)
     searcher = make_searcher(ctx, storage)

@@ -1,0 +1,90 @@
+"""The run directory: atomic creation, lock semantics, journal repair, table helpers."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from igcv_nas.runstore import RunDir, RunError, RunLocked, load_trials, pareto_front, table
+
+
+def test_create_writes_everything_or_nothing(tmp_path):
+    run = RunDir.create(tmp_path / "r", {"settings": {"seed": 1}}, b"name: x\n")
+    assert json.loads((tmp_path / "r" / "run.json").read_text()) == {
+        "format": "igcv-nas/run@1", "settings": {"seed": 1}}
+    assert (tmp_path / "r" / "space.yaml").read_bytes() == b"name: x\n"
+    assert sorted(os.listdir(tmp_path)) == ["r"]  # no temporary sibling left
+    assert run.meta["settings"] == {"seed": 1}
+
+    with pytest.raises(TypeError):  # run.json cannot be written: nothing may appear
+        RunDir.create(tmp_path / "s", {"x": object()}, b"")
+    assert sorted(os.listdir(tmp_path)) == ["r"]
+
+
+def test_an_existing_run_dir_is_never_overwritten(tmp_path):
+    RunDir.create(tmp_path / "r", {}, b"")
+    before = (tmp_path / "r" / "run.json").read_bytes()
+    with pytest.raises(RunError, match="already exists and is not empty; continue it with --resume"):
+        RunDir.create(tmp_path / "r", {"other": 1}, b"")
+    assert (tmp_path / "r" / "run.json").read_bytes() == before
+    (tmp_path / "empty").mkdir()
+    RunDir.create(tmp_path / "empty", {}, b"")  # an empty directory is fine
+
+
+def test_open_refuses_what_is_not_a_run(tmp_path):
+    with pytest.raises(RunError, match="does not exist"):
+        RunDir.open(tmp_path / "nope")
+    with pytest.raises(RunError, match=r"is not an igcv-search run directory \(no run.json\)"):
+        RunDir.open(tmp_path)
+    (tmp_path / "run.json").write_text('{"format": "other@2"}')
+    with pytest.raises(RunError, match="format 'other@2'; accepted: igcv-nas/run@1"):
+        RunDir.open(tmp_path)
+
+
+def test_lock_is_exclusive_across_processes_and_released_when_the_holder_dies(tmp_path):
+    RunDir.create(tmp_path / "r", {}, b"")
+    holder = ("import sys, time\nfrom igcv_nas.runstore import RunDir\n"
+              f"RunDir({str(tmp_path / 'r')!r}).lock()\nprint('locked', flush=True)\ntime.sleep(60)\n")
+    p = subprocess.Popen([sys.executable, "-c", holder], stdout=subprocess.PIPE, text=True)
+    try:
+        assert p.stdout.readline().strip() == "locked"
+        with pytest.raises(RunLocked, match=f"is in use by pid {p.pid} on "):
+            RunDir(tmp_path / "r").lock()
+    finally:
+        p.kill()
+        p.wait()
+    run = RunDir(tmp_path / "r")  # the kernel released the dead holder's lock
+    run.lock()
+    assert (tmp_path / "r" / ".lock").read_text().startswith(f"pid {os.getpid()} on ")
+    run.unlock()
+
+
+def test_repair_journal_cuts_only_a_torn_last_record(tmp_path):
+    run = RunDir.create(tmp_path / "r", {}, b"")
+    assert run.repair_journal() == 0  # no journal yet
+    run.journal.write_bytes(b'{"a":1}\n{"b":2}\n')
+    assert run.repair_journal() == 0
+    run.journal.write_bytes(b'{"a":1}\n{"b":2}\n{"c":')
+    assert run.repair_journal() == 5
+    assert run.journal.read_bytes() == b'{"a":1}\n{"b":2}\n'
+    run.journal.write_bytes(b'{"torn')
+    assert run.repair_journal() == 6 and run.journal.read_bytes() == b""
+
+
+def test_pareto_front_and_table():
+    rows = [{"number": 0, "val_acc": 0.5, "macs": 300}, {"number": 1, "val_acc": 0.6, "macs": 200},
+            {"number": 2, "val_acc": 0.4, "macs": 100}, {"number": 3, "val_acc": 0.6, "macs": 250},
+            {"number": 4, "val_acc": 0.7, "macs": 400}]
+    assert [r["number"] for r in pareto_front(rows)] == [2, 1, 4]
+    df = table(rows)
+    assert list(df.columns[:4]) == ["number", "status", "arch_id", "macs"]
+    assert len(df) == 5
+
+
+def test_load_trials_of_a_run_without_trials(tmp_path):
+    RunDir.create(tmp_path / "r", {}, b"")
+    df = load_trials(tmp_path / "r")
+    assert len(df) == 0 and "val_acc" in df.columns
