@@ -1,0 +1,242 @@
+"""Verified artifacts of one architecture: JSON spec, weights, TorchScript, ONNX.
+
+``export(spec, out_dir, formats)`` writes into ``out_dir``:
+
+* ``spec.json`` -- self-contained (format ``igcv-nas/export@1``): the spec with explicit
+  run-length group sizes and permutation indices, MACs / FLOPs / params at its resolution, the
+  complementary mode, and provenance (run, trial, proxy scores, package versions);
+* ``weights.pt`` -- ``{"state_dict", "arch_id", "trained"}`` (the weights given, else the
+  builder's initialisation with a fixed seed and batch-norm statistics taken from one random
+  batch, ``trained: false``);
+* ``model.torchscript.pt`` (``torch.jit.trace``) and ``model.onnx`` (opset 17, dynamic batch);
+* ``verify.json`` -- what :func:`verify` found; export fails loudly when any check fails.
+
+:func:`verify` rebuilds the model from ``spec.json`` alone, loads ``weights.pt`` and checks:
+the rebuilt model's outputs equal those recorded at export (max abs diff <= 1e-5, fp32); fvcore's
+conv + linear count of the rebuilt model equals the spec's MACs; the TorchScript outputs match
+PyTorch's (<= 1e-5); the ONNX outputs match (<= 1e-4: other kernels) with onnxruntime where it is
+installed, and the ONNX checker passes otherwise.
+"""
+from __future__ import annotations
+
+import io
+import json
+import platform
+import warnings
+from pathlib import Path
+from typing import Any
+
+from . import __version__
+from .cost import count
+from .fileio import write_bytes, write_json
+from .spec import NetworkSpec, from_dict
+from .validation import check
+
+EXPORT_FORMAT = "igcv-nas/export@1"
+FORMATS = ("json", "pt", "torchscript", "onnx")
+FILES = {"json": "spec.json", "pt": "weights.pt", "torchscript": "model.torchscript.pt",
+         "onnx": "model.onnx"}
+TOL = {"rebuilt": 1e-5, "torchscript": 1e-5, "onnx": 1e-4}
+OPSET = 17
+VERIFY_BATCH, VERIFY_SEED = 2, 1234
+
+
+class ExportError(RuntimeError):
+    """An export that could not be written or did not verify (one line: what and by how much)."""
+
+
+def versions() -> dict:
+    import torch
+    return {"igcv_nas": __version__, "torch": torch.__version__, "python": platform.python_version()}
+
+
+def document(spec: NetworkSpec, provenance: dict | None = None) -> dict:
+    """The self-contained JSON document of ``spec``."""
+    rep = check(spec)
+    if not rep.ok:
+        raise ExportError(f"spec {spec.arch_id} is invalid: {rep.violations[0]}")
+    c = count(spec)
+    return {"format": EXPORT_FORMAT, "arch_id": spec.arch_id, "spec": spec.to_dict(),
+            "cost": {"input_size": spec.input_size, "num_classes": spec.num_classes,
+                     "macs": c.macs, "flops": c.flops, "params": c.params,
+                     "convention": "conv + linear multiply-accumulates at batch 1; FLOPs = 2 x MACs"},
+            "complementary": rep.mode,
+            "provenance": {**(provenance or {}), "exported_with": versions()}}
+
+
+def read_document(path: str | Path) -> tuple[dict, NetworkSpec]:
+    doc = json.loads(Path(path).read_text(encoding="utf-8"))
+    if doc.get("format") != EXPORT_FORMAT:
+        raise ExportError(f"{path}: format {doc.get('format')!r}; expected {EXPORT_FORMAT}")
+    return doc, from_dict(doc["spec"])
+
+
+def _sample(spec: NetworkSpec):
+    import torch
+    g = torch.Generator().manual_seed(VERIFY_SEED)
+    return torch.randn(VERIFY_BATCH, spec.in_chs, spec.input_size, spec.input_size, generator=g)
+
+
+def _model(spec: NetworkSpec, state_dict: dict | None, seed: int):
+    import torch
+
+    from .build import build_model
+    torch.manual_seed(seed)
+    model = build_model(spec)
+    if state_dict is not None:
+        model.load_state_dict(state_dict)
+    else:
+        _calibrate_bn(model, spec, seed)
+    return model.eval()
+
+
+def _calibrate_bn(model, spec: NetworkSpec, seed: int) -> None:
+    """Untrained weights: set batch-norm statistics from one random batch, so that the exported
+    model's outputs are not vanishingly small (with the initial statistics the activations of a
+    deep group-conv network shrink to ~1e-10 and no output comparison could see a wiring error)."""
+    import torch
+    g = torch.Generator().manual_seed(seed + 1)
+    x = torch.randn(32, spec.in_chs, spec.input_size, spec.input_size, generator=g)
+    for m in model.modules():
+        if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
+            m.reset_running_stats()
+            m.momentum = None  # cumulative average over the calibration pass
+    model.train()
+    with torch.no_grad():
+        model(x)
+    model.eval()
+
+
+def _to_bytes(save, *args) -> bytes:
+    buf = io.BytesIO()
+    save(*args, buf)
+    return buf.getvalue()
+
+
+def export(spec: NetworkSpec, out_dir: str | Path, formats: tuple[str, ...] = FORMATS,
+           state_dict: dict | None = None, provenance: dict | None = None,
+           seed: int = 0) -> dict:
+    """Write the artifacts of ``spec`` in ``formats`` into ``out_dir`` and verify them
+    (``json`` is always written: everything else is checked against it). Returns the
+    verification report (also in ``verify.json``); raises :class:`ExportError` when it fails."""
+    import torch
+
+    unknown = [f for f in formats if f not in FORMATS]
+    if unknown:
+        raise ExportError(f"format {unknown[0]!r}; accepted: {', '.join(FORMATS)}")
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    doc = document(spec, provenance)
+    model = _model(spec, state_dict, seed)
+    x = _sample(spec)
+    with torch.no_grad():
+        y = model(x)
+    doc["reference"] = {"input": f"torch.randn({VERIFY_BATCH}, {spec.in_chs}, {spec.input_size}, "
+                                 f"{spec.input_size}, generator=torch.Generator().manual_seed("
+                                 f"{VERIFY_SEED}))",
+                        "output": [[float(v) for v in row] for row in y]}
+    write_json(out / FILES["json"], doc)
+    if "pt" in formats:
+        write_bytes(out / FILES["pt"], _to_bytes(torch.save, {
+            "state_dict": model.state_dict(), "arch_id": spec.arch_id,
+            "trained": state_dict is not None}))
+    # TorchScript is deprecated in torch >= 2.10 but still what most deployment stacks load;
+    # the TorchScript-based ONNX exporter needs no onnxscript. Their deprecation warnings are
+    # expected here and silenced.
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        if "torchscript" in formats:
+            with torch.no_grad():
+                ts = torch.jit.trace(model, x)
+            write_bytes(out / FILES["torchscript"], _to_bytes(torch.jit.save, ts))
+        if "onnx" in formats:
+            buf = io.BytesIO()
+            with torch.no_grad():
+                torch.onnx.export(model, (x,), buf, dynamo=False, opset_version=OPSET,
+                                  input_names=["input"], output_names=["logits"],
+                                  dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}})
+            write_bytes(out / FILES["onnx"], buf.getvalue())
+    return verify(out, reference=y, model_for_missing_weights=None if "pt" in formats else model)
+
+
+def verify(out_dir: str | Path, reference: Any = None, model_for_missing_weights: Any = None) -> dict:
+    """Check the artifacts in ``out_dir`` against ``spec.json`` (module doc); write
+    ``verify.json``; raise :class:`ExportError` naming the first failed check."""
+    import torch
+
+    from .crosscheck import fvcore_macs
+    out = Path(out_dir)
+    doc, spec = read_document(out / FILES["json"])
+    checks: list[dict] = []
+
+    def add(name: str, ok: bool, **info) -> None:
+        checks.append({"check": name, "ok": bool(ok), **info})
+
+    add("arch_id", spec.arch_id == doc["arch_id"], spec=spec.arch_id, recorded=doc["arch_id"])
+    x = _sample(spec)
+    if (out / FILES["pt"]).is_file():
+        blob = torch.load(out / FILES["pt"], map_location="cpu", weights_only=True)
+        rebuilt = _model(spec, blob["state_dict"], 0)
+        add("weights_arch_id", blob["arch_id"] == spec.arch_id, weights=blob["arch_id"])
+    elif model_for_missing_weights is not None:
+        rebuilt = _model(spec, model_for_missing_weights.state_dict(), 0)
+    else:
+        rebuilt = None
+    with torch.no_grad():
+        y = rebuilt(x) if rebuilt is not None else None
+    if y is not None:
+        spread = float(y.std())
+        add("outputs_informative", spread > 1e-4, output_std=spread, minimum=1e-4)
+        if reference is not None:
+            diff = float((y - reference).abs().max())
+            add("rebuilt_outputs", diff <= TOL["rebuilt"], max_abs_diff=diff, tolerance=TOL["rebuilt"])
+        else:  # verifying later, from the files alone: the recorded reference output
+            rec = torch.tensor(doc["reference"]["output"], dtype=y.dtype)
+            diff = float((y - rec).abs().max())
+            add("rebuilt_outputs", diff <= TOL["rebuilt"], max_abs_diff=diff,
+                tolerance=TOL["rebuilt"], against="recorded reference output")
+        macs = fvcore_macs(rebuilt, spec.input_size, spec.in_chs)
+        add("fvcore_macs", macs == doc["cost"]["macs"], fvcore=macs, spec=doc["cost"]["macs"])
+    if (out / FILES["torchscript"]).is_file() and y is not None:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)
+            ts = torch.jit.load(str(out / FILES["torchscript"]), map_location="cpu")
+        with torch.no_grad():
+            diff = float((ts(x) - y).abs().max())
+        add("torchscript_outputs", diff <= TOL["torchscript"], max_abs_diff=diff,
+            tolerance=TOL["torchscript"])
+    if (out / FILES["onnx"]).is_file():
+        checks.extend(_verify_onnx(out / FILES["onnx"], x, y))
+    report = {"ok": all(c["ok"] for c in checks), "arch_id": spec.arch_id, "checks": checks,
+              "verified_with": versions()}
+    write_json(out / "verify.json", report)
+    bad = [c for c in checks if not c["ok"]]
+    if bad:
+        raise ExportError(f"{out}: verification failed: {bad[0]['check']} "
+                          f"({', '.join(f'{k}={v}' for k, v in bad[0].items() if k not in ('check', 'ok'))})")
+    return report
+
+
+def _verify_onnx(path: Path, x, y) -> list[dict]:
+    import onnx
+    out = []
+    m = onnx.load(str(path))
+    try:
+        onnx.checker.check_model(m, full_check=True)
+        out.append({"check": "onnx_checker", "ok": True})
+    except onnx.checker.ValidationError as e:
+        out.append({"check": "onnx_checker", "ok": False, "error": str(e).splitlines()[0]})
+    try:
+        import onnxruntime as ort
+    except ImportError:
+        out.append({"check": "onnx_outputs", "ok": True, "skipped": "onnxruntime not installed"})
+        return out
+    if y is None:
+        return out
+    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    (got,) = sess.run(None, {"input": x.numpy()})
+    import numpy as np
+    diff = float(np.abs(got - y.numpy()).max())
+    out.append({"check": "onnx_outputs", "ok": diff <= TOL["onnx"], "max_abs_diff": diff,
+                "tolerance": TOL["onnx"], "runtime": f"onnxruntime {ort.__version__}"})
+    return out

@@ -1,0 +1,461 @@
+"""Reports of a search run: the trials table for notebooks, plots, and a Markdown/HTML summary.
+
+Pure functions over a run directory (:mod:`igcv_nas.runstore`); no Ray, no training. The
+study journal stays the source of truth: everything here is read from ``run.json`` and
+``trials.csv``, which the search rewrites from the journal after every trial.
+
+* :func:`load_run` -- the trials table with useful dtypes (numbers numeric, times as datetimes);
+  :func:`load_meta` -- ``run.json``.
+* :func:`render` -- every report file as bytes, in memory (nothing written):
+  ``pareto_macs.png`` (score vs MACs, Pareto front, best trial, MACs budget),
+  ``pareto_latency.png`` (score vs latency; only when the run has latencies), ``progress.png``
+  (best score so far vs trial number), ``trials.csv``, ``report.md`` and ``report.html``.
+* :func:`write_report` -- render, then write each file atomically into the output folder.
+"""
+from __future__ import annotations
+
+import html
+import io
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from .cost import human
+from .fileio import write_bytes, write_text
+from .runstore import (COMPLETE, DUPLICATE, FAILED, JOURNAL, LOST, OVER_BUDGET, PRUNED, RUNNING,
+                       STUDY_NAME, TABLE_COLUMNS, RunDir, RunError, load_trials,
+                       pareto_front)
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+# dtypes of the trials table's columns (zc_* scores are floats too)
+INT_COLUMNS = ("number", "macs", "params", "attempt", "resumed_in", "duplicate_of")
+FLOAT_COLUMNS = ("latency_ms", "measured_latency_ms", "val_acc", "best_val_acc", "epochs",
+                 "train_seconds", "wall_seconds", "images_per_s")
+TEXT_COLUMNS = ("status", "arch_id", "node", "reason")
+TIME_COLUMNS = ("started", "finished")
+STATUS_ORDER = (COMPLETE, PRUNED, FAILED, OVER_BUDGET, DUPLICATE, RUNNING, LOST)
+
+# every PNG is FIGSIZE x DPI pixels: 960 x 600
+FIGSIZE, DPI = (8.0, 5.0), 120
+PARETO_MACS, PARETO_LATENCY, PROGRESS = "pareto_macs.png", "pareto_latency.png", "progress.png"
+REPORT_MD, REPORT_HTML, TRIALS_CSV = "report.md", "report.html", "trials.csv"
+LATENCY = "latency"  # column added for plots: measured latency where present, else predicted
+# cost axis: label, divisor
+_AXES = {"macs": ("MACs (millions)", 1e6),
+         LATENCY: ("latency, ms (measured where available, else predicted)", 1.0)}
+
+
+# ---------------------------------------------------------------------------------------------
+# reading a run
+
+def load_meta(run_dir: str | os.PathLike) -> dict:
+    """``run.json`` of a run directory (RunError when ``run_dir`` is not one)."""
+    return RunDir.open(run_dir).meta
+
+
+def load_run(run_dir: str | os.PathLike) -> pd.DataFrame:
+    """The trials table of a run (:func:`igcv_nas.runstore.load_trials`) with useful dtypes:
+    counts and ids as nullable integers (``Int64``), scores, latencies and times in seconds as
+    floats, ``started``/``finished`` as datetimes (local time of the driver), text as strings.
+    RunError when ``run_dir`` is not a run directory or its ``trials.csv`` not a trials table."""
+    import pandas as pd
+    df = load_trials(run_dir)
+    missing = [c for c in TABLE_COLUMNS if c not in df.columns]
+    if missing:
+        raise RunError(f"{Path(run_dir) / 'trials.csv'} is not a trials table (no column "
+                       f"{missing[0]!r})")
+    for c in df.columns:
+        if c in INT_COLUMNS:
+            df[c] = pd.to_numeric(df[c], errors="coerce").astype("Int64")
+        elif c in FLOAT_COLUMNS or c.startswith("zc_"):
+            df[c] = pd.to_numeric(df[c], errors="coerce").astype("float64")
+        elif c in TIME_COLUMNS:
+            df[c] = pd.to_datetime(df[c], format="ISO8601", errors="coerce")
+        elif c in TEXT_COLUMNS:
+            df[c] = df[c].astype("string")
+    return df
+
+
+def score_column(meta: dict) -> str:
+    """The column the search maximised (:attr:`igcv_nas.search.Settings.score`): ``val_acc``,
+    or ``zc_<metric>`` for a zero-cost proxy."""
+    from .search import SearchError, Settings
+    settings = meta.get("settings")
+    if not isinstance(settings, dict):
+        raise RunError("run.json has no search settings; it is not an igcv-search run")
+    try:
+        return Settings.from_dict(settings).score
+    except (SearchError, TypeError) as e:
+        raise RunError(f"run.json: settings cannot be read: {e}") from None
+
+
+def with_latency(df: pd.DataFrame) -> pd.DataFrame:
+    """``df`` with a ``latency`` column: ``measured_latency_ms`` where present, else
+    ``latency_ms`` (predicted)."""
+    return df.assign(**{LATENCY: df["measured_latency_ms"].fillna(df["latency_ms"])})
+
+
+def scored(df: pd.DataFrame, score: str, status: str = COMPLETE) -> pd.DataFrame:
+    """Trials of ``status`` that have a score, best first (ties: fewer MACs first)."""
+    if score not in df.columns:
+        return df.iloc[0:0]
+    d = df[(df["status"] == status) & df[score].notna()]
+    return d.sort_values([score, "macs", "number"], ascending=[False, True, True], kind="stable")
+
+
+def front(df: pd.DataFrame, score: str, cost: str = "macs") -> pd.DataFrame:
+    """The Pareto front of the complete trials (higher ``score``, lower ``cost``), cheapest
+    first (:func:`igcv_nas.runstore.pareto_front`)."""
+    d = scored(df, score)
+    d = d[d[cost].notna()]
+    numbers = [r["number"] for r in pareto_front(d.to_dict("records"), score, cost)]
+    return d.set_index("number", drop=False).loc[numbers].reset_index(drop=True)
+
+
+# ---------------------------------------------------------------------------------------------
+# plots (matplotlib's Agg canvas; no pyplot, so no global state)
+
+def _figure():
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+    fig = Figure(figsize=FIGSIZE, dpi=DPI, layout="constrained")
+    FigureCanvasAgg(fig)
+    return fig, fig.add_subplot()
+
+
+def _png(fig) -> bytes:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=DPI)
+    return buf.getvalue()
+
+
+def _empty_note(ax, text: str) -> None:
+    ax.text(0.5, 0.96, text, transform=ax.transAxes, ha="center", va="top", color="0.3",
+            bbox={"facecolor": "white", "edgecolor": "0.7", "boxstyle": "round"})
+
+
+def _legend(fig, ax) -> None:
+    """The legend below the axes (never over the points)."""
+    handles, labels = ax.get_legend_handles_labels()
+    if handles:
+        fig.legend(handles, labels, loc="outside lower center", ncols=min(4, len(handles)),
+                   fontsize=9, frameon=False)
+
+
+def plot_pareto(df: pd.DataFrame, score: str, cost: str = "macs", budget: float | None = None,
+                title: str = "") -> bytes:
+    """PNG: ``score`` vs ``cost`` (``macs``, in millions, or ``latency`` in ms) of the complete
+    trials, pruned trials (score when stopped) in another marker, the Pareto front as a step
+    line, the best trial annotated and the ``budget`` (in ``cost`` units) as a vertical line."""
+    label, div = _AXES[cost]
+    fig, ax = _figure()
+    done = scored(df, score)
+    done = done[done[cost].notna()]
+    pruned = scored(df, score, PRUNED)
+    pruned = pruned[pruned[cost].notna()]
+    if len(pruned):
+        ax.scatter(pruned[cost].astype(float) / div, pruned[score], marker="x", color="0.55",
+                   label=f"pruned ({len(pruned)}; score when stopped)")
+    if len(done):
+        ax.scatter(done[cost].astype(float) / div, done[score], marker="o", color="tab:blue",
+                   alpha=0.8, label=f"complete ({len(done)})")
+        pf = front(df, score, cost)
+        # the best score reachable at each cost: the step goes on to the costliest trial
+        xs = list(pf[cost].astype(float) / div) + [float(done[cost].astype(float).max()) / div]
+        ys = list(pf[score]) + [float(pf[score].iloc[-1])]
+        ax.step(xs, ys, where="post", color="tab:red", linewidth=1.5,
+                label=f"Pareto front ({len(pf)})")
+        ax.scatter(pf[cost].astype(float) / div, pf[score], s=110, facecolors="none",
+                   edgecolors="tab:red", linewidths=1.5)
+        best = done.iloc[0]
+        ax.annotate(f"best: trial {best['number']}\n{score} {best[score]:.4f}",
+                    xy=(float(best[cost]) / div, best[score]), xytext=(12, -28),
+                    textcoords="offset points", fontsize=9,
+                    arrowprops={"arrowstyle": "->", "color": "0.2"})
+    else:
+        _empty_note(ax, "no complete trials yet")
+    if budget is not None:
+        text = f"{human(budget)} MACs" if cost == "macs" else f"{budget:g} ms"
+        ax.axvline(budget / div, color="0.2", linestyle="--", linewidth=1,
+                   label=f"budget {text}")
+        if not len(done) and not len(pruned):
+            ax.set_xlim(0, 1.1 * budget / div)
+    ax.set_xlabel(label)
+    ax.set_ylabel(score)
+    ax.set_title(title)
+    ax.grid(True, alpha=0.3)
+    _legend(fig, ax)
+    return _png(fig)
+
+
+def plot_progress(df: pd.DataFrame, score: str, title: str = "") -> bytes:
+    """PNG: the best score so far (complete trials) vs the study's trial number -- the search's
+    convergence -- over each trial's own score (pruned ones: the score when stopped)."""
+    from matplotlib.ticker import MaxNLocator
+    fig, ax = _figure()
+    done = scored(df, score).sort_values("number")
+    pruned = scored(df, score, PRUNED)
+    if len(pruned):
+        ax.scatter(pruned["number"].astype(float), pruned[score], marker="x", color="0.55",
+                   label="pruned trial (score when stopped)")
+    if len(done):
+        x = done["number"].astype(float)
+        ax.scatter(x, done[score], color="tab:blue", alpha=0.6, label="complete trial")
+        last = float(df["number"].max())
+        ax.step(list(x) + [last], list(done[score].cummax()) + [done[score].max()],
+                where="post", color="tab:red", linewidth=1.5, label="best so far")
+    else:
+        _empty_note(ax, "no complete trials yet")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.set_xlabel("trial number (study order; over-budget and duplicate samples included)")
+    ax.set_ylabel(score)
+    ax.set_title(title)
+    ax.grid(True, alpha=0.3)
+    _legend(fig, ax)
+    return _png(fig)
+
+
+# ---------------------------------------------------------------------------------------------
+# the document: built once as parts, written as Markdown and as HTML
+
+@dataclass(frozen=True)
+class Para:
+    text: str
+
+
+@dataclass(frozen=True)
+class Table:
+    df: pd.DataFrame
+    right: tuple[str, ...] = ()  # right-aligned columns (numbers)
+
+
+@dataclass(frozen=True)
+class Image:
+    src: str
+    alt: str
+
+
+@dataclass(frozen=True)
+class Code:
+    text: str
+
+
+@dataclass(frozen=True)
+class Heading:
+    text: str
+
+
+Part = Heading | Para | Table | Image | Code
+
+
+def _duration(s: float | None) -> str:
+    if s is None:
+        return "-"
+    t = int(round(s))
+    return f"{t // 3600:d}:{t % 3600 // 60:02d}:{t % 60:02d} ({s:.1f} s)"
+
+
+def _count(v) -> str:
+    return "-" if v is None else f"{human(v)} ({int(v):,})"
+
+
+def trials_table(d: pd.DataFrame, score: str) -> pd.DataFrame:
+    """The report's view of trials: trial, score, MACs, params, latency, arch id (as text)."""
+    import pandas as pd
+    lat = d[LATENCY] if LATENCY in d.columns else with_latency(d)[LATENCY]
+    return pd.DataFrame({
+        "trial": d["number"].astype(int).to_numpy(),
+        score: [f"{v:.4f}" for v in d[score]],
+        "MACs": [human(v) for v in d["macs"]],
+        "params": [human(v) for v in d["params"]],
+        "latency ms": ["-" if pd.isna(v) else f"{v:.2f}" for v in lat],
+        "arch id": d["arch_id"].astype(str).to_numpy(),
+    })
+
+
+def _settings_table(meta: dict, score: str) -> pd.DataFrame:
+    import pandas as pd
+    s, sp = meta.get("settings") or {}, meta.get("space") or {}
+    b = s.get("budget") or {}
+    tr = b.get("train") or {}
+    length = (f"{tr['steps']} steps" if tr.get("steps") else f"{tr.get('epochs', '-')} epochs")
+    proxy = s.get("proxy", "training")
+    if proxy == "zero-cost":
+        proxy_text = f"zero-cost ({s.get('zero_cost_metric')}); score {score}"
+    else:
+        proxy_text = (f"{proxy} on {s.get('dataset', '-')}: {length}, train fraction "
+                      f"{tr.get('train_fraction', '-')}, batch {tr.get('batch_size', '-')}, "
+                      f"{b.get('val_size', '-')} validation images; score {score}; ASHA "
+                      f"{'on' if s.get('asha', True) else 'off'}")
+    lat = s.get("latency_ms")
+    rows = [
+        ("space", f"{sp.get('name', s.get('space'))} (sha256 {str(sp.get('sha256', ''))[:12]})"),
+        ("MACs budget", _count(s.get("macs"))),
+        ("params budget", _count(s.get("params"))),
+        ("latency budget", "-" if lat is None else f"{lat:g} ms on {s.get('latency_device')}"),
+        ("target", str(s.get("target", "-"))),
+        ("objective", str(s.get("objective", "-"))),
+        ("proxy", proxy_text),
+        ("sampler", str(s.get("sampler", "-"))),
+        ("seed", str(s.get("seed", "-"))),
+        ("trials", f"{s.get('trials', '-')} (time budget "
+                   f"{_duration(s.get('time_budget_s')) if s.get('time_budget_s') else 'none'})"),
+    ]
+    return pd.DataFrame(rows, columns=["setting", "value"])
+
+
+def _status_table(df: pd.DataFrame) -> pd.DataFrame:
+    counts = df["status"].value_counts()
+    order = list(STATUS_ORDER) + sorted(set(counts.index) - set(STATUS_ORDER))
+    counts = counts.reindex(order, fill_value=0).astype(int)
+    return counts.rename_axis("status").reset_index(name="trials")
+
+
+def document(run: RunDir, df: pd.DataFrame, meta: dict, score: str, top: int,
+             images: list[tuple[str, str]]) -> list[Part]:
+    """The report as parts (headings, paragraphs, tables, images, code)."""
+    name = run.path.name
+    journal = run.path / JOURNAL
+    parts: list[Part] = [Heading(f"igcv-search report: {name}")]
+    atts = meta.get("attempts") or []
+    parts.append(Para(f"Run directory {run.path}; status {meta.get('status', '-')}; created "
+                      f"{meta.get('created', '-')}; {len(atts)} attempt(s); elapsed "
+                      f"{_duration(meta.get('elapsed_s'))}."))
+    parts += [Heading("Settings"), Table(_settings_table(meta, score))]
+    parts += [Heading("Trials"), Table(_status_table(df), ("trials",)),
+              Para("Complete, pruned and failed trials were evaluated; over-budget and "
+                   "duplicate samples were never trained.")]
+    done = scored(df, score)
+    parts.append(Heading("Best"))
+    if len(done):
+        b = done.iloc[0]
+        parts.append(Para(f"Best: trial {b['number']}, {score} {b[score]:.4f}, "
+                          f"{human(b['macs'])} MACs, {human(b['params'])} params, "
+                          f"arch id {b['arch_id']}."))
+    else:
+        parts.append(Para("No complete trials yet."))
+    parts.append(Heading(f"Top {top} by {score}"))
+    right = ("trial", score, "MACs", "params", "latency ms")
+    parts.append(Table(trials_table(done.head(top), score), right) if len(done)
+                 else Para("No complete trials yet."))
+    parts.append(Heading(f"Pareto front ({score} vs MACs)"))
+    pf = front(df, score)
+    parts.append(Table(trials_table(pf, score), right) if len(pf)
+                 else Para("No complete trials yet."))
+    parts.append(Heading("Plots"))
+    parts += [Image(src, alt) for src, alt in images]
+    parts += [Heading("Open the study"),
+              Para("The Optuna study (the source of truth of this run) in optuna-dashboard, "
+                   "which accepts a journal file path:"),
+              Code(f"optuna-dashboard {journal}"),
+              Para("or in Python:"),
+              Code("import optuna\n"
+                   "from optuna.storages import JournalStorage\n"
+                   "from optuna.storages.journal import JournalFileBackend\n\n"
+                   f"study = optuna.load_study(study_name={STUDY_NAME!r}, storage=JournalStorage(\n"
+                   f"    JournalFileBackend({str(journal)!r})))\n\n"
+                   "from igcv_nas.report import load_run  # the trials table as a DataFrame\n"
+                   f"df = load_run({str(run.path)!r})")]
+    return parts
+
+
+def to_markdown(parts: list[Part]) -> str:
+    out = []
+    for i, p in enumerate(parts):
+        if isinstance(p, Heading):
+            out.append(f"{'#' if i == 0 else '##'} {p.text}")
+        elif isinstance(p, Para):
+            out.append(p.text)
+        elif isinstance(p, Table):
+            # cells are formatted already: tabulate keeps them as they are
+            out.append(p.df.to_markdown(index=False, disable_numparse=True, colalign=[
+                "right" if c in p.right else "left" for c in p.df.columns]))
+        elif isinstance(p, Image):
+            out.append(f"![{p.alt}]({p.src})")
+        elif isinstance(p, Code):
+            out.append(f"```\n{p.text}\n```")
+    return "\n\n".join(out) + "\n"
+
+
+_CSS = ("body{font-family:sans-serif;max-width:1000px;margin:2em auto;padding:0 1em}"
+        "table{border-collapse:collapse;margin:.5em 0}th,td{border:1px solid #ccc;"
+        "padding:.2em .6em;text-align:left}pre{background:#f4f4f4;padding:.6em;overflow-x:auto}"
+        "img{max-width:100%}")
+
+
+def to_html(parts: list[Part]) -> str:
+    title = next((p.text for p in parts if isinstance(p, Heading)), "report")
+    out = ["<!DOCTYPE html>", '<html lang="en">', "<head>", '<meta charset="utf-8">',
+           f"<title>{html.escape(title)}</title>", f"<style>{_CSS}</style>", "</head>", "<body>"]
+    for i, p in enumerate(parts):
+        if isinstance(p, Heading):
+            tag = "h1" if i == 0 else "h2"
+            out.append(f"<{tag}>{html.escape(p.text)}</{tag}>")
+        elif isinstance(p, Para):
+            out.append(f"<p>{html.escape(p.text)}</p>")
+        elif isinstance(p, Table):
+            out.append(p.df.to_html(index=False, border=0))
+        elif isinstance(p, Image):
+            out.append(f'<p><img src="{html.escape(p.src)}" alt="{html.escape(p.alt)}"></p>')
+        elif isinstance(p, Code):
+            out.append(f"<pre><code>{html.escape(p.text)}</code></pre>")
+    out += ["</body>", "</html>"]
+    return "\n".join(out) + "\n"
+
+
+# ---------------------------------------------------------------------------------------------
+# the whole report
+
+def render(run_dir: str | os.PathLike, top: int = 10) -> dict[str, str | bytes]:
+    """Every report file of ``run_dir`` (name -> text or PNG bytes), rendered in memory; RunError when
+    ``run_dir`` is not a run directory, ValueError when ``top`` < 1 or a table is unreadable."""
+    if top < 1:
+        raise ValueError(f"--top {top}; accepted: an integer >= 1")
+    run = RunDir.open(run_dir)
+    meta = run.meta
+    score = score_column(meta)
+    raw = load_trials(run.path)
+    df = with_latency(load_run(run.path))
+    if score not in df.columns:
+        df[score] = float("nan")
+    settings = meta.get("settings") or {}
+    name = run.path.name
+    files: dict[str, str | bytes] = {PARETO_MACS: plot_pareto(df, score, "macs", settings.get("macs"),
+                                      f"{name}: {score} vs MACs")}
+    images = [(PARETO_MACS, f"{score} vs MACs")]
+    evaluated = df[df["status"].isin([COMPLETE, PRUNED])]
+    if evaluated[LATENCY].notna().any():
+        files[PARETO_LATENCY] = plot_pareto(df, score, LATENCY, settings.get("latency_ms"),
+                                            f"{name}: {score} vs latency")
+        images.append((PARETO_LATENCY, f"{score} vs latency"))
+    files[PROGRESS] = plot_progress(df, score, f"{name}: best {score} so far")
+    images.append((PROGRESS, f"best {score} so far vs trial number"))
+    files[TRIALS_CSV] = raw.to_csv(index=False)
+    parts = document(run, df, meta, score, top, images)
+    files[REPORT_MD] = to_markdown(parts)
+    files[REPORT_HTML] = to_html(parts)
+    return files
+
+
+def write_files(files: dict[str, str | bytes], folder: str | os.PathLike) -> list[Path]:
+    """Write rendered files (:func:`render`) into ``folder``, each atomically."""
+    paths = []
+    for fname, data in files.items():
+        p = Path(folder) / fname
+        if isinstance(data, str):
+            write_text(p, data)
+        else:
+            write_bytes(p, data)
+        paths.append(p)
+    return paths
+
+
+def write_report(run_dir: str | os.PathLike, out: str | os.PathLike | None = None,
+                 top: int = 10) -> list[Path]:
+    """Render the report of ``run_dir`` and write it into ``out`` (default ``RUN_DIR/report``);
+    nothing is written when rendering fails. Returns the paths written."""
+    files = render(run_dir, top)
+    return write_files(files, out if out is not None else Path(run_dir) / "report")

@@ -1,0 +1,166 @@
+"""igcv-export: self-contained spec JSON, weights, TorchScript, ONNX, each verified."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from igcv_nas import cost, zoo
+from igcv_nas.cli.export import main
+from igcv_nas.export import ExportError, export, verify
+from igcv_nas.runstore import load_trials
+from igcv_nas.spec import from_dict
+
+SMALL = str(Path(__file__).parent / "spaces" / "small.yaml")
+
+
+@pytest.fixture(scope="module")
+def small_net():
+    return zoo.get("igcv3_d_0.25_cifar")
+
+
+@pytest.fixture(scope="module")
+def exported(small_net, tmp_path_factory):
+    out = tmp_path_factory.mktemp("export") / "net"
+    rep = export(small_net, out, provenance={"source": "test"})
+    return out, rep
+
+
+def test_all_artifacts_written_and_verified(exported, small_net):
+    out, rep = exported
+    assert sorted(p.name for p in out.iterdir()) == [
+        "model.onnx", "model.torchscript.pt", "spec.json", "verify.json", "weights.pt"]
+    assert rep["ok"] and json.loads((out / "verify.json").read_text()) == rep
+    checks = {c["check"]: c for c in rep["checks"]}
+    assert set(checks) == {"arch_id", "weights_arch_id", "outputs_informative", "rebuilt_outputs",
+                           "fvcore_macs", "torchscript_outputs", "onnx_checker", "onnx_outputs"}
+    assert checks["fvcore_macs"]["fvcore"] == cost.count(small_net).macs
+    assert checks["rebuilt_outputs"]["max_abs_diff"] <= 1e-5
+    assert checks["onnx_outputs"]["max_abs_diff"] <= 1e-4
+    assert checks["outputs_informative"]["output_std"] > 1e-2
+
+
+def test_spec_json_is_self_contained(exported, small_net):
+    out, _ = exported
+    doc = json.loads((out / "spec.json").read_text())
+    assert doc["format"] == "igcv-nas/export@1" and doc["arch_id"] == small_net.arch_id
+    assert from_dict(doc["spec"]) == small_net
+    c = cost.count(small_net)
+    assert (doc["cost"]["macs"], doc["cost"]["flops"], doc["cost"]["params"]) == (c.macs, 2 * c.macs, c.params)
+    assert doc["complementary"] == "relaxed"  # IGCV3 blocks
+    # explicit group sizes and permutation indices, not scheme names
+    blocks = [b for st in doc["spec"]["stages"] for b in st]
+    perms = [b["perm_expand"] for b in blocks if b.get("perm_expand") is not None]
+    assert perms and all(isinstance(p, list) and sorted(p) == list(range(len(p))) for p in perms)
+    assert all(isinstance(g, list) for b in blocks for g in b["expand_groups"])
+    assert doc["provenance"]["source"] == "test"
+    assert set(doc["provenance"]["exported_with"]) == {"igcv_nas", "torch", "python"}
+    assert len(doc["reference"]["output"]) == 2 and len(doc["reference"]["output"][0]) == 10
+
+
+def test_verify_from_the_files_alone_and_a_tampered_spec_fails(exported, tmp_path):
+    out, _ = exported
+    assert verify(out)["ok"]
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    for f in out.iterdir():
+        (bad / f.name).write_bytes(f.read_bytes())
+    doc = json.loads((bad / "spec.json").read_text())
+    b = next(b for st in doc["spec"]["stages"] for b in st if b.get("perm_expand"))
+    p = b["perm_expand"]
+    p[0], p[1] = p[1], p[0]  # a wrong permutation: same MACs, different function
+    doc["arch_id"] = from_dict(doc["spec"]).arch_id
+    (bad / "spec.json").write_text(json.dumps(doc))
+    with pytest.raises(ExportError, match="weights_arch_id|rebuilt_outputs"):
+        verify(bad)
+    assert json.loads((bad / "verify.json").read_text())["ok"] is False
+
+
+def test_a_wrong_mac_count_fails_verification(exported, tmp_path):
+    out, _ = exported
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    (bad / "spec.json").write_text((out / "spec.json").read_text())
+    (bad / "weights.pt").write_bytes((out / "weights.pt").read_bytes())
+    doc = json.loads((bad / "spec.json").read_text())
+    doc["cost"]["macs"] += 1
+    (bad / "spec.json").write_text(json.dumps(doc))
+    with pytest.raises(ExportError, match="fvcore_macs"):
+        verify(bad)
+
+
+def test_trained_weights_are_exported_as_given(small_net, tmp_path):
+    torch.manual_seed(3)
+    from igcv_nas.build import build_model
+    m = build_model(small_net)
+    for p in m.parameters():
+        p.data.normal_(0, 0.1)
+    sd = {k: v.clone() for k, v in m.state_dict().items()}
+    rep = export(small_net, tmp_path / "t", ("json", "pt"), state_dict=sd)
+    assert rep["ok"]
+    blob = torch.load(tmp_path / "t" / "weights.pt", weights_only=True)
+    assert blob["trained"] is True and blob["arch_id"] == small_net.arch_id
+    assert all(torch.equal(blob["state_dict"][k], v) for k, v in sd.items())
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory, cifar_dir):
+    from igcv_nas.cli.search import main as search
+    d = tmp_path_factory.mktemp("exportrun") / "run"
+    assert search(["--space", SMALL, "--flops", "4M", "--trials", "3", "--epochs", "1",
+                   "--train-fraction", "0.002", "--batch-size", "16", "--val-size", "100",
+                   "--cpus-per-trial", "1", "--quiet", "--no-asha", "--data-dir", str(cifar_dir),
+                   "--run-dir", str(d)]) == 0
+    yield d
+    import ray
+    ray.shutdown()
+
+
+def test_export_from_a_run(run_dir, tmp_path, capsys):
+    assert main([str(run_dir), "--top", "2", "--format", "json,pt,onnx", "--out", str(tmp_path)]) == 0
+    df = load_trials(run_dir)
+    done = df[df.status == "complete"].sort_values(["val_acc", "macs"], ascending=[False, True])
+    want = [f"{int(r.number):05d}-{r.arch_id}" for r in done.head(2).itertuples()]
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(want)
+    doc = json.loads((tmp_path / want[0] / "spec.json").read_text())
+    prov = doc["provenance"]
+    assert prov["run"] == str(run_dir.resolve()) and prov["trial"] == int(done.iloc[0].number)
+    assert prov["scores"]["val_acc"] == pytest.approx(done.iloc[0].val_acc)
+    assert prov["space"]["name"] == "small" and prov["variant"] == "target"
+    assert json.loads((tmp_path / want[0] / "verify.json").read_text())["ok"]
+    assert "onnx_outputs ok" in capsys.readouterr().out
+
+
+def test_export_best_by_default_and_proxy_variant(run_dir, tmp_path):
+    best = json.loads((run_dir / "best.json").read_text())
+    assert main([str(run_dir), "--variant", "proxy", "--format", "json", "--out", str(tmp_path)]) == 0
+    (d,) = list(tmp_path.iterdir())
+    assert d.name.startswith(f"{best['number']:05d}-")
+    doc = json.loads((d / "spec.json").read_text())
+    assert doc["spec"]["stem"]["stride"] == 1 and doc["provenance"]["variant"] == "proxy"
+
+
+BAD = [
+    (["--format", "json,xml"], "--format 'json,xml'"),
+    (["--trial", "999"], "--trial 999: not an evaluated trial"),
+    (["--top", "0"], "--top 0; accepted"),
+]
+
+
+@pytest.mark.parametrize("argv,needle", BAD, ids=[a[1] if len(a) > 1 else a[0] for a, _ in BAD])
+def test_bad_input(run_dir, tmp_path, capsys, argv, needle):
+    out = tmp_path / "out"
+    assert main([str(run_dir), *argv, "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and needle in err
+    assert not out.exists()
+
+
+def test_bad_source(tmp_path, capsys):
+    assert main(["nosuchnet", "--out", str(tmp_path / "o")]) == 2
+    assert "neither a spec file nor a zoo network" in capsys.readouterr().err
+    assert main(["igcv3_d_0.25_cifar", "--trial", "1", "--out", str(tmp_path / "o")]) == 2
+    assert "is not one" in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()
