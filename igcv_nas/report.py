@@ -102,7 +102,7 @@ def scored(df: pd.DataFrame, score: str, status: str = COMPLETE) -> pd.DataFrame
     """Trials of ``status`` that have a score, best first (ties: fewer MACs first)."""
     if score not in df.columns:
         return df.iloc[0:0]
-    d = df[(df["status"] == status) & df[score].notna()]
+    d = df[(df["status"] == status).fillna(False) & df[score].notna()]
     return d.sort_values([score, "macs", "number"], ascending=[False, True, True], kind="stable")
 
 

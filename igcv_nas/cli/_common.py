@@ -2,11 +2,12 @@
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 
 from .. import zoo
-from ..spec import NetworkSpec, SpecError, load
+from ..spec import NetworkSpec, SpecError, from_dict, load
 
 EXIT_BAD_INPUT = 2
 
@@ -18,8 +19,20 @@ def fail(prog: str, message: str) -> int:
 
 
 def resolve_spec(source: str) -> NetworkSpec:
-    """A spec JSON file, or a zoo network name (``igcv3_d_0.7_cifar``); SpecError otherwise."""
+    """A spec JSON file -- a plain spec, or a document holding one under ``"spec"`` (an
+    ``igcv-export`` spec.json, an ``igcv-train`` output) -- or a zoo network name
+    (``igcv3_d_0.7_cifar``); SpecError otherwise."""
     if os.path.exists(source) or source.endswith(".json"):
+        try:
+            with open(source, encoding="utf-8") as f:
+                doc = json.load(f)
+        except (OSError, ValueError):
+            doc = None  # load() below reports it in one line
+        if isinstance(doc, dict) and isinstance(doc.get("spec"), dict):
+            try:
+                return from_dict(doc["spec"])
+            except SpecError as e:
+                raise SpecError(f"{source}: {e}") from None
         return load(source)
     try:
         return zoo.get(source)
