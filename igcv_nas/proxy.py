@@ -71,7 +71,8 @@ def default_budget(device: str = "auto", mode: str = "training") -> ProxyBudget:
     return replace(b, mode=mode, train=replace(b.train, device=str(d)))
 
 
-def _val_subset(splits: Splits, n: int) -> Splits:
+def val_subset(splits: Splits, n: int) -> Splits:
+    """``splits`` with a fixed, seeded subset of ``n`` validation images (all when fewer)."""
     if n >= len(splits.val):
         return splits
     # stratified by construction of the val split; a fixed prefix of a seeded permutation
@@ -111,7 +112,7 @@ def evaluate(spec: NetworkSpec, splits: Splits, budget: ProxyBudget,
     if budget.mode in ("training", "both"):
         seed_everything(budget.train.seed)
         model = build_model(spec)
-        trainer = ProxyTrainer(model, _val_subset(splits, budget.val_size), budget.train)
+        trainer = ProxyTrainer(model, val_subset(splits, budget.val_size), budget.train)
         if resume and checkpoint:
             trainer.load(checkpoint)
 

@@ -14,6 +14,7 @@ from igcv_nas.cli.train import main
 
 NET = "igcv3_d_0.25_cifar"
 QUICK = ["--epochs", "2", "--train-fraction", "0.01", "--batch-size", "64", "--warmup-epochs", "0.5",
+         "--val-size", "500",
          "--device", "cpu"]
 
 

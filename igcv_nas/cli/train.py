@@ -41,6 +41,8 @@ def _parser() -> OneLineParser:
     ap.add_argument("--warmup-epochs", type=float, default=5.0)
     ap.add_argument("--train-fraction", type=float, default=1.0,
                     help="use a fraction of the training split (quick checks)")
+    ap.add_argument("--val-size", type=int, default=5000,
+                    help="held-out validation images scored each epoch (default all 5,000)")
     ap.add_argument("--device", default="auto", help="auto (CUDA when available), cpu, cuda")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", required=True, help="output directory")
@@ -59,7 +61,8 @@ def main(argv: list[str] | None = None) -> int:
     out = Path(args.out)
     try:
         spec = resolve_spec(args.spec)
-        for flag, v in (("--epochs", args.epochs), ("--batch-size", args.batch_size)):
+        for flag, v in (("--epochs", args.epochs), ("--batch-size", args.batch_size),
+                        ("--val-size", args.val_size)):
             if v < 1:
                 raise ValueError(f"{flag} {v}; accepted: an integer >= 1")
         if not 0 <= args.warmup_epochs < args.epochs:
@@ -90,7 +93,8 @@ def main(argv: list[str] | None = None) -> int:
     write_json(out / "spec.json", {"spec": spec.to_dict(), "arch_id": spec.arch_id,
                                    "recipe": cfg.to_dict(), "dataset": args.dataset})
     seed_everything(args.seed)
-    trainer = ProxyTrainer(build_model(spec), splits, cfg)
+    from ..proxy import val_subset
+    trainer = ProxyTrainer(build_model(spec), val_subset(splits, args.val_size), cfg)
     if args.resume:
         try:
             trainer.load(out / "checkpoint.pt")
