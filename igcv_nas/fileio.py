@@ -1,7 +1,8 @@
 """Atomic file writes: a temporary file in the same folder, fsync, then ``os.replace``.
 
 A reader (or a process resuming after a crash at any point) sees either the old file or the new
-one, never a half-written one."""
+one, never a half-written one; a crash can leave a ``.<name>.*.tmp`` file beside it, which
+:func:`remove_stale_temps` deletes."""
 from __future__ import annotations
 
 import json
@@ -12,6 +13,21 @@ from typing import Any, Callable, IO
 
 _UMASK = os.umask(0)
 os.umask(_UMASK)
+
+# Failpoint for the fault tests (tests/test_reliability.py): IGCV_NAS_CRASH_AT="run.json:2" makes
+# the process die (exit 99, no cleanup) at the 2nd write of a file named run.json, after the
+# temporary file is written and before it replaces the old one -- a crash at that write point.
+_CRASH_AT = os.environ.get("IGCV_NAS_CRASH_AT", "")
+_WRITES: dict[str, int] = {}
+
+
+def _failpoint(path: str) -> None:
+    name, _, n = _CRASH_AT.partition(":")
+    base = os.path.basename(path)
+    if base == name:
+        _WRITES[base] = _WRITES.get(base, 0) + 1
+        if _WRITES[base] == int(n or 1):
+            os._exit(99)
 
 
 def atomic_write(path: str | os.PathLike, write: Callable[[IO], None], binary: bool = False) -> None:
@@ -27,6 +43,8 @@ def atomic_write(path: str | os.PathLike, write: Callable[[IO], None], binary: b
             write(f)
             f.flush()
             os.fsync(f.fileno())
+        if _CRASH_AT:
+            _failpoint(path)
         os.replace(tmp, path)
     except BaseException:
         try:
@@ -46,3 +64,15 @@ def write_bytes(path: str | os.PathLike, data: bytes) -> None:
 
 def write_json(path: str | os.PathLike, obj: Any) -> None:
     write_text(path, json.dumps(obj, indent=1, sort_keys=True, allow_nan=False) + "\n")
+
+
+def remove_stale_temps(folder: str | os.PathLike) -> int:
+    """Delete temporary files left in ``folder`` (recursively) by writes that a crash
+    interrupted; returns how many. Only for a folder no live process writes to."""
+    n = 0
+    for root, _dirs, files in os.walk(folder):
+        for f in files:
+            if f.startswith(".") and f.endswith(".tmp"):
+                os.unlink(os.path.join(root, f))
+                n += 1
+    return n

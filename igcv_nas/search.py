@@ -769,6 +769,10 @@ def run_search(run: RunDir, settings: Settings, space: SearchSpace, splits: Any,
     run.update_meta(status="running", attempts=meta.get("attempts", []) + [
         {"attempt": attempt, "started": time.strftime("%Y-%m-%dT%H:%M:%S"),
          "trials": settings.trials, "pid": os.getpid()}])
+    from .fileio import remove_stale_temps
+    stale = remove_stale_temps(run.path)  # left by writes a crash interrupted (we hold the lock)
+    if stale:
+        log.warning("removed %d temporary files of interrupted writes", stale)
     torn = run.repair_journal()
     if torn:
         log.warning("study journal: removed a torn last record (%d bytes)", torn)

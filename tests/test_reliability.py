@@ -3,15 +3,17 @@ a worker killed mid-training continues from its last epoch checkpoint; one kille
 than --max-failures allows is recorded as failed, never as done."""
 from __future__ import annotations
 
+import json
+import os
+import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
 
-import os
-import signal
-
 import optuna
+import pandas as pd
+import pytest
 
 from igcv_nas.runstore import RunDir, load_trials
 
@@ -92,3 +94,36 @@ def test_trial_killed_past_max_failures_is_failed_not_done(tmp_path, cifar_dir):
     assert not RunDir(d).checkpoint_file(n).exists()
     ev = evaluated(df.reset_index())
     assert len(ev) == 2 and (ev[ev.number != n].status == "complete").all()
+
+
+CONTROL_FILES = ["run.json", "trials.csv", "best.json", "pareto.json", "spec.json",
+                 "proxy_spec.json", "checkpoint.pt"]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", CONTROL_FILES)
+def test_crash_at_each_control_file_write_then_resume(name, tmp_path, cifar_dir):
+    """The driver (or, for checkpoint.pt, a worker) dies at the 3rd write of a control file,
+    between writing the new version and replacing the old one; --resume completes the search
+    and every file parses."""
+    d = tmp_path / "run"
+    env = {**os.environ, "IGCV_NAS_CRASH_AT": f"{name}:3"}
+    p = subprocess.Popen(
+        [sys.executable, "-m", "igcv_nas.cli.search", "--space", SMALL, "--flops", "4M",
+         "--seed", "2", "--trials", "4", "--no-asha", "--max-failures", "1",
+         "--data-dir", str(cifar_dir), "--run-dir", str(d), *FAST],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    p.communicate(timeout=400)
+    r = subprocess.run([sys.executable, "-m", "igcv_nas.cli.search", "--resume", str(d),
+                        "--data-dir", str(cifar_dir), "--quiet"],
+                       capture_output=True, text=True, timeout=400)
+    assert r.returncode == 0, r.stderr[-3000:]
+    df = load_trials(d)
+    assert len(evaluated(df)) == 4 and evaluated(df).arch_id.is_unique
+    assert not [t for t in study(d).trials if t.state == optuna.trial.TrialState.RUNNING]
+    ours = [f for f in d.rglob("*.json") if "ray" not in f.relative_to(d).parts]
+    assert len(ours) >= 3 + 2 * 4  # run, best, pareto + spec and proxy spec per trial
+    for f in ours:  # (Ray's own state files under ray/ are its business)
+        json.loads(f.read_text())
+    pd.read_csv(d / "trials.csv")
+    assert not list(d.rglob(".*.tmp"))
