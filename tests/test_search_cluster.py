@@ -46,3 +46,36 @@ def test_trials_run_on_both_nodes(two_nodes, tmp_path, cifar_dir):
     assert len(ev) == 6
     assert set(ev.node) == node_ids, f"trials ran on {set(ev.node)}, cluster nodes {node_ids}"
     assert pd.read_json(d / "run.json", typ="series")["settings"]["address"] == cluster.address
+
+
+@pytest.mark.slow
+def test_search_completes_when_the_worker_node_is_removed(two_nodes, tmp_path, cifar_dir):
+    """Remove the worker node (its raylet and the trial running on it die) after the first trial
+    completes: the lost trial is retried on the head node and the search completes."""
+    import time
+    cluster, node_ids = two_nodes
+    worker = next(n for n in cluster.worker_nodes)
+    d = tmp_path / "run"
+    p = subprocess.Popen(
+        [sys.executable, "-m", "igcv_nas.cli.search", "--address", cluster.address,
+         "--space", SMALL, "--flops", "4M", "--trials", "5", "--max-concurrent", "2",
+         "--cpus-per-trial", "1", "--epochs", "3", "--train-fraction", "0.004",
+         "--batch-size", "16", "--val-size", "100", "--no-asha", "--quiet",
+         "--data-dir", str(cifar_dir), "--run-dir", str(d)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 300
+    while time.time() < deadline:
+        time.sleep(0.5)
+        try:
+            df = pd.read_csv(d / "trials.csv")
+        except (OSError, pd.errors.EmptyDataError):
+            continue
+        if (df.status == "complete").sum() >= 1 and (df.status == "running").sum() >= 1:
+            break
+    cluster.remove_node(worker)
+    out, err = p.communicate(timeout=600)
+    assert p.returncode == 0, err[-3000:]
+    df = load_trials(d)
+    ev = df[df.status.isin(["complete", "pruned", "failed"])]
+    assert len(ev) == 5 and (ev.status == "complete").all()
+    assert cluster.head_node.node_id in set(ev.node)
