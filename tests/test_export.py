@@ -164,3 +164,24 @@ def test_bad_source(tmp_path, capsys):
     assert main(["igcv3_d_0.25_cifar", "--trial", "1", "--out", str(tmp_path / "o")]) == 2
     assert "is not one" in capsys.readouterr().err
     assert not (tmp_path / "o").exists()
+
+
+def test_bad_spec_files_are_one_line_errors(small_net, tmp_path, capsys):
+    d = json.loads(small_net.to_json())
+    b = next(b for st in d["stages"] for b in st if b.get("perm_expand"))
+    b["perm_expand"] = b["perm_expand"][:-1] + [b["perm_expand"][0]]  # not a permutation
+    f = tmp_path / "bad_perm.json"
+    f.write_text(json.dumps(d))
+    assert main([str(f), "--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "bad_perm.json" in err and "permutation" in err
+    # a block that must be exactly complementary but is not: IGCV3 blocks are only relaxed
+    d = json.loads(small_net.to_json())
+    b = next(b for st in d["stages"] for b in st if b["kind"] == "igcv3")
+    b["require"] = "exact"
+    f = tmp_path / "not_exact.json"
+    f.write_text(json.dumps(d))
+    assert main([str(f), "--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "exact" in err
+    assert not (tmp_path / "o").exists()

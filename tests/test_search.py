@@ -375,3 +375,36 @@ def test_a_diverging_trial_is_failed_with_its_reason_and_the_search_goes_on(tmp_
     st = study(d)
     assert all(st.trials[int(n)].state == optuna.trial.TrialState.FAIL for n in ev.number)
     assert json.loads((d / "best.json").read_text()) is None
+
+
+YAML_BAD = [
+    ("format: igcv-nas/space@1\nname: x\nstages: [\n", "malformed YAML at line"),
+    ("format: igcv-nas/space@1\nname: x\nfoo: 1\n", "'foo'"),
+    (Path(SMALL).read_text().replace("width: [16, 24]", "width: []"), "width"),
+]
+
+
+@pytest.mark.parametrize("text,needle", YAML_BAD, ids=["malformed", "unknown-key", "empty-choices"])
+def test_bad_space_files(text, needle, tmp_path, capsys):
+    f = tmp_path / "space.yaml"
+    f.write_text(text)
+    assert main(["--space", str(f), "--run-dir", str(tmp_path / "run")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and str(f) in err and needle in err
+    assert not (tmp_path / "run").exists()
+
+
+def test_missing_data_and_no_network_is_one_line(tmp_path):
+    """No data in the directory and no network (every connection goes to a closed local port):
+    exit 2 naming the directory and how to provide the data; nothing created."""
+    env = {**os.environ, "https_proxy": "http://127.0.0.1:9", "http_proxy": "http://127.0.0.1:9",
+           "HTTPS_PROXY": "http://127.0.0.1:9", "HTTP_PROXY": "http://127.0.0.1:9"}
+    env.pop("IGCV_DATA_DIR", None)
+    p = subprocess.run([sys.executable, "-m", "igcv_nas.cli.search", "--space", SMALL,
+                        "--data-dir", str(tmp_path / "data"), "--run-dir", str(tmp_path / "run")],
+                       capture_output=True, text=True, timeout=120, env=env)
+    assert p.returncode == 2
+    err = p.stderr.strip()
+    assert len(err.splitlines()) == 1, err
+    assert f"cifar10 is not in {tmp_path / 'data'} and downloading" in err
+    assert not (tmp_path / "run").exists()

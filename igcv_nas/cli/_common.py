@@ -46,3 +46,13 @@ class OneLineParser(argparse.ArgumentParser):
 
     def error(self, message: str):  # type: ignore[override]
         sys.exit(fail(self.prog, message))
+
+
+def valid_spec(spec: NetworkSpec, source: str) -> NetworkSpec:
+    """``spec`` when it passes validation; SpecError naming ``source`` and the first violation."""
+    from ..validation import check
+    rep = check(spec)
+    if not rep.ok:
+        more = f" (and {len(rep.violations) - 1} more)" if len(rep.violations) > 1 else ""
+        raise SpecError(f"{source}: {rep.violations[0]}{more}")
+    return spec

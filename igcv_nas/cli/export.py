@@ -14,7 +14,7 @@ from pathlib import Path
 from ..export import FORMATS, ExportError, export
 from ..runstore import BEST_JSON, PARETO_JSON, RunDir, RunError
 from ..spec import SpecError, load
-from ._common import OneLineParser, fail, resolve_spec
+from ._common import OneLineParser, fail, resolve_spec, valid_spec
 
 PROG = "igcv-export"
 
@@ -111,7 +111,7 @@ def main(argv: list[str] | None = None) -> int:
             if any(v is not None and v is not False for v in (args.trial, args.top, args.pareto or None)):
                 raise ValueError("--trial/--top/--pareto select trials of a run directory, "
                                  f"and {args.source} is not one")
-            spec = resolve_spec(args.source)
+            spec = valid_spec(resolve_spec(args.source), args.source)
             jobs.append((spec.arch_id, spec, {"source": str(args.source)}))
         state = None
         if args.weights:

@@ -23,7 +23,7 @@ from pathlib import Path
 from ..data import DataError, load_splits, resolve_data_dir
 from ..fileio import write_bytes, write_json, write_text
 from ..spec import SpecError, from_dict
-from ._common import OneLineParser, fail, resolve_spec
+from ._common import OneLineParser, fail, resolve_spec, valid_spec
 
 PROG = "igcv-train"
 
@@ -60,7 +60,7 @@ def main(argv: list[str] | None = None) -> int:
 
     out = Path(args.out)
     try:
-        spec = resolve_spec(args.spec)
+        spec = valid_spec(resolve_spec(args.spec), args.spec)
         for flag, v in (("--epochs", args.epochs), ("--batch-size", args.batch_size),
                         ("--val-size", args.val_size)):
             if v < 1:
