@@ -8,13 +8,14 @@
 * ``weights.pt`` -- ``{"state_dict", "arch_id", "trained"}`` (the weights given, else the
   builder's initialisation with a fixed seed and batch-norm statistics taken from one random
   batch, ``trained: false``);
-* ``model.torchscript.pt`` (``torch.jit.trace``) and ``model.onnx`` (opset 17, dynamic batch);
+* ``model.torchscript.pt`` (``torch.jit.trace``) and ``model.onnx`` (opset 17, dynamic batch),
+  as built or in the deployment form of :mod:`igcv_nas.deploy` (``deploy_mode``);
 * ``verify.json`` -- what :func:`verify` found; export fails loudly when any check fails.
 
 :func:`verify` rebuilds the model from ``spec.json`` alone, loads ``weights.pt`` and checks:
 the rebuilt model's outputs equal those recorded at export (max abs diff <= 1e-5, fp32); fvcore's
 conv + linear count of the rebuilt model equals the spec's MACs; the TorchScript outputs match
-PyTorch's (<= 1e-5); the ONNX outputs match (<= 1e-4: other kernels) with onnxruntime where it is
+PyTorch's (<= 1e-5; <= 1e-4 in the deployment form, whose sums run in another order); the ONNX outputs match (<= 1e-4: other kernels) with onnxruntime where it is
 installed, and the ONNX checker passes otherwise.
 """
 from __future__ import annotations
@@ -36,7 +37,7 @@ EXPORT_FORMAT = "igcv-nas/export@1"
 FORMATS = ("json", "pt", "torchscript", "onnx")
 FILES = {"json": "spec.json", "pt": "weights.pt", "torchscript": "model.torchscript.pt",
          "onnx": "model.onnx"}
-TOL = {"rebuilt": 1e-5, "torchscript": 1e-5, "onnx": 1e-4}
+TOL = {"rebuilt": 1e-5, "torchscript": 1e-5, "onnx": 1e-4, "deployed": 1e-4}
 OPSET = 17
 VERIFY_BATCH, VERIFY_SEED = 2, 1234
 
@@ -115,10 +116,13 @@ def _to_bytes(save, *args) -> bytes:
 
 def export(spec: NetworkSpec, out_dir: str | Path, formats: tuple[str, ...] = FORMATS,
            state_dict: dict | None = None, provenance: dict | None = None,
-           seed: int = 0) -> dict:
+           seed: int = 0, deploy_mode: str = "none") -> dict:
     """Write the artifacts of ``spec`` in ``formats`` into ``out_dir`` and verify them
-    (``json`` is always written: everything else is checked against it). Returns the
-    verification report (also in ``verify.json``); raises :class:`ExportError` when it fails."""
+    (``json`` is always written: everything else is checked against it). ``deploy_mode``
+    (``none``, ``fold``, ``auto``, ``all``; :mod:`igcv_nas.deploy`) makes the TorchScript and
+    ONNX artifacts the deployment form: BN folded, and 1x1 chains collapsed as asked (``fold``:
+    none collapsed). Returns the verification report (also in ``verify.json``); raises
+    :class:`ExportError` when it fails."""
     import torch
 
     unknown = [f for f in formats if f not in FORMATS]
@@ -135,7 +139,12 @@ def export(spec: NetworkSpec, out_dir: str | Path, formats: tuple[str, ...] = FO
                                  f"{spec.input_size}, generator=torch.Generator().manual_seed("
                                  f"{VERIFY_SEED}))",
                         "output": [[float(v) for v in row] for row in y]}
+    doc["artifacts"] = {"deploy": deploy_mode}
     write_json(out / FILES["json"], doc)
+    runtime = model
+    if deploy_mode != "none":
+        from .deploy import deploy
+        runtime = deploy(model, "none" if deploy_mode == "fold" else deploy_mode, spec.input_size)
     if "pt" in formats:
         write_bytes(out / FILES["pt"], _to_bytes(torch.save, {
             "state_dict": model.state_dict(), "arch_id": spec.arch_id,
@@ -147,12 +156,12 @@ def export(spec: NetworkSpec, out_dir: str | Path, formats: tuple[str, ...] = FO
         warnings.simplefilter("ignore", DeprecationWarning)
         if "torchscript" in formats:
             with torch.no_grad():
-                ts = torch.jit.trace(model, x)
+                ts = torch.jit.trace(runtime, x)
             write_bytes(out / FILES["torchscript"], _to_bytes(torch.jit.save, ts))
         if "onnx" in formats:
             buf = io.BytesIO()
             with torch.no_grad():
-                torch.onnx.export(model, (x,), buf, dynamo=False, opset_version=OPSET,
+                torch.onnx.export(runtime, (x,), buf, dynamo=False, opset_version=OPSET,
                                   input_names=["input"], output_names=["logits"],
                                   dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}})
             write_bytes(out / FILES["onnx"], buf.getvalue())
@@ -167,6 +176,7 @@ def verify(out_dir: str | Path, reference: Any = None, model_for_missing_weights
     from .crosscheck import fvcore_macs
     out = Path(out_dir)
     doc, spec = read_document(out / FILES["json"])
+    deployed = doc.get("artifacts", {}).get("deploy", "none")
     checks: list[dict] = []
 
     def add(name: str, ok: bool, **info) -> None:
@@ -203,8 +213,9 @@ def verify(out_dir: str | Path, reference: Any = None, model_for_missing_weights
             ts = torch.jit.load(str(out / FILES["torchscript"]), map_location="cpu")
         with torch.no_grad():
             diff = float((ts(x) - y).abs().max())
-        add("torchscript_outputs", diff <= TOL["torchscript"], max_abs_diff=diff,
-            tolerance=TOL["torchscript"])
+        tol = TOL["torchscript"] if deployed == "none" else TOL["deployed"]
+        add("torchscript_outputs", diff <= tol, max_abs_diff=diff, tolerance=tol,
+            form="deployed (" + deployed + ")" if deployed != "none" else "as built")
     if (out / FILES["onnx"]).is_file():
         checks.extend(_verify_onnx(out / FILES["onnx"], x, y))
     report = {"ok": all(c["ok"] for c in checks), "arch_id": spec.arch_id, "checks": checks,

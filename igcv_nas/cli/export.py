@@ -33,6 +33,10 @@ def _parser() -> OneLineParser:
                          "set's variant the proxy trained")
     ap.add_argument("--weights", help="trained weights for a single export (igcv-train output: "
                                       "a state_dict or a checkpoint with 'model')")
+    ap.add_argument("--deploy", choices=("none", "fold", "auto", "all"), default="none",
+                    help="TorchScript/ONNX in the deployment form: fold = BN folded; auto = "
+                         "also collapse each 1x1 group-conv chain where that is faster on this "
+                         "CPU; all = collapse every chain (default none: as built)")
     ap.add_argument("--out", required=True, help="output directory")
     return ap
 
@@ -124,7 +128,7 @@ def main(argv: list[str] | None = None) -> int:
     for name, spec, prov in jobs:
         out = Path(args.out) / name
         try:
-            rep = export(spec, out, formats, state, prov)
+            rep = export(spec, out, formats, state, prov, deploy_mode=args.deploy)
             print(f"{out}: " + ", ".join(f"{c['check']} ok" for c in rep["checks"]))
         except ExportError as e:
             failed += 1
