@@ -29,7 +29,6 @@ def two_nodes():
         cluster.shutdown()
 
 
-@pytest.mark.slow
 def test_trials_run_on_both_nodes(two_nodes, tmp_path, cifar_dir):
     cluster, node_ids = two_nodes
     d = tmp_path / "run"
