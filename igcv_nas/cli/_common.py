@@ -45,7 +45,7 @@ class OneLineParser(argparse.ArgumentParser):
     """argparse, but a usage error is one line on stderr and exit code 2 like every other."""
 
     def error(self, message: str):  # type: ignore[override]
-        sys.exit(fail(self.prog, message))
+        sys.exit(fail(self.prog.split()[0], message))  # "igcv-latency build-lut" -> the tool
 
 
 def valid_spec(spec: NetworkSpec, source: str) -> NetworkSpec:
