@@ -311,14 +311,17 @@ def trainable(config: dict, splits: Any = None) -> None:
 
     try:
         scores = evaluate(spec, splits, budget, on_epoch, checkpoint=ckpt, resume=resumed)
+    # a failed report still carries the score key (0.0): Ray checks every result for it
     except FloatingPointError as e:  # NonFiniteLoss, non-finite accuracy or score
-        tune.report({**base, "failed": f"{type(e).__name__}: {e}", "epoch": 0})
+        tune.report({**base, config["score"]: 0.0, "failed": f"{type(e).__name__}: {e}",
+                     "epoch": 0})
         return
     finally:
         release_memory()
     bad = [k for k, v in scores.items() if not math.isfinite(v)]
     if bad:
-        tune.report({**base, "failed": f"score {bad[0]} is {scores[bad[0]]}", "epoch": 0})
+        tune.report({**base, config["score"]: 0.0, "failed": f"score {bad[0]} is {scores[bad[0]]}",
+                     "epoch": 0})
         return
     tune.report({**scores, **base, "final": True, "epoch": epochs,
                  "wall_seconds": time.perf_counter() - t0})
@@ -500,12 +503,14 @@ def make_searcher(ctx: Context, storage: optuna.storages.BaseStorage):
             return {"number": number, "arch_id": attrs["arch_id"], "macs": attrs["macs"],
                     "proxy_spec_file": str(d / "proxy_spec.json"),
                     "checkpoint": str(ctx.run.checkpoint_file(number)),
-                    "budget": ctx.budget.to_dict(), "threads": ctx.settings.cpus_per_trial}
+                    "budget": ctx.budget.to_dict(), "threads": ctx.settings.cpus_per_trial,
+                    "score": ctx.settings.score}
 
         def on_trial_result(self, trial_id: str, result: dict) -> None:
             self.last[trial_id] = result
             number = self.live.get(trial_id)
-            if number is None or ctx.settings.objective == "pareto" or "val_acc" not in result:
+            if (number is None or ctx.settings.objective == "pareto" or "val_acc" not in result
+                    or result.get("failed")):
                 return
             if ctx.settings.score == "val_acc" and not result.get("final"):
                 try:

@@ -408,3 +408,19 @@ def test_missing_data_and_no_network_is_one_line(tmp_path):
     assert len(err.splitlines()) == 1, err
     assert f"cifar10 is not in {tmp_path / 'data'} and downloading" in err
     assert not (tmp_path / "run").exists()
+
+
+def test_zero_cost_proxy_as_the_objective(tmp_path, cifar_dir, local_ray):
+    d = tmp_path / "run"
+    rc = main(["--space", SMALL, "--flops", "4M", "--trials", "3", "--proxy", "zero-cost",
+               "--zero-cost-metric", "naswot", "--data-dir", str(cifar_dir), "--run-dir", str(d),
+               *FAST])
+    assert rc == 0
+    df = load_trials(d)
+    done = df[df.status == "complete"]
+    assert len(done) == 3 and done.val_acc.isna().all() and (done.zc_naswot > 0).all()
+    st = study(d)
+    for _, r in done.iterrows():
+        assert st.trials[int(r.number)].value == pytest.approx(r.zc_naswot)
+    best = json.loads((d / "best.json").read_text())
+    assert best["zc_naswot"] == pytest.approx(done.zc_naswot.max())
