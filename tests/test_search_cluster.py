@@ -17,6 +17,15 @@ from igcv_nas.runstore import load_trials
 SMALL = str(Path(__file__).parent / "spaces" / "small.yaml")
 
 
+def _search_cmd(address: str, run_dir: Path, cifar_dir: Path, trials: int, epochs: int) -> list[str]:
+    """igcv-search on the cluster at ``address``: two trials at a time, one CPU each."""
+    return [sys.executable, "-m", "igcv_nas.cli.search", "--address", address, "--space", SMALL,
+            "--flops", "4M", "--trials", str(trials), "--max-concurrent", "2",
+            "--cpus-per-trial", "1", "--epochs", str(epochs), "--train-fraction", "0.004",
+            "--batch-size", "16", "--val-size", "100", "--no-asha", "--quiet",
+            "--data-dir", str(cifar_dir), "--run-dir", str(run_dir)]
+
+
 @pytest.fixture
 def two_nodes():
     from ray.cluster_utils import Cluster
@@ -33,11 +42,7 @@ def test_trials_run_on_both_nodes(two_nodes, tmp_path, cifar_dir):
     cluster, node_ids = two_nodes
     d = tmp_path / "run"
     p = subprocess.run(
-        [sys.executable, "-m", "igcv_nas.cli.search", "--address", cluster.address,
-         "--space", SMALL, "--flops", "4M", "--trials", "6", "--max-concurrent", "2",
-         "--cpus-per-trial", "1", "--epochs", "2", "--train-fraction", "0.004",
-         "--batch-size", "16", "--val-size", "100", "--no-asha", "--quiet",
-         "--data-dir", str(cifar_dir), "--run-dir", str(d)],
+        _search_cmd(cluster.address, d, cifar_dir, trials=6, epochs=2),
         capture_output=True, text=True, timeout=600)
     assert p.returncode == 0, p.stderr[-3000:]
     df = load_trials(d)
@@ -56,11 +61,7 @@ def test_search_completes_when_the_worker_node_is_removed(two_nodes, tmp_path, c
     worker = next(n for n in cluster.worker_nodes)
     d = tmp_path / "run"
     p = subprocess.Popen(
-        [sys.executable, "-m", "igcv_nas.cli.search", "--address", cluster.address,
-         "--space", SMALL, "--flops", "4M", "--trials", "5", "--max-concurrent", "2",
-         "--cpus-per-trial", "1", "--epochs", "3", "--train-fraction", "0.004",
-         "--batch-size", "16", "--val-size", "100", "--no-asha", "--quiet",
-         "--data-dir", str(cifar_dir), "--run-dir", str(d)],
+        _search_cmd(cluster.address, d, cifar_dir, trials=5, epochs=3),
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.time() + 300
     while time.time() < deadline:
