@@ -339,10 +339,10 @@ class Context:
     """What the searcher needs from the driver (plain data, no Ray)."""
 
     def __init__(self, run: RunDir, settings: Settings, space: SearchSpace, num_classes: int,
-                 n_train: int, attempt: int, lut: Any = None,
+                 attempt: int, lut: Any = None,
                  on_change: Callable[[Summary], None] | None = None):
         self.run, self.settings, self.space = run, settings, space
-        self.num_classes, self.n_train, self.attempt, self.lut = num_classes, n_train, attempt, lut
+        self.num_classes, self.attempt, self.lut = num_classes, attempt, lut
         self.on_change = on_change
         self.budget = settings.proxy_budget()
         self.started = time.time()
@@ -380,6 +380,7 @@ def make_searcher(ctx: Context, storage: optuna.storages.BaseStorage):
             self.last: dict[str, dict] = {}          # Ray trial id -> its last result
             self.exhausted: str | None = None
             self._recover()
+            self._done_at_start = self.evaluated_count()  # for the ETA of this attempt
 
         # -- study helpers --------------------------------------------------------------------
         def _trial(self, number: int) -> optuna.Trial:
@@ -633,9 +634,7 @@ def make_searcher(ctx: Context, storage: optuna.storages.BaseStorage):
                 ctx.on_change(sm)
             return sm
 
-    searcher = IGCSearch()
-    searcher._done_at_start = searcher.evaluated_count()
-    return searcher
+    return IGCSearch()
 
 
 def confirm_latency(searcher, lut: Any, top: int = 3) -> None:
@@ -782,7 +781,7 @@ def run_search(run: RunDir, settings: Settings, space: SearchSpace, splits: Any,
     if torn:
         log.warning("study journal: removed a torn last record (%d bytes)", torn)
     storage = JournalStorage(JournalFileBackend(str(run.journal)))
-    ctx = Context(run, settings, space, splits.num_classes, len(splits.train), attempt, lut, on_change)
+    ctx = Context(run, settings, space, splits.num_classes, attempt, lut, on_change)
     searcher = make_searcher(ctx, storage)
     remaining = settings.trials - searcher.evaluated_count()
     _, _, epochs = plan(len(splits.train), ctx.budget.train)

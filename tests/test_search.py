@@ -231,6 +231,20 @@ def test_time_budget_stops_the_search(tmp_path, cifar_dir, local_ray):
     assert (stopped.reason == "time-budget").all()
 
 
+def wait_for_table(run_dir: Path, ready, timeout: float) -> pd.DataFrame:
+    """Poll a running search's trials.csv until ``ready(df)`` (or the timeout); the last table."""
+    deadline, df = time.time() + timeout, pd.DataFrame({"status": []})
+    while time.time() < deadline:
+        time.sleep(0.5)
+        try:
+            df = pd.read_csv(run_dir / "trials.csv")
+        except (OSError, pd.errors.EmptyDataError):
+            continue
+        if ready(df):
+            break
+    return df
+
+
 def _cli(*args: str, **kw) -> subprocess.Popen:
     return subprocess.Popen([sys.executable, "-m", "igcv_nas.cli.search", *args],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kw)
@@ -243,17 +257,8 @@ def test_resume_after_kill_9_of_the_driver(tmp_path, cifar_dir):
     args = ["--space", SMALL, "--flops", "4M", "--trials", "6", "--seed", "5", "--no-asha",
             "--data-dir", str(cifar_dir), *FAST]
     p = _cli(*args, "--run-dir", str(d))
-    deadline = time.time() + 240
-    done0 = pd.DataFrame()
-    while time.time() < deadline:
-        time.sleep(1)
-        try:
-            df = pd.read_csv(d / "trials.csv")
-        except (OSError, pd.errors.EmptyDataError):
-            continue
-        done0 = df[df.status == "complete"]
-        if len(done0) >= 2:
-            break
+    df = wait_for_table(d, lambda df: (df.status == "complete").sum() >= 2, timeout=240)
+    done0 = df[df.status == "complete"]
     os.kill(p.pid, signal.SIGKILL)
     p.communicate()
     assert len(done0) >= 2, "no 2 trials completed within the deadline"

@@ -14,6 +14,8 @@ import pytest
 
 from igcv_nas.runstore import load_trials
 
+from .test_search import wait_for_table
+
 SMALL = str(Path(__file__).parent / "spaces" / "small.yaml")
 
 
@@ -56,22 +58,14 @@ def test_trials_run_on_both_nodes(two_nodes, tmp_path, cifar_dir):
 def test_search_completes_when_the_worker_node_is_removed(two_nodes, tmp_path, cifar_dir):
     """Remove the worker node (its raylet and the trial running on it die) after the first trial
     completes: the lost trial is retried on the head node and the search completes."""
-    import time
     cluster, node_ids = two_nodes
     worker = next(n for n in cluster.worker_nodes)
     d = tmp_path / "run"
     p = subprocess.Popen(
         _search_cmd(cluster.address, d, cifar_dir, trials=5, epochs=3),
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    deadline = time.time() + 300
-    while time.time() < deadline:
-        time.sleep(0.5)
-        try:
-            df = pd.read_csv(d / "trials.csv")
-        except (OSError, pd.errors.EmptyDataError):
-            continue
-        if (df.status == "complete").sum() >= 1 and (df.status == "running").sum() >= 1:
-            break
+    wait_for_table(d, lambda df: (df.status == "complete").sum() >= 1
+                   and (df.status == "running").sum() >= 1, timeout=300)
     cluster.remove_node(worker)
     out, err = p.communicate(timeout=600)
     assert p.returncode == 0, err[-3000:]

@@ -52,10 +52,10 @@ def _formats(text: str) -> tuple[str, ...]:
 def _run_selection(run: RunDir, args) -> list[dict]:
     import pandas as pd
 
+    from ..report import score_column
     from ..runstore import load_trials
     df = load_trials(run.path)
-    score = run.meta["settings"].get("proxy") == "zero-cost" and \
-        f"zc_{run.meta['settings']['zero_cost_metric']}" or "val_acc"
+    score = score_column(run.meta)
     done = df[df.status == "complete"]
     if args.trial is not None:
         row = df[df.number == args.trial]
