@@ -1,14 +1,19 @@
 """Latency: measured on a device, and predicted from a per-block lookup table (issue #6).
 
-Measurement (:func:`measure`)
+Measurement (:func:`measure`, :func:`measure_modules`)
     A built model (or a spec, built here) in eval mode under ``torch.no_grad()``, one fixed
     random input of ``batch`` x C x H x W (optionally channels_last, model and input), ``warmup``
-    untimed forward passes, then ``reps`` timed ones; the result is the median and the 90th
-    percentile in milliseconds. CPU: ``threads`` sets ``torch.set_num_threads`` for the duration
-    and the previous count is restored afterwards; each pass is timed with ``time.perf_counter``.
-    CUDA: each pass is bracketed by two ``torch.cuda.Event(enable_timing=True)`` recorded on the
-    current stream, the device is synchronised once after the warm-up and once after the timed
-    passes, and ``start.elapsed_time(end)`` gives the GPU time of every pass.
+    untimed forward passes, then ``reps`` timed ones; the result is the median, the 90th
+    percentile and the fastest pass in milliseconds. CPU: ``threads`` sets
+    ``torch.set_num_threads`` for the duration and the previous count is restored afterwards;
+    each pass is timed with ``time.perf_counter``; glibc is first told to keep freed memory for
+    reuse (:func:`steady_allocator`: otherwise every pass at 224x224 page-faults thousands of
+    times, a third of its time on a VM). CUDA: each pass is bracketed by two
+    ``torch.cuda.Event(enable_timing=True)`` recorded on the current stream, the device is
+    synchronised once after the warm-up and once after the timed passes, and
+    ``start.elapsed_time(end)`` gives the GPU time of every pass. Several modules measured
+    together are timed round-robin (one pass of each per round), so a change in machine speed
+    during the measurement touches all of them alike.
 
 Prediction (:class:`LUT`, :func:`build_lut`, :func:`predict`)
     A network is ``stem + blocks + head`` (head = the 1x1 head conv if any, global pool,
@@ -21,17 +26,23 @@ Prediction (:class:`LUT`, :func:`build_lut`, :func:`predict`)
     residual flag, the input resolution, the batch size and the memory format. Two blocks with
     the same key run the same code on the same shapes, so one measurement serves both.
 
-    The sum of the entries misses what isolated timing cannot see (weights and activations of
-    the neighbours evicting each other from cache, per-call overheads). A linear correction
-    ``predicted = scale * sum + offset_ms`` is fitted on a few whole networks measured at LUT
-    build time (``calibrate``, default 6, chosen to spread over the range of sums) and stored
-    in the LUT file with its calibration points (:func:`fit_correction`: the median ratio
-    measured / sum as a pure scale; a least-squares line when there are 8 or more points and
-    it fits them better). Without calibration points the correction is the identity.
+    The pieces of one network are measured together, round-robin. The sum of the entries can
+    still differ from the whole network (per-call overheads, caches shared between
+    neighbours), so a linear correction ``predicted = scale * sum + offset_ms`` is fitted on a
+    few whole networks at LUT build time (``calibrate``, default 6, chosen to spread over the
+    range of sums). Each calibration network is timed round-robin **with its own pieces**, so
+    the ratio whole / sum is taken under the same conditions even when the machine's speed
+    drifts between measurements (:func:`fit_correction`: the median ratio as a pure scale; a
+    least-squares line when there are 8 or more points and it fits them better). Without
+    calibration points the correction is the identity.
+
+    ``statistic`` chooses what is predicted: the median pass (default) or the fastest pass
+    (``min``), which on a shared machine is the steadier of the two (interference only ever
+    adds time); measurements compared with a LUT's prediction use the LUT's statistic.
 
     The LUT file is JSON (``format: igcv-nas/latency-lut@1``): the measurement settings (device
-    and its name, threads, batch, channels_last, warm-up, reps, torch version), ``entries``
-    (key -> median / p90 ms), ``calibration`` and ``correction``; it is written atomically
+    and its name, threads, batch, channels_last, warm-up, reps, statistic, torch version),
+    ``entries`` (key -> median / p90 / fastest ms), ``calibration`` and ``correction``; it is written atomically
     (temporary file + ``os.replace``). A key missing from the LUT raises :class:`MissingKey`
     naming it, unless :func:`predict` is asked to measure it on the LUT's device
     (``measure_missing=True`` or a ``device`` argument), which adds it to the LUT.
@@ -54,10 +65,12 @@ from .fileio import atomic_write
 from .spec import Block, ConvOp, NetworkSpec
 
 __all__ = ["LUT", "LUT_FORMAT", "LatencyError", "Measurement", "MissingKey", "block_key",
-           "build_lut", "device_name", "fit_correction", "head_key", "measure", "measure_module", "network_keys",
-           "predict", "resolve_device", "stem_key"]
+           "build_lut", "device_name", "fit_correction", "head_key", "measure", "measure_module",
+           "measure_modules", "network_keys", "predict", "resolve_device", "steady_allocator",
+           "stem_key"]
 
 LUT_FORMAT = "igcv-nas/latency-lut@1"
+STATISTICS = ("median", "min")
 
 
 class LatencyError(ValueError):
@@ -85,6 +98,10 @@ class Measurement:
 
     def as_dict(self) -> dict:
         return asdict(self)
+
+    def value(self, statistic: str = "median") -> float:
+        """The ``statistic`` (``median`` or ``min``) of the timed passes, in ms."""
+        return self.min_ms if statistic == "min" else self.median_ms
 
 
 # ---------------------------------------------------------------------------------------------
@@ -145,6 +162,101 @@ def _check_counts(threads, batch, warmup, reps) -> None:
         raise LatencyError(f"reps={reps!r} must be a positive integer")
 
 
+_ALLOCATOR_STEADY = False
+
+
+def steady_allocator() -> bool:
+    """Make repeated forward passes reuse memory instead of page-faulting (glibc only).
+
+    By default glibc returns large freed blocks to the kernel (``mmap`` above a threshold, heap
+    trimming above another), so every pass of a network at 224x224 re-maps its activation
+    buffers: thousands of page faults per pass, which on a VM cost as much as a third of the
+    pass and vary from pass to pass. Here the mmap threshold is raised to its maximum (32 MiB)
+    and automatic trimming is switched off for this process, as a long-running inference
+    process settles into after warm-up. Returns whether it applied (once per process)."""
+    global _ALLOCATOR_STEADY
+    if _ALLOCATOR_STEADY:
+        return True
+    import ctypes
+    import ctypes.util
+    name = ctypes.util.find_library("c")
+    if not name or platform.system() != "Linux":
+        return False
+    try:
+        libc = ctypes.CDLL(name)
+        M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3
+        ok = libc.mallopt(M_MMAP_THRESHOLD, 32 * 1024 * 1024) == 1
+        ok = libc.mallopt(M_TRIM_THRESHOLD, 2 ** 30) == 1 and ok
+    except (OSError, AttributeError):
+        return False
+    _ALLOCATOR_STEADY = ok
+    return ok
+
+
+def measure_modules(items: list[tuple[Any, tuple[int, ...]]], device: Any = "cpu",
+                    threads: int | None = None, batch: int = 1, channels_last: bool = False,
+                    warmup: int = 5, reps: int = 20) -> list[Measurement]:
+    """Latency of each ``(module, input_shape)`` of ``items``, timed **round-robin**: ``warmup``
+    untimed passes of every module, then ``reps`` rounds in each of which every module runs
+    once and is timed. The samples of every module are so spread over the whole measurement:
+    a machine whose speed drifts (frequency, neighbours on a VM) shifts all of them alike, and
+    pieces measured together for a LUT see the same conditions as a whole network measured
+    over the same span of time. Modules are moved to ``device`` in eval mode (left there)."""
+    import torch
+    _check_counts(threads, batch, warmup, reps)
+    dev = resolve_device(device)
+    mf = torch.channels_last if channels_last else torch.contiguous_format
+    runs = []
+    for module, shape in items:
+        module = module.to(dev).eval()
+        if channels_last:
+            module = module.to(memory_format=torch.channels_last)
+        x = torch.randn(batch, *shape, device=dev)
+        if x.dim() == 4:
+            x = x.contiguous(memory_format=mf)
+        runs.append((module, x))
+    prev = torch.get_num_threads()
+    times: list[list[float]] = [[] for _ in runs]
+    try:
+        if threads is not None:
+            torch.set_num_threads(threads)
+        with torch.no_grad():
+            if dev.type == "cuda":
+                with torch.cuda.device(dev):
+                    for module, x in runs:
+                        for _ in range(warmup):
+                            module(x)
+                    torch.cuda.synchronize(dev)
+                    events: list[list] = [[] for _ in runs]
+                    for _ in range(reps):
+                        for i, (module, x) in enumerate(runs):
+                            start = torch.cuda.Event(enable_timing=True)
+                            end = torch.cuda.Event(enable_timing=True)
+                            start.record()
+                            module(x)
+                            end.record()
+                            events[i].append((start, end))
+                    torch.cuda.synchronize(dev)
+                    times = [[s.elapsed_time(e) for s, e in ev] for ev in events]
+            else:
+                steady_allocator()
+                for module, x in runs:
+                    for _ in range(warmup):
+                        module(x)
+                clock = time.perf_counter
+                for _ in range(reps):
+                    for i, (module, x) in enumerate(runs):
+                        t0 = clock()
+                        module(x)
+                        times[i].append((clock() - t0) * 1e3)
+    finally:
+        if threads is not None:
+            torch.set_num_threads(prev)
+    return [Measurement(statistics.median(ts), _percentile(ts, 0.9), reps, statistics.fmean(ts),
+                        min(ts), str(dev), threads if dev.type == "cpu" else None, batch,
+                        channels_last) for ts in times]
+
+
 def measure_module(module, input_shape: tuple[int, ...], device: Any = "cpu",
                    threads: int | None = None, batch: int = 1, channels_last: bool = False,
                    warmup: int = 5, reps: int = 20) -> Measurement:
@@ -152,51 +264,8 @@ def measure_module(module, input_shape: tuple[int, ...], device: Any = "cpu",
 
     The module is moved to ``device`` (and to channels_last when asked) and put in eval mode;
     it is left there."""
-    import torch
-    _check_counts(threads, batch, warmup, reps)
-    dev = resolve_device(device)
-    mf = torch.channels_last if channels_last else torch.contiguous_format
-    module = module.to(dev).eval()
-    if channels_last:
-        module = module.to(memory_format=torch.channels_last)
-    x = torch.randn(batch, *input_shape, device=dev)
-    if x.dim() == 4:
-        x = x.contiguous(memory_format=mf)
-    prev = torch.get_num_threads()
-    times: list[float] = []
-    try:
-        if threads is not None:
-            torch.set_num_threads(threads)
-        with torch.no_grad():
-            if dev.type == "cuda":
-                with torch.cuda.device(dev):
-                    for _ in range(warmup):
-                        module(x)
-                    torch.cuda.synchronize(dev)
-                    events = []
-                    for _ in range(reps):
-                        start = torch.cuda.Event(enable_timing=True)
-                        end = torch.cuda.Event(enable_timing=True)
-                        start.record()
-                        module(x)
-                        end.record()
-                        events.append((start, end))
-                    torch.cuda.synchronize(dev)
-                    times = [s.elapsed_time(e) for s, e in events]
-            else:
-                for _ in range(warmup):
-                    module(x)
-                clock = time.perf_counter
-                for _ in range(reps):
-                    t0 = clock()
-                    module(x)
-                    times.append((clock() - t0) * 1e3)
-    finally:
-        if threads is not None:
-            torch.set_num_threads(prev)
-    return Measurement(statistics.median(times), _percentile(times, 0.9), reps,
-                       statistics.fmean(times), min(times), str(dev),
-                       threads if dev.type == "cpu" else None, batch, channels_last)
+    return measure_modules([(module, tuple(input_shape))], device, threads, batch, channels_last,
+                           warmup, reps)[0]
 
 
 def measure(model_or_spec, device: Any = "cpu", threads: int | None = None, batch: int = 1,
@@ -323,7 +392,10 @@ class LUT:
 
     def __init__(self, device: str = "cpu", threads: int | None = None, batch: int = 1,
                  channels_last: bool = False, warmup: int = 5, reps: int = 20,
-                 device_name: str = "", torch_version: str = ""):
+                 device_name: str = "", torch_version: str = "", statistic: str = "median"):
+        if statistic not in STATISTICS:
+            raise LatencyError(f"statistic {statistic!r}: accepted: {', '.join(STATISTICS)}")
+        self.statistic = statistic
         self.device, self.threads, self.batch = str(device), threads, batch
         self.channels_last, self.warmup, self.reps = bool(channels_last), warmup, reps
         self.device_name, self.torch_version = device_name, torch_version
@@ -337,7 +409,7 @@ class LUT:
     # -- file ----------------------------------------------------------------------------------
     def to_dict(self) -> dict:
         return {"format": LUT_FORMAT, "device": self.device, "device_name": self.device_name,
-                "threads": self.threads, "batch": self.batch, "channels_last": self.channels_last,
+                "threads": self.threads, "batch": self.batch, "statistic": self.statistic, "channels_last": self.channels_last,
                 "warmup": self.warmup, "reps": self.reps, "torch": self.torch_version,
                 "build_s": round(self.build_s, 3), "correction": self.correction,
                 "calibration": self.calibration, "entries": self.entries}
@@ -366,7 +438,7 @@ class LUT:
         try:
             lut = cls(d["device"], d.get("threads"), int(d["batch"]), bool(d["channels_last"]),
                       int(d.get("warmup", 5)), int(d.get("reps", 20)), d.get("device_name", ""),
-                      d.get("torch", ""))
+                      d.get("torch", ""), d.get("statistic", "median"))
             entries = d["entries"]
             if not isinstance(entries, dict) or not all(
                     isinstance(v, dict) and isinstance(v.get("ms"), (int, float)) for v in entries.values()):
@@ -390,22 +462,24 @@ class LUT:
         return key in self.entries
 
     # -- measuring -----------------------------------------------------------------------------
-    def _measure(self, make, shape) -> Measurement:
-        self.measure_calls += 1
-        return measure_module(make(), shape, self.device, self.threads, self.batch,
-                              self.channels_last, self.warmup, self.reps)
-
     def add_spec(self, spec: NetworkSpec) -> int:
-        """Measure every piece of ``spec`` not yet in the table; returns how many were added."""
-        added = 0
+        """Measure every piece of ``spec`` not yet in the table, all of them round-robin in one
+        :func:`measure_modules` call; returns how many were added."""
         t0 = time.perf_counter()
+        todo: dict[str, tuple] = {}
         for key, make, shape in _pieces(spec, self.batch, self.channels_last):
-            if key not in self.entries:
-                m = self._measure(make, shape)
-                self.entries[key] = {"ms": round(m.median_ms, 5), "p90": round(m.p90_ms, 5)}
-                added += 1
+            if key not in self.entries and key not in todo:
+                todo[key] = (make, shape)
+        if todo:
+            self.measure_calls += 1
+            ms = measure_modules([(make(), shape) for make, shape in todo.values()], self.device,
+                                 self.threads, self.batch, self.channels_last, self.warmup,
+                                 self.reps)
+            for key, m in zip(todo, ms):
+                self.entries[key] = {"ms": round(m.median_ms, 5), "p90": round(m.p90_ms, 5),
+                                     "min": round(m.min_ms, 5)}
         self.build_s += time.perf_counter() - t0
-        return added
+        return len(todo)
 
     def raw_sum(self, spec: NetworkSpec) -> float:
         """Sum of the entries of ``spec`` (MissingKey naming the first absent key)."""
@@ -417,7 +491,7 @@ class LUT:
                 raise MissingKey(f"latency LUT{where} has no entry for {key!r} (measured on "
                                  f"{self.device}, batch {self.batch}); rebuild it with specs that "
                                  "contain this piece or predict with measure_missing=True")
-            total += e["ms"]
+            total += e["min"] if self.statistic == "min" else e["ms"]
         return total
 
     def calibrate(self, specs: Iterable[NetworkSpec], n: int = 6) -> None:
@@ -439,12 +513,27 @@ class LUT:
                 continue
             seen.add(spec.arch_id)
             self.measure_calls += 1
-            m = measure(spec, self.device, self.threads, self.batch, self.channels_last,
-                        self.warmup, self.reps)
-            self.calibration.append({"arch_id": spec.arch_id, "sum_ms": round(self.raw_sum(spec), 5),
-                                     "measured_ms": round(m.median_ms, 5)})
+            self.calibration.append(self._calibration_point(spec))
         self.build_s += time.perf_counter() - t0
         self.correction = fit_correction(self.calibration)
+
+    def _calibration_point(self, spec: NetworkSpec) -> dict:
+        """The whole network and its distinct pieces timed round-robin in **one**
+        :func:`measure_modules` call, so that the ratio whole / sum of pieces is taken under
+        the same machine conditions (a slow spell hits both alike)."""
+        from .build import build_model
+        pieces: dict[str, tuple] = {}
+        count: dict[str, int] = {}
+        for key, make, shape in _pieces(spec, self.batch, self.channels_last):
+            pieces.setdefault(key, (make, shape))
+            count[key] = count.get(key, 0) + 1
+        items = [(build_model(spec), (spec.in_chs, spec.input_size, spec.input_size))]
+        items += [(make(), shape) for make, shape in pieces.values()]
+        ms = measure_modules(items, self.device, self.threads, self.batch, self.channels_last,
+                             self.warmup, self.reps)
+        total = sum(count[k] * m.value(self.statistic) for k, m in zip(pieces, ms[1:]))
+        return {"arch_id": spec.arch_id, "sum_ms": round(total, 5),
+                "measured_ms": round(ms[0].value(self.statistic), 5)}
 
     def predict(self, spec: NetworkSpec, measure_missing: bool = False) -> float:
         if measure_missing:
@@ -482,7 +571,8 @@ def fit_correction(points: list[dict]) -> dict:
 def build_lut(specs: Iterable[NetworkSpec], device: Any = "cpu", threads: int | None = None,
               batch: int = 1, channels_last: bool = False, warmup: int = 5, reps: int = 20,
               calibrate: int = 6, lut: LUT | None = None,
-              progress: Callable[[int, int], None] | None = None) -> LUT:
+              progress: Callable[[int, int], None] | None = None,
+              statistic: str = "median") -> LUT:
     """Measure every distinct piece (stem, blocks at their resolutions, head) of ``specs`` on
     ``device``, then fit the correction on ``calibrate`` whole networks. With ``lut`` given,
     only the pieces it lacks are measured (its settings are used)."""
@@ -492,7 +582,7 @@ def build_lut(specs: Iterable[NetworkSpec], device: Any = "cpu", threads: int | 
         import torch
         dev = resolve_device(device)
         lut = LUT(str(dev), threads if dev.type == "cpu" else None, batch, channels_last,
-                  warmup, reps, device_name(dev), torch.__version__)
+                  warmup, reps, device_name(dev), torch.__version__, statistic)
     for i, spec in enumerate(specs):
         lut.add_spec(spec)
         if progress:

@@ -1,10 +1,10 @@
 """Latency measurement, the per-block LUT predictor and ``igcv-latency`` (issue #6).
 
 Real measurements on the CPU, no mocks, CIFAR-size networks (32x32, batch 1, one thread, few
-repetitions) so the file runs in seconds. Prediction tolerance: +/-40% of the measured median
+repetitions) so the file runs in seconds. Prediction tolerance: +/-30% of the measured fastest pass
 for a network that is not among the calibration networks. Each pass of these networks takes a
-few ms, so on a loaded 2-core machine the measurement itself moves by 10-30% between runs; the
-benchmark (benchmarks/bench_latency.py, README) states the accuracy on a quiet machine.
+few ms, and on this 2-core VM the same measurement moves by 10-80% between runs seconds apart;
+the benchmark (benchmarks/bench_latency.py, README) states the accuracy over 100 networks.
 """
 from __future__ import annotations
 
@@ -21,12 +21,12 @@ from igcv_nas import zoo
 from igcv_nas.build import build_model
 from igcv_nas.cli.latency import main
 from igcv_nas.latency import (LUT, LatencyError, MissingKey, block_key, build_lut, measure,
-                              network_keys, predict)
+                              measure_modules, network_keys, predict, steady_allocator)
 from igcv_nas.space import load_space
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
-TOLERANCE = 0.40
+TOLERANCE = 0.30
 FAST = dict(threads=1, warmup=2, reps=5)
 TARGET = "mobilenet_v2_0.5_cifar"
 
@@ -40,8 +40,10 @@ def _samples(n: int, seed: int = 0, space: str = "mixed"):
 @pytest.fixture(scope="module")
 def lut_file(tmp_path_factory):
     """A LUT over 6 sampled CIFAR networks (calibrated on them) plus the target network's pieces
-    (not calibrated on it), saved to a file once for the module."""
-    lut = build_lut(_samples(6), calibrate=6, threads=1, warmup=2, reps=10)
+    (not calibrated on it), saved to a file once for the module. It predicts the fastest pass:
+    with another process busy on the second core, the median pass of the same network moved by
+    up to 60% between measurements seconds apart here, the fastest by up to 20%."""
+    lut = build_lut(_samples(6), calibrate=6, threads=1, warmup=2, reps=10, statistic="min")
     lut.add_spec(zoo.get(TARGET))
     path = tmp_path_factory.mktemp("lut") / "cpu.json"
     lut.save(path)
@@ -86,6 +88,31 @@ def test_measure_cuda_unavailable_is_one_clear_error():
         measure(zoo.get(TARGET), device="cuda")
 
 
+def test_steady_allocator_stops_page_faults_per_pass():
+    """At 224x224 glibc's defaults re-map activation buffers every pass (thousands of minor
+    faults); after steady_allocator() a warmed-up pass faults (almost) never."""
+    import resource
+    assert steady_allocator() is True and steady_allocator() is True  # idempotent
+    model = build_model(zoo.get("mobilenet_v2_1.0")).eval()
+    x = torch.randn(1, 3, 224, 224)
+    with torch.no_grad():
+        for _ in range(3):
+            model(x)
+        f0 = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+        for _ in range(5):
+            model(x)
+        faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt - f0
+    assert faults / 5 < 50, faults  # ~3,400 per pass with glibc's defaults
+
+
+def test_measure_modules_round_robin_one_result_per_module():
+    spec = zoo.get(TARGET)
+    items = [(build_model(spec), (3, 32, 32)), (torch.nn.Identity(), (8, 4, 4))]
+    a, b = measure_modules(items, threads=1, warmup=1, reps=6)
+    assert a.reps == b.reps == 6 and 0 < b.min_ms <= b.median_ms < a.min_ms <= a.median_ms
+    assert a.value("min") == a.min_ms and a.value() == a.median_ms
+
+
 def test_measure_module_needs_shape():
     with pytest.raises(LatencyError, match="input_shape"):
         measure(build_model(zoo.get(TARGET)))
@@ -117,19 +144,26 @@ def test_keys_separate_what_changes_run_time():
 
 
 def test_prediction_within_tolerance_of_measurement(lut_file):
-    lut = LUT.load(lut_file)
+    """The correction fitted on 6 other networks carries over to a network it never saw.
+
+    This machine's speed drifts in spells of seconds (README, igcv-latency), so each attempt
+    measures the target's pieces for the LUT and then the whole target right after, in the same
+    spell; up to three attempts decide (a burst of load from another process can spoil one)."""
     spec = zoo.get(TARGET)
-    assert spec.arch_id not in {c["arch_id"] for c in lut.calibration}
-    pred = predict(spec, lut)
-    # each attempt: three measurements, the median of their medians; a burst of load from other
-    # processes inflates a measurement, so up to three attempts decide (not the first alone)
+    errors = []
     for _ in range(3):
-        measured = statistics.median(measure(spec, threads=1, warmup=3, reps=15).median_ms
+        lut = LUT.load(lut_file)
+        assert spec.arch_id not in {c["arch_id"] for c in lut.calibration}
+        for key in set(network_keys(spec)):
+            del lut.entries[key]
+        pred = predict(spec, lut, device="cpu")  # measures the target's pieces now
+        assert lut.measure_calls == 1
+        measured = statistics.median(measure(spec, threads=1, warmup=3, reps=15).min_ms
                                      for _ in range(3))
-        if abs(pred / measured - 1) <= TOLERANCE:
+        errors.append(pred / measured - 1)
+        if abs(errors[-1]) <= TOLERANCE:
             break
-    assert abs(pred / measured - 1) <= TOLERANCE, (pred, measured, lut.correction)
-    assert lut.measure_calls == 0
+    assert abs(errors[-1]) <= TOLERANCE, (errors, lut.correction)
 
 
 def test_lut_file_reloaded_and_reused_without_measuring(lut_file, tmp_path):
@@ -182,6 +216,27 @@ def test_cli_build_lut_then_extend_without_remeasuring(tmp_path, capsys):
     assert main([TARGET, "--lut", str(out), "--threads", "1", "--reps", "3"]) == 0
     text = capsys.readouterr().out
     assert "measured median" in text and "predicted" in text
+
+
+def test_cli_build_lut_fastest_pass_statistic(tmp_path, capsys):
+    out = tmp_path / "lut.json"
+    args = ["build-lut", "--out", str(out), "--space", "igcv3", "--n", "2", "--cifar",
+            "--threads", "1", "--warmup", "1", "--reps", "4", "--calibrate", "2",
+            "--statistic", "min"]
+    assert main(args) == 0
+    assert "min pass" in capsys.readouterr().out
+    lut = LUT.load(out)
+    assert lut.statistic == "min" and json.loads(out.read_text())["statistic"] == "min"
+    assert all(e["min"] <= e["ms"] for e in lut.entries.values())
+    spec = _samples(2, space="igcv3")[0]
+    assert lut.raw_sum(spec) == pytest.approx(sum(lut.entries[k]["min"] for k in network_keys(spec)))
+    median = LUT.load(out)
+    median.statistic = "median"
+    assert median.raw_sum(spec) > lut.raw_sum(spec)
+    # the same file with another statistic is refused, and left as it was
+    data = out.read_bytes()
+    assert main(args[:-1] + ["median"]) == 2
+    assert "statistic=min" in capsys.readouterr().err and out.read_bytes() == data
 
 
 def test_cli_measure_only(capsys):
