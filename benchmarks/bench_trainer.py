@@ -7,15 +7,19 @@ Proxy: ``igcv_nas.train.ProxyTrainer`` (data as one tensor on the device, batche
 augmentation, channels_last where it helps, AMP on CUDA).
 
 Both train the same CIFAR variants (mobilenet_v2, igcv3_d, igcv2 at ``--width``) on the same
-CIFAR-10 images for the same number of steps; the table gives training images/s and the ratio.
+CIFAR-10 images. The three runners (baseline, proxy NCHW, proxy channels_last) take turns:
+``--rounds`` rounds of ``--steps`` steps each, so that a change in machine speed (frequent on a
+shared VM) hits all of them alike; the table gives the median round's training images/s, the
+ratio of the faster proxy to the baseline and the range of that ratio over the rounds.
 
-    python benchmarks/bench_trainer.py --data-dir .data --steps 20 --batch 128
+    python benchmarks/bench_trainer.py --data-dir .data --steps 4 --rounds 5 --batch 64
 """
 from __future__ import annotations
 
 import argparse
 import os
 import platform
+import statistics
 import time
 
 import numpy as np
@@ -49,53 +53,55 @@ class PerSample(Dataset):
         return torch.from_numpy(np.ascontiguousarray(img)), int(self.y[i])
 
 
-def baseline(model: nn.Module, splits, steps: int, batch: int, device, workers: int) -> float:
-    model = model.to(device).train()
-    ds = PerSample(splits.train.x, splits.train.y, splits.mean, splits.std)
-    dl = DataLoader(ds, batch_size=batch, shuffle=True, num_workers=workers, drop_last=True,
-                    persistent_workers=workers > 0)
-    opt = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9, nesterov=True, weight_decay=5e-4)
-    crit = nn.CrossEntropyLoss()
-    it = iter(dl)
-    done, t0 = -2, None  # two warm-up steps
-    while done < steps:
-        x, y = next(it)
-        x, y = x.to(device), y.to(device)
-        loss = crit(model(x), y)
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        done += 1
-        if done == 0:
-            if device.type == "cuda":
-                torch.cuda.synchronize()
-            t0 = time.perf_counter()
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-    return steps * batch / (time.perf_counter() - t0)
+class Baseline:
+    """The plain loop; ``run(n)`` trains ``n`` steps and returns the seconds they took."""
+
+    def __init__(self, model: nn.Module, splits, batch: int, device, workers: int):
+        self.model, self.device = model.to(device).train(), device
+        ds = PerSample(splits.train.x, splits.train.y, splits.mean, splits.std)
+        self.dl = DataLoader(ds, batch_size=batch, shuffle=True, num_workers=workers,
+                             drop_last=True, persistent_workers=workers > 0)
+        self.opt = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9, nesterov=True,
+                                   weight_decay=5e-4)
+        self.crit = nn.CrossEntropyLoss()
+        self.it = iter(self.dl)
+
+    def run(self, n: int) -> float:
+        t0 = time.perf_counter()
+        for _ in range(n):
+            x, y = next(self.it)
+            x, y = x.to(self.device), y.to(self.device)
+            loss = self.crit(self.model(x), y)
+            self.opt.zero_grad()
+            loss.backward()
+            self.opt.step()
+        if self.device.type == "cuda":
+            torch.cuda.synchronize()
+        return time.perf_counter() - t0
 
 
-def proxy(model: nn.Module, splits, steps: int, batch: int, device, channels_last: bool) -> float:
-    cfg = TrainConfig(steps=steps + 2, batch_size=batch, device=str(device), lr=0.05,
-                      channels_last=channels_last, eval_batch_size=batch)
-    tr = ProxyTrainer(model, splits, cfg)
-    # time training steps only (the proxy's epoch also evaluates); two warm-up steps first
-    tr.total_steps = 2
-    tr.train_epoch()
-    tr.total_steps = steps + 2
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-    t0 = time.perf_counter()
-    tr.train_epoch()
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-    return steps * batch / (time.perf_counter() - t0)
+class Proxy:
+    """``ProxyTrainer`` stepping through its epoch ``n`` steps at a time (training steps only)."""
+
+    def __init__(self, model: nn.Module, splits, total: int, batch: int, device, channels_last: bool):
+        cfg = TrainConfig(steps=total, batch_size=batch, device=str(device), lr=0.05,
+                          channels_last=channels_last, eval_batch_size=batch)
+        self.tr, self.device = ProxyTrainer(model, splits, cfg), device
+
+    def run(self, n: int) -> float:
+        self.tr.total_steps = self.tr.step + n
+        t0 = time.perf_counter()
+        self.tr.train_epoch()
+        if self.device.type == "cuda":
+            torch.cuda.synchronize()
+        return time.perf_counter() - t0
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--data-dir", default=None)
-    ap.add_argument("--steps", type=int, default=20)
+    ap.add_argument("--steps", type=int, default=4, help="timed steps per runner per round")
+    ap.add_argument("--rounds", type=int, default=5, help="rounds of baseline, proxy, proxy (cl)")
     ap.add_argument("--batch", type=int, default=128)
     ap.add_argument("--width", type=float, default=0.5)
     ap.add_argument("--workers", type=int, default=2, help="DataLoader workers of the baseline")
@@ -115,23 +121,32 @@ def main() -> None:
     gpu = torch.cuda.get_device_name(device) if device.type == "cuda" else "-"
     print(f"# bench_trainer: {cpu}, {os.cpu_count()} cores, torch {torch.__version__}, "
           f"{torch.get_num_threads()} threads, device {device} {gpu}")
-    print(f"# {args.steps} timed steps of batch {args.batch}, width {args.width}, CIFAR-10 32x32; "
-          f"baseline DataLoader workers={args.workers}")
-    header = f"{'model':<22}{'MACs':>10}{'baseline img/s':>16}{'proxy img/s':>14}{'proxy (cl) img/s':>18}{'speed-up':>10}"
+    print(f"# {args.rounds} rounds of {args.steps} timed steps of batch {args.batch} per runner, "
+          f"interleaved (median round), width {args.width}, CIFAR-10 32x32; baseline DataLoader "
+          f"workers={args.workers}")
+    header = (f"{'model':<22}{'MACs':>10}{'baseline img/s':>16}{'proxy img/s':>14}"
+              f"{'proxy (cl) img/s':>18}{'speed-up':>10}  (per round)")
     print(header)
     print("-" * len(header))
     from igcv_nas.cost import count
     for name in ("mobilenet_v2", "igcv3_d", "igcv2"):
         spec = zoo.ZOO[name](width=args.width, cifar=True)
         seed_everything(0)
-        base = baseline(build_model(spec), splits, args.steps, args.batch, device, args.workers)
-        seed_everything(0)
-        prox = proxy(build_model(spec), splits, args.steps, args.batch, device, False)
-        seed_everything(0)
-        prox_cl = proxy(build_model(spec), splits, args.steps, args.batch, device, True)
-        best = max(prox, prox_cl)
+        total = 2 + args.rounds * args.steps
+        runners = [Baseline(build_model(spec), splits, args.batch, device, args.workers),
+                   Proxy(build_model(spec), splits, total, args.batch, device, False),
+                   Proxy(build_model(spec), splits, total, args.batch, device, True)]
+        for r in runners:  # two warm-up steps each
+            r.run(2)
+        # rounds: each runner in turn, so a change in machine speed hits all three alike
+        secs: list[list[float]] = [[], [], []]
+        for _ in range(args.rounds):
+            for i, r in enumerate(runners):
+                secs[i].append(r.run(args.steps))
+        base, prox, prox_cl = (args.steps * args.batch / statistics.median(t) for t in secs)
+        ratios = [b / min(p, c) for b, p, c in zip(*secs)]  # same steps: time ratio
         print(f"{spec.name:<22}{count(spec).macs / 1e6:>9.1f}M{base:>16.0f}{prox:>14.0f}{prox_cl:>18.0f}"
-              f"{best / base:>9.2f}x")
+              f"{max(prox, prox_cl) / base:>9.2f}x  ({min(ratios):.2f}-{max(ratios):.2f}x)")
 
 
 if __name__ == "__main__":
