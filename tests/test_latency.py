@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import platform
 import statistics
 
 import optuna
@@ -88,6 +89,7 @@ def test_measure_cuda_unavailable_is_one_clear_error():
         measure(zoo.get(TARGET), device="cuda")
 
 
+@pytest.mark.skipif(platform.system() != "Linux", reason="glibc's mallopt")
 def test_steady_allocator_stops_page_faults_per_pass():
     """At 224x224 glibc's defaults re-map activation buffers every pass (thousands of minor
     faults); after steady_allocator() a warmed-up pass faults (almost) never."""
