@@ -8,7 +8,7 @@ the Spearman rank correlation with the reference accuracy of: the proxy training
 accuracy, each zero-cost proxy, MACs and params. Per-architecture results go to ``--csv``.
 
     python benchmarks/bench_fidelity.py --space igcv3 --budget 150M --n 20          # CPU defaults
-    python benchmarks/bench_fidelity.py --space mixed --budget 80M --n 20 --scale small   # reduced CPU scale
+    python benchmarks/bench_fidelity.py --space mixed --budget 80M --n 20 --scale small  # reduced
 """
 from __future__ import annotations
 

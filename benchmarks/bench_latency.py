@@ -90,7 +90,8 @@ def main(argv=None) -> int:
     size = 32 if args.cifar else args.size
     print(f"settings: {args.n} networks from {', '.join(spaces)} at {size}x{size}, batch "
           f"{args.batch}, {'channels_last' if args.channels_last else 'NCHW'}, fp32, cpu, "
-          f"{args.threads} thread(s), warm-up {args.warmup}, reps {args.reps} ({args.statistic} pass), "
+          f"{args.threads} thread(s), warm-up {args.warmup}, reps {args.reps} "
+          f"({args.statistic} pass), "
           f"calibration on {args.calibrate} other networks")
 
     test = _sample(spaces, args.n, args.seed, size, args.cifar)

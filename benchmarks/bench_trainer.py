@@ -83,7 +83,8 @@ class Baseline:
 class Proxy:
     """``ProxyTrainer`` stepping through its epoch ``n`` steps at a time (training steps only)."""
 
-    def __init__(self, model: nn.Module, splits, total: int, batch: int, device, channels_last: bool):
+    def __init__(self, model: nn.Module, splits, total: int, batch: int, device,
+                 channels_last: bool):
         cfg = TrainConfig(steps=total, batch_size=batch, device=str(device), lr=0.05,
                           channels_last=channels_last, eval_batch_size=batch)
         self.tr, self.device = ProxyTrainer(model, splits, cfg), device

@@ -19,7 +19,8 @@ Conventions (they match :mod:`igcv_nas.cost`, so what is counted is what is buil
   (:class:`ChannelShuffle`: PyTorch's native ``channel_shuffle``; view/transpose/reshape under
   ONNX export); otherwise an index gather with registered non-persistent index buffers
   (:class:`ChannelGather`: ``torch.index_select`` on dim 1 for NCHW, indexing of the last axis
-  of the NHWC view for channels_last; its backward gathers with the inverse permutation). Both give exactly the same
+  of the NHWC view for channels_last; its backward gathers with the inverse permutation). Both
+  give exactly the same
   values and return a tensor in the input's memory format: a ``channels_last`` input gives a
   ``channels_last`` output, anything else a contiguous NCHW tensor. With a channels_last input
   (and/or ``model.to(memory_format=torch.channels_last)``) activations therefore stay

@@ -42,8 +42,8 @@ Prediction (:class:`LUT`, :func:`build_lut`, :func:`predict`)
 
     The LUT file is JSON (``format: igcv-nas/latency-lut@1``): the measurement settings (device
     and its name, threads, batch, channels_last, warm-up, reps, statistic, torch version),
-    ``entries`` (key -> median / p90 / fastest ms), ``calibration`` and ``correction``; it is written atomically
-    (temporary file + ``os.replace``). A key missing from the LUT raises :class:`MissingKey`
+    ``entries`` (key -> median / p90 / fastest ms), ``calibration`` and ``correction``; it is
+    written atomically (temporary file + ``os.replace``). A key missing from the LUT raises :class:`MissingKey`
     naming it, unless :func:`predict` is asked to measure it on the LUT's device
     (``measure_missing=True`` or a ``device`` argument), which adds it to the LUT.
 
@@ -409,7 +409,8 @@ class LUT:
     # -- file ----------------------------------------------------------------------------------
     def to_dict(self) -> dict:
         return {"format": LUT_FORMAT, "device": self.device, "device_name": self.device_name,
-                "threads": self.threads, "batch": self.batch, "statistic": self.statistic, "channels_last": self.channels_last,
+                "threads": self.threads, "batch": self.batch, "statistic": self.statistic,
+                "channels_last": self.channels_last,
                 "warmup": self.warmup, "reps": self.reps, "torch": self.torch_version,
                 "build_s": round(self.build_s, 3), "correction": self.correction,
                 "calibration": self.calibration, "entries": self.entries}

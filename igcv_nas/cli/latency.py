@@ -185,8 +185,8 @@ def _measure(argv: list[str]) -> int:
         print(f"{label} @ {spec.input_size}x{spec.input_size}, batch {m['batch']}, "
               f"{'channels_last' if m['channels_last'] else 'NCHW'} on {m['device']}"
               f"{thr}: measured "
-              f"median {m['median_ms']:.3f} ms, p90 {m['p90_ms']:.3f} ms, fastest {m['min_ms']:.3f} ms "
-              f"over {m['reps']} reps")
+              f"median {m['median_ms']:.3f} ms, p90 {m['p90_ms']:.3f} ms, "
+              f"fastest {m['min_ms']:.3f} ms over {m['reps']} reps")
     if "predicted_ms" in out:
         err = f" ({out['error']:+.1%} vs measured)" if "error" in out else ""
         print(f"{label}: predicted {out['predicted_ms']:.3f} ms ({out['lut']['statistic']} pass) "
