@@ -18,7 +18,7 @@ def test_zoo_json_report(capsys):
     assert (r["macs"], r["flops"], r["params"]) == (300_774_272, 601_548_544, 3_504_872)
     assert r["valid"] and r["complementary"] == "relaxed"
     assert len(r["blocks"]) == 17
-    assert sum(b["macs"] for b in r["blocks"]) < r["macs"]  # stem, head and classifier come on top
+    assert sum(b["macs"] for b in r["blocks"]) < r["macs"]  # stem, head and classifier: own rows
 
 
 def test_target_changes_resolution_and_classes(capsys):
@@ -68,3 +68,66 @@ def test_console_script_installed():
     assert exe.exists(), "igcv-inspect is not installed beside python: pip install -e '.[test]'"
     r = subprocess.run([str(exe), "igcv3_d_cifar", "--json"], capture_output=True, text=True, check=True)
     assert json.loads(r.stdout)["params"] == count(zoo.igcv3_d(cifar=True)).params
+
+
+def _table_cells(out: str) -> dict[str, list[str]]:
+    """label -> cells of each row of the rich table (the box characters stripped)."""
+    cells = {}
+    for ln in out.splitlines():
+        if ln.startswith("│"):
+            c = [x.strip() for x in ln.strip("│").split("│")]
+            cells[c[0]] = c
+    return cells
+
+
+@pytest.mark.parametrize("source", ["igcv3_d", "mobilenet_v2_0.5_cifar", "tiny.json"])
+def test_rows_add_up_to_the_totals(source, tmp_path, tiny, capsys, monkeypatch):
+    if source.endswith(".json"):
+        (tmp_path / source).write_text(json.dumps(tiny))
+        monkeypatch.chdir(tmp_path)
+    assert main([source, "--json"]) == 0
+    r = json.loads(capsys.readouterr().out)
+    spec = zoo.get(source) if not source.endswith(".json") else None
+    if spec is not None:
+        c = count(spec)
+        assert (r["macs"], r["params"]) == (c.macs, c.params)
+    rows = [r["stem"], *r["blocks"], *([r["head"]] if r["head"] else []), r["classifier"]]
+    assert sum(x["macs"] for x in rows) == r["macs"]
+    assert sum(x["params"] for x in rows) == r["params"]
+    assert sum(x["flops"] for x in rows) == r["flops"]
+    # the table shows the same rows, and its total row is their sum
+    assert main([source]) == 0
+    cells = _table_cells(capsys.readouterr().out)
+    labels = [x["label"] for x in rows]
+    assert list(cells) == labels + ["total"]
+    macs = lambda lab: int(cells[lab][-2].replace(",", ""))  # noqa: E731
+    params = lambda lab: int(cells[lab][-1].replace(",", ""))  # noqa: E731
+    assert sum(macs(lab) for lab in labels) == macs("total") == r["macs"]
+    assert sum(params(lab) for lab in labels) == params("total") == r["params"]
+
+
+def test_tiny_rows_by_hand(tmp_path, tiny, capsys):
+    """The tiny spec of conftest: stem 3x3/2 3->8 at 4x4 out, no head, 8->10 classifier."""
+    p = tmp_path / "tiny.json"
+    p.write_text(json.dumps(tiny))
+    assert main([str(p), "--json"]) == 0
+    r = json.loads(capsys.readouterr().out)
+    assert r["stem"] == {"label": "stem", "kind": "conv 3x3/2", "resolution": [8, 4],
+                         "macs": 9 * 3 * 8 * 16, "flops": 2 * 9 * 3 * 8 * 16, "params": 9 * 3 * 8 + 16}
+    assert r["head"] is None
+    assert r["classifier"]["kind"] == "avg pool, linear 8->10"
+    assert (r["classifier"]["macs"], r["classifier"]["params"]) == (80, 90)
+
+
+def test_table_is_not_wrapped_when_not_on_a_terminal(capsys):
+    """capsys is not a terminal: every row and the summary line stay on one line each."""
+    assert main(["igcv3_d"]) == 0
+    out = capsys.readouterr().out
+    lines = out.splitlines()
+    table = [ln for ln in lines if ln[:1] in "┏┃┡│├└"]
+    assert len({len(ln) for ln in table}) == 1 and len(table[0]) > 80
+    cells = _table_cells(out)
+    assert len(cells) == 1 + 32 + 2 + 1  # stem, 32 blocks, head, classifier, total
+    assert cells["classifier"][1] == "avg pool, linear 1280->1000"
+    summary = next(ln for ln in lines if ln.startswith("MACs "))
+    assert summary.endswith("permutation traffic 54.44MB")

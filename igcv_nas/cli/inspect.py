@@ -1,8 +1,9 @@
 """``igcv-inspect SPEC.json | ZOO_NAME [--target 224] [--classes N] [--json]``
 
-Validation result, complementary mode and balance per block, and per-block and total
-MACs / FLOPs / params of a spec or a reference network. Exit code 0 when the spec is valid,
-2 (one-line error on stderr) when it cannot be read or violates a rule.
+Validation result, complementary mode and balance per block, and the MACs / FLOPs / params
+of the stem, every block, the head and the classifier of a spec or a reference network (these
+rows add up to the totals). Exit code 0 when the spec is valid, 2 (one-line error on stderr)
+when it cannot be read or violates a rule.
 """
 from __future__ import annotations
 
@@ -14,6 +15,33 @@ from .. import cost as _cost
 from ..spec import NetworkSpec, SpecError
 from ..validation import check
 from ._common import fail, resolve_spec
+
+
+def _layer(label: str, kind: str, res: tuple[int, int], macs: int, params: int) -> dict:
+    return {"label": label, "kind": kind, "resolution": list(res), "macs": macs,
+            "flops": 2 * macs, "params": params}
+
+
+def _outer_rows(spec: NetworkSpec, blocks: tuple) -> dict:
+    """Stem, head and classifier rows of a valid spec, by the conventions of
+    :func:`igcv_nas.cost.count` (conv weights + BN affine; classifier weight + bias); with the
+    blocks' rows they add up to its totals. The global average pool, BN, activations and
+    permutations cost 0 MACs and have no parameters: no row."""
+    s, res = spec.stem, spec.input_size
+    out = (res - 1) // s.stride + 1
+    w = s.kernel * s.kernel * spec.in_chs * s.out_chs
+    rows = {"stem": _layer("stem", f"conv {s.kernel}x{s.kernel}/{s.stride}", (res, out),
+                           w * out * out, w + 2 * s.out_chs)}
+    res = blocks[-1].out_res if blocks else out
+    last = spec.stages[-1][-1].out_chs if any(spec.stages) else s.out_chs
+    rows["head"] = None
+    if spec.head_chs:
+        w = last * spec.head_chs
+        rows["head"] = _layer("head", "conv 1x1", (res, res), w * res * res, w + 2 * spec.head_chs)
+        last = spec.head_chs
+    rows["classifier"] = _layer("classifier", f"avg pool, linear {last}->{spec.num_classes}", (res, 1),
+                                last * spec.num_classes, last * spec.num_classes + spec.num_classes)
+    return rows
 
 
 def _report(spec: NetworkSpec) -> dict:
@@ -34,36 +62,52 @@ def _report(spec: NetworkSpec) -> dict:
            "num_classes": spec.num_classes, "valid": rep.ok, "complementary": rep.mode,
            "violations": [str(v) for v in rep.violations], "blocks": blocks}
     if c is not None:
+        out.update(_outer_rows(spec, c.blocks))
         out.update(c.as_dict())
     return out
+
+
+def rows(r: dict) -> list[dict]:
+    """The cost rows of a report in network order: stem, blocks, head (when there is one),
+    classifier; for a valid spec their MACs and params add up to ``r["macs"]``, ``r["params"]``."""
+    if "stem" not in r:
+        return list(r["blocks"])
+    return [r["stem"], *r["blocks"], *([r["head"]] if r["head"] else []), r["classifier"]]
 
 
 def _print_table(r: dict) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    con = Console(width=max(100, Console().width))
     t = Table(title=f"{r['name'] or 'spec'}  id {r['arch_id']}  @ {r['input_size']}x"
                     f"{r['input_size']}, {r['num_classes']} classes")
     for col in ("block", "kind", "res", "complementary", "paths", "balance", "MACs", "params"):
         t.add_column(col, justify="right" if col in ("MACs", "params", "paths", "balance") else "left")
-    for b in r["blocks"]:
+    for b in rows(r):
         res = f"{b['resolution'][0]}->{b['resolution'][1]}" if "resolution" in b else "-"
-        paths = f"{b['paths'][0]}..{b['paths'][1]}"
-        bal = f"{b['balance']:.2f}" if b["balance"] is not None else "-"
-        t.add_row(b["label"], b["kind"], res, b["complementary"] or "-", paths, bal,
-                  f"{b['macs']:,}" if "macs" in b else "-", f"{b['params']:,}" if "params" in b else "-")
+        paths = f"{b['paths'][0]}..{b['paths'][1]}" if "paths" in b else "-"
+        bal = f"{b['balance']:.2f}" if b.get("balance") is not None else "-"
+        t.add_row(b["label"], b["kind"], res, b.get("complementary") or "-", paths, bal,
+                  f"{b['macs']:,}" if "macs" in b else "-", f"{b['params']:,}" if "params" in b else "-",
+                  end_section=b["label"] == "classifier")
+    if r["valid"]:
+        t.add_row("total", "", "", "", "", "", f"{r['macs']:,}", f"{r['params']:,}")
+    con = Console(highlight=False)
+    if not con.is_terminal:  # a pipe or a file: as wide as the table, never wrapped at 80
+        con = Console(highlight=False, width=max(80, Console(width=10_000).measure(t).maximum))
     con.print(t)
     if r["valid"]:
-        con.print(f"valid; complementary: {r['complementary']}")
+        con.print(f"valid; complementary: {r['complementary']}", soft_wrap=True)
         con.print(f"MACs {r['macs']:,} ({_cost.human(r['macs'])})   FLOPs = 2 x MACs "
                   f"{r['flops']:,}   params {r['params']:,} ({_cost.human(r['params'])})   "
                   f"peak activations {_cost.human(r['peak_act_bytes'], 'B')} (fp32)   "
-                  f"permutation traffic {_cost.human(r['perm_bytes'], 'B')}")
-        con.print("MACs count conv + linear multiply-accumulates (MobileNetV2 1.0 = 300.77M).")
+                  f"permutation traffic {_cost.human(r['perm_bytes'], 'B')}", soft_wrap=True)
+        con.print("MACs count conv + linear multiply-accumulates (MobileNetV2 1.0 = 300.77M); "
+                  "the global average pool, BN, activations and permutations cost none.",
+                  soft_wrap=True)
     else:
         for v in r["violations"]:
-            con.print(f"violation: {v}")
+            con.print(f"violation: {v}", soft_wrap=True, markup=False)
 
 
 def main(argv: list[str] | None = None) -> int:
