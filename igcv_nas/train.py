@@ -10,8 +10,15 @@ What makes it fast (measured by ``benchmarks/bench_trainer.py``):
 * SGD with Nesterov momentum, label smoothing, one-cycle or linear-decay learning rate, and
   ``torch.compile`` as an option.
 
-Reproducible: one ``torch.Generator`` drives shuffling and augmentation; with the same seed and
-model initialisation two CPU runs give identical weights. The full training state (model,
+Reproducible: one ``torch.Generator`` seeded by ``data_seed`` drives the training subset,
+shuffling and augmentation; ``seed`` is the model-initialisation seed (applied by the caller
+through :func:`seed_everything`). Keeping the two apart lets a search give every candidate the
+same data order (common random numbers) while re-trainings draw fresh initial weights and data
+orders. With the same seeds two CPU runs give identical weights.
+
+Scores: the mean validation loss beside the accuracy (:meth:`ProxyTrainer.evaluate_full`), and
+``tse``, the sum of the training losses of every mini-batch (Ru et al. 2021, "training speed
+estimation"; lower is better). With ``eval_each_epoch=False`` only the last epoch is scored. The full training state (model,
 optimizer, schedule, generator and global RNG states, history) is a dict from
 :meth:`ProxyTrainer.state_dict`, saved atomically by :meth:`ProxyTrainer.save` after any epoch;
 :meth:`ProxyTrainer.load` resumes so that the rest of the run matches an uninterrupted one.
@@ -21,7 +28,7 @@ from __future__ import annotations
 import math
 import os
 import time
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Callable
 
 import torch
@@ -54,7 +61,9 @@ class TrainConfig:
     train_fraction: float = 1.0
     crop_padding: int = 4
     flip: bool = True
-    seed: int = 0
+    seed: int = 0          # model initialisation (the caller seeds the global RNGs with it)
+    data_seed: int = 0     # training subset, data order and augmentation
+    eval_each_epoch: bool = True  # False: validate only after the last epoch
     device: str = "auto"
     amp: bool = True
     channels_last: bool = True
@@ -76,6 +85,9 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, d: dict) -> TrainConfig:
+        d = dict(d)
+        if "data_seed" not in d and "seed" in d:  # written before the two seeds were separate
+            d["data_seed"] = d["seed"]
         unknown = sorted(set(d) - {f.name for f in fields(cls)})
         if unknown:
             raise ValueError(f"unknown training setting {unknown[0]!r}")
@@ -87,9 +99,21 @@ class EpochReport:
     epoch: int  # 1-based
     steps: int
     train_loss: float
-    val_acc: float
+    val_acc: float  # nan when this epoch was not validated (eval_each_epoch=False)
     images: int  # training images seen so far
     seconds: float  # training + evaluation time so far (excludes time before a restore)
+    val_loss: float = float("nan")
+    tse: float = 0.0  # sum of the training losses of every mini-batch so far
+
+
+@dataclass
+class StepReport:
+    step: int  # 1-based, counted over the whole training
+    total_steps: int
+    epoch: int  # 1-based epoch the step belongs to
+    loss: float
+    images: int  # training images seen so far
+    seconds: float  # training time of this run so far (excludes time before a restore)
 
 
 @dataclass
@@ -102,6 +126,8 @@ class TrainResult:
     seconds: float
     history: list[EpochReport] = field(default_factory=list)
     stopped_early: bool = False
+    val_loss: float = float("nan")
+    tse: float = 0.0
 
     @property
     def images_per_s(self) -> float:
@@ -181,11 +207,12 @@ class ProxyTrainer:
     def __init__(self, model: nn.Module, splits: Splits, config: TrainConfig | None = None):
         self.cfg = cfg = config or TrainConfig()
         self.device = pick_device(cfg.device)
-        self.gen = torch.Generator().manual_seed(cfg.seed)
+        self.gen = torch.Generator().manual_seed(cfg.data_seed)
         tr = splits.train
         if cfg.train_fraction < 1:
             k = max(cfg.batch_size, int(len(tr) * cfg.train_fraction))
-            sel = torch.randperm(len(tr), generator=torch.Generator().manual_seed(cfg.seed + 7))[:k]
+            g = torch.Generator().manual_seed(cfg.data_seed + 7)
+            sel = torch.randperm(len(tr), generator=g)[:k]
             tr = tr.subset(sel.sort().values.numpy())
         self.train = GpuBatches(tr.x, tr.y, splits.mean, splits.std, self.device, cfg.crop_padding, cfg.flip)
         self.val = GpuBatches(splits.val.x, splits.val.y, splits.mean, splits.std, self.device, 0, False)
@@ -210,6 +237,7 @@ class ProxyTrainer:
         self.epoch = 0
         self.step = 0
         self.seconds = 0.0
+        self.tse = 0.0
         self.history: list[EpochReport] = []
 
     # -- schedule ---------------------------------------------------------------------------
@@ -227,12 +255,14 @@ class ProxyTrainer:
     def _autocast(self):
         return torch.autocast("cuda", dtype=self.amp_dtype, enabled=self.use_amp)
 
-    def train_epoch(self) -> float:
+    def train_epoch(self, on_step: Callable[[StepReport], None] | None = None) -> float:
+        """One epoch; the mean training loss. ``on_step`` after every step (a host sync each)."""
         cfg, bs = self.cfg, self.cfg.batch_size
         self.model.train()
         order = torch.randperm(self.train.n, generator=self.gen).to(self.device)
         n_steps = min(self.steps_per_epoch, self.total_steps - self.step)
         total = torch.zeros((), device=self.device)
+        t0 = time.perf_counter()
         for i in range(n_steps):
             idx = order[i * bs:(i + 1) * bs]
             xb = self.train.normalize(self.train.augment(idx, self.gen), cfg.channels_last)
@@ -246,61 +276,81 @@ class ProxyTrainer:
             self.sched.step()
             self.step += 1
             total += loss.detach()
+            if on_step is not None:
+                on_step(StepReport(self.step, self.total_steps, self.epoch + 1, float(loss.detach()),
+                                   self.step * bs, self.seconds + time.perf_counter() - t0))
+        self.tse += float(total)
         mean = float(total) / max(1, n_steps)
         if not math.isfinite(mean):
             raise NonFiniteLoss(f"training loss is {mean} in epoch {self.epoch + 1} "
                                 f"(lr {self.cfg.lr}, batch {bs})")
         return mean
 
-    @torch.no_grad()
     def evaluate(self, batches: GpuBatches | None = None) -> float:
         """Top-1 accuracy (fraction) on the validation split (or on ``batches``)."""
+        return self.evaluate_full(batches)[0]
+
+    @torch.no_grad()
+    def evaluate_full(self, batches: GpuBatches | None = None) -> tuple[float, float]:
+        """``(top-1 accuracy, mean cross-entropy without label smoothing)`` on the validation
+        split (or on ``batches``)."""
         b = batches or self.val
         self.model.eval()
-        correct = 0
+        correct = torch.zeros((), dtype=torch.long, device=self.device)
+        loss = torch.zeros((), dtype=torch.float64, device=self.device)
         for i in range(0, b.n, self.cfg.eval_batch_size):
             xb = b.normalize(b.x[i:i + self.cfg.eval_batch_size], self.cfg.channels_last)
+            yb = b.y[i:i + self.cfg.eval_batch_size]
             with self._autocast():
                 out = self.forward(xb)
-            correct += int((out.argmax(1) == b.y[i:i + self.cfg.eval_batch_size]).sum())
-        return correct / b.n
+            correct += (out.argmax(1) == yb).sum()
+            loss += F.cross_entropy(out.float(), yb, reduction="sum").double()
+        return int(correct) / b.n, float(loss) / b.n
 
-    def fit(self, on_epoch: Callable[[EpochReport], bool | None] | None = None) -> TrainResult:
-        """Train until the budget is spent or ``on_epoch`` returns True (early stop)."""
+    def fit(self, on_epoch: Callable[[EpochReport], bool | None] | None = None,
+            on_step: Callable[[StepReport], None] | None = None) -> TrainResult:
+        """Train until the budget is spent or ``on_epoch`` returns True (early stop); the last
+        epoch is always validated."""
         stopped = False
         while self.step < self.total_steps:
             t0 = time.perf_counter()
-            loss = self.train_epoch()
-            acc = self.evaluate()
+            loss = self.train_epoch(on_step)
+            last_epoch = self.step >= self.total_steps
+            acc, vloss = (self.evaluate_full() if self.cfg.eval_each_epoch or last_epoch
+                          else (float("nan"), float("nan")))
             if self.device.type == "cuda":
                 torch.cuda.synchronize(self.device)
             self.seconds += time.perf_counter() - t0
             self.epoch += 1
             rep = EpochReport(self.epoch, self.step, loss, acc,
-                              self.step * self.cfg.batch_size, self.seconds)
+                              self.step * self.cfg.batch_size, self.seconds, vloss, self.tse)
             self.history.append(rep)
             if on_epoch is not None and on_epoch(rep):
                 stopped = self.step < self.total_steps
                 break
+        if self.history and math.isnan(self.history[-1].val_acc):  # stopped before the end
+            acc, vloss = self.evaluate_full()
+            self.history[-1] = replace(self.history[-1], val_acc=acc, val_loss=vloss)
         last = self.history[-1] if self.history else None
-        return TrainResult(last.val_acc if last else 0.0,
-                           max((h.val_acc for h in self.history), default=0.0), self.epoch,
+        scored = [h.val_acc for h in self.history if not math.isnan(h.val_acc)]
+        return TrainResult(last.val_acc if last else 0.0, max(scored, default=0.0), self.epoch,
                            self.step, self.step * self.cfg.batch_size, self.seconds,
-                           list(self.history), stopped)
+                           list(self.history), stopped,
+                           last.val_loss if last else float("nan"), self.tse)
 
     # -- checkpoints ------------------------------------------------------------------------
     def state_dict(self) -> dict:
         s = {"model": self.model.state_dict(), "opt": self.opt.state_dict(),
              "sched": self.sched.state_dict(), "scaler": self.scaler.state_dict(),
              "gen": self.gen.get_state(), "torch_rng": torch.get_rng_state(),
-             "epoch": self.epoch, "step": self.step, "seconds": self.seconds,
+             "epoch": self.epoch, "step": self.step, "seconds": self.seconds, "tse": self.tse,
              "history": [asdict(h) for h in self.history], "config": self.cfg.to_dict()}
         if torch.cuda.is_available():
             s["cuda_rng"] = torch.cuda.get_rng_state_all()
         return s
 
     def load_state_dict(self, s: dict) -> None:
-        if s["config"] != self.cfg.to_dict():
+        if TrainConfig.from_dict(s["config"]) != self.cfg:
             raise ValueError("checkpoint was written with a different training config")
         self.model.load_state_dict(s["model"])
         self.opt.load_state_dict(s["opt"])
@@ -311,6 +361,7 @@ class ProxyTrainer:
         if "cuda_rng" in s and torch.cuda.is_available():
             torch.cuda.set_rng_state_all(s["cuda_rng"])
         self.epoch, self.step, self.seconds = s["epoch"], s["step"], s["seconds"]
+        self.tse = s.get("tse", 0.0)
         self.history = [EpochReport(**h) for h in s["history"]]
 
     def save(self, path: str | os.PathLike) -> None:

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -118,3 +119,39 @@ def test_full_size_cifar10_epoch(cifar_dir):
     assert tr.train.n == 45000 and tr.val.n == 5000
     assert res.steps == 45000 // 128
     assert res.val_acc > 0.35
+
+
+def test_data_seed_and_init_seed_are_separate(small_splits):
+    """Same data_seed: the same subset, order and augmentation whatever the init seed (common
+    random numbers); another data_seed: another order."""
+    cfg = TrainConfig(epochs=1, batch_size=64, lr=0.1, train_fraction=0.5, device="cpu")
+    trainers = []
+    for seed, data_seed in ((1, 0), (2, 0), (1, 9)):
+        seed_everything(seed)
+        trainers.append(ProxyTrainer(build_model(from_dict(small_spec())), small_splits,
+                                     replace(cfg, seed=seed, data_seed=data_seed)))
+    a, b, c = trainers
+    assert torch.equal(a.train.x, b.train.x) and not torch.equal(a.train.x, c.train.x)
+    assert torch.equal(a.gen.get_state(), b.gen.get_state())
+    wa = next(a.model.parameters()).detach().clone()
+    assert not torch.equal(wa, next(b.model.parameters()))  # other initial weights
+
+
+def test_tse_is_the_sum_of_step_losses_and_on_step_counts(small_splits):
+    cfg = TrainConfig(epochs=2, batch_size=64, lr=0.1, device="cpu", eval_each_epoch=False)
+    seed_everything(0)
+    tr = ProxyTrainer(build_model(from_dict(small_spec())), small_splits, cfg)
+    steps = []
+    res = tr.fit(on_step=steps.append)
+    assert [s.step for s in steps] == list(range(1, tr.total_steps + 1))
+    assert {s.epoch for s in steps} == {1, 2} and steps[-1].total_steps == tr.total_steps
+    assert res.tse == pytest.approx(sum(s.loss for s in steps), rel=1e-5)
+    assert math.isnan(res.history[0].val_acc) and res.val_acc == res.history[1].val_acc
+    acc, loss = tr.evaluate_full()
+    assert (acc, loss) == (res.val_acc, res.val_loss)
+
+
+def test_old_checkpoint_config_without_data_seed_loads():
+    d = TrainConfig(seed=4).to_dict()
+    del d["data_seed"]
+    assert TrainConfig.from_dict(d) == TrainConfig(seed=4, data_seed=4)
