@@ -20,7 +20,9 @@ Pure Python: no torch, no numpy.
 """
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Any, Sequence
+
+from .units import MAX_CHANNELS, show
 
 Runs = tuple[tuple[int, int, int], ...]  # (count, in_per_group, out_per_group)
 
@@ -110,13 +112,11 @@ def complement(prev_sizes: Sequence[int], next_sizes: Sequence[int]) -> tuple[in
     nxt = list(starts)
     perm: list[int] = []
     for j in range(n):
-        want = [table[i][j] for i in range(m)]
-        while any(want):
-            for i in range(m):
-                if want[i]:
-                    perm.append(nxt[i])
-                    nxt[i] += 1
-                    want[i] -= 1
+        # round-robin over the earlier groups still owed channels: round r takes one channel of
+        # every group i with table[i][j] > r, in group order (O(C log C), not O(C * m))
+        for _, i in sorted((r, i) for i in range(m) for r in range(table[i][j])):
+            perm.append(nxt[i])
+            nxt[i] += 1
     return tuple(perm)
 
 
@@ -138,28 +138,60 @@ def interleave_groups(p: Sequence[int]) -> int | None:
     return None
 
 
+def _indices(v: Any) -> tuple[int, ...]:
+    if not isinstance(v, (list, tuple)):
+        raise ValueError(f"permutation {show(v)}: expected a list of channel indices (ints)")
+    if len(v) > MAX_CHANNELS:  # checked before anything is built from it
+        raise ValueError(f"permutation of {len(v):,} channels; accepted: at most {MAX_CHANNELS:,} "
+                         "(MAX_CHANNELS)")
+    if not all(isinstance(x, int) and not isinstance(x, bool) for x in v):
+        raise ValueError(f"permutation must be a list of channel indices (ints), got {show(list(v))}")
+    return tuple(v)
+
+
+def _scheme_int(scheme: dict, key: str) -> int:
+    name = scheme["scheme"]
+    if key not in scheme:
+        raise ValueError(f"permutation scheme {show(name)} needs key {key!r} (an integer)")
+    v = scheme[key]
+    if isinstance(v, int) and not isinstance(v, bool):
+        return v
+    # as int() accepted before: an integral float or a numeric string
+    if isinstance(v, float) and v.is_integer() and abs(v) <= 2**31:
+        return int(v)
+    if isinstance(v, str) and v.strip().isdigit() and len(v) <= 12:
+        return int(v)
+    raise ValueError(f"permutation scheme {show(name)}: {key}={show(v)} must be an integer")
+
+
 def resolve(scheme, c: int, prev_out_sizes: Sequence[int] | None = None,
             next_in_sizes: Sequence[int] | None = None) -> tuple[int, ...]:
-    """Turn a scheme (explicit list, or ``{"scheme": NAME, ...}``) into an explicit permutation."""
+    """Turn a scheme (explicit list, or ``{"scheme": NAME, ...}``) into an explicit permutation.
+
+    Bounded: a list or channel count above MAX_CHANNELS is refused (ValueError) before any
+    index list is built."""
     if isinstance(scheme, (list, tuple)):
-        if not all(isinstance(v, int) and not isinstance(v, bool) for v in scheme):
-            raise ValueError(f"permutation must be a list of channel indices (ints), got {list(scheme)[:8]}")
-        return tuple(scheme)
+        return _indices(scheme)
     if not isinstance(scheme, dict) or "scheme" not in scheme:
-        raise ValueError(f"permutation {scheme!r}: expected an index list or "
+        raise ValueError(f"permutation {show(scheme)}: expected an index list or "
                          "{'scheme': identity|interleave|stride|complement|custom, ...}")
+    if not isinstance(c, int) or c > MAX_CHANNELS:
+        raise ValueError(f"permutation of {show(c)} channels; accepted: at most {MAX_CHANNELS:,} "
+                         "(MAX_CHANNELS)")
     name = scheme["scheme"]
     if name == "identity":
         return identity(c)
     if name in ("interleave", "shuffle"):
-        return interleave(c, int(scheme["groups"]))
+        return interleave(c, _scheme_int(scheme, "groups"))
     if name == "stride":
-        return stride(c, int(scheme["k"]))
+        return stride(c, _scheme_int(scheme, "k"))
     if name == "custom":
-        return tuple(int(v) for v in scheme["indices"])
+        if "indices" not in scheme:
+            raise ValueError("permutation scheme 'custom' needs key 'indices' (a list of ints)")
+        return _indices(scheme["indices"])
     if name == "complement":
         if prev_out_sizes is None or next_in_sizes is None:
             raise ValueError("permutation scheme 'complement' needs a group conv on both sides")
         return complement(prev_out_sizes, next_in_sizes)
-    raise ValueError(f"unknown permutation scheme {name!r}; accepted: identity, interleave, "
+    raise ValueError(f"unknown permutation scheme {show(name)}; accepted: identity, interleave, "
                      "shuffle, stride, complement, custom")

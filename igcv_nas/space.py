@@ -79,7 +79,11 @@ from . import perm as _perm
 from .cost import block_macs
 from .spec import (ACTS, BLOCK_KINDS, Block, NetworkSpec, SpecError, Stem, block_from_dict,
                    from_dict)
-from .validation import complementary
+from .units import (MAX_BLOCKS, MAX_CHANNELS, MAX_CLASSES, MAX_IGC_LAYERS, MAX_INPUT_SIZE,
+                    MAX_KERNEL, MAX_NESTING, MAX_SPACE_BYTES, MAX_SPACE_CHECKS,
+                    MAX_SPACE_COMBINATIONS, MAX_STAGES, MAX_STRIDE, MAX_YAML_NODES, read_bounded,
+                    show)
+from .validation import CheckTooLarge, complementary
 from .zoo import igc_chain, igc_groups
 
 __all__ = ["FORMAT", "SearchSpace", "SpaceError", "StageSpace", "Target", "available_spaces",
@@ -101,7 +105,8 @@ DEFAULTS: dict[str, tuple] = {"expand": (6,), "kernel": (3,), "g1": (2,), "g2": 
 _TOP_KEYS = ("format", "name", "description", "complementary", "target", "act", "dropout",
              "stem", "head_chs", "block", "stages")
 _STAGE_KEYS = ("width", "depth", "stride") + BLOCK_KEYS
-_L_RE = re.compile(r"^min(\+[1-9][0-9]*)?$")
+_L_RE = re.compile(r"^min(\+[1-9][0-9]{0,3})?$")
+_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]{0,63}$")  # a space's name names run directories
 _MAX_IGC_1X1 = 8  # an igc chain that is not dense after this many 1x1 convs is rejected
 
 
@@ -136,48 +141,62 @@ def _pos_int(v: Any) -> Any:
     return v if _is_int(v) and v >= 1 else None
 
 
+def _bounded(hi: int):
+    def check(v: Any) -> Any:
+        return v if _is_int(v) and 1 <= v <= hi else None
+    return check
+
+
 def _kind(v: Any) -> Any:
     return v if v in BLOCK_KINDS else None
 
 
 def _kernel(v: Any) -> Any:
-    return v if _is_int(v) and v >= 1 and v % 2 == 1 else None
+    return v if _is_int(v) and 1 <= v <= MAX_KERNEL and v % 2 == 1 else None
 
 
 def _groups(v: Any) -> Any:
     if _is_int(v):
-        return v if v >= 1 else None
-    if isinstance(v, list) and len(v) >= 2 and all(_is_int(x) and x >= 1 for x in v):
+        return v if 1 <= v <= MAX_CHANNELS else None
+    if (isinstance(v, list) and 2 <= len(v) <= MAX_CHANNELS
+            and all(_is_int(x) and 1 <= x <= MAX_CHANNELS for x in v)):
         return ":".join(str(x) for x in v)
     return None
 
 
 def _k(v: Any) -> Any:
-    return v if _is_int(v) and v >= 2 else None
+    return v if _is_int(v) and 2 <= v <= MAX_CHANNELS else None
 
 
 def _l(v: Any) -> Any:
     if _is_int(v):
-        return v if v >= 2 else None
-    return v if isinstance(v, str) and _L_RE.match(v) else None
+        return v if 2 <= v <= MAX_IGC_LAYERS else None
+    if isinstance(v, str) and _L_RE.match(v) and (len(v) == 3 or int(v[4:]) <= MAX_IGC_LAYERS):
+        return v
+    return None
 
 
 def _bool(v: Any) -> Any:
     return v if isinstance(v, bool) else None
 
 
+_GROUPS = (f"an integer >= 1 (even groups) or a ratio list like [1, 3] (values up to "
+           f"{MAX_CHANNELS:,})")
 _CHECKERS = {
     "kind": (_kind, " | ".join(BLOCK_KINDS)),
-    "expand": (_pos_int, "an integer >= 1"),
-    "kernel": (_kernel, "an odd integer >= 1"),
-    "g1": (_groups, "an integer >= 1 (even groups) or a ratio list like [1, 3]"),
-    "g2": (_groups, "an integer >= 1 (even groups) or a ratio list like [1, 3]"),
-    "K": (_k, "an integer >= 2"),
-    "L": (_l, "an integer >= 2, 'min' or 'min+N'"),
+    "expand": (_bounded(MAX_CHANNELS), f"an integer >= 1 and <= {MAX_CHANNELS:,}"),
+    "kernel": (_kernel, f"an odd integer >= 1 and <= {MAX_KERNEL}"),
+    "g1": (_groups, _GROUPS),
+    "g2": (_groups, _GROUPS),
+    "K": (_k, f"an integer >= 2 and <= {MAX_CHANNELS:,}"),
+    "L": (_l, f"an integer >= 2, 'min' or 'min+N', at most {MAX_IGC_LAYERS}"),
     "residual": (_bool, "true | false"),
-    "width": (_pos_int, "an integer >= 1"),
-    "depth": (_pos_int, "an integer >= 1"),
+    "width": (_bounded(MAX_CHANNELS), f"an integer >= 1 and <= {MAX_CHANNELS:,} (channels)"),
+    "depth": (_bounded(MAX_BLOCKS), f"an integer >= 1 and <= {MAX_BLOCKS:,} (blocks)"),
 }
+# upper bounds of the integer keys read with SearchSpace._int
+_INT_MAX = {"input_size": MAX_INPUT_SIZE, "num_classes": MAX_CLASSES, "out_chs": MAX_CHANNELS,
+            "kernel": MAX_KERNEL, "stride": MAX_STRIDE, "head_chs": MAX_CHANNELS}
 
 
 def _ratio(g: Any) -> tuple[int, ...] | None:
@@ -323,58 +342,62 @@ class SearchSpace:
         check, accepted = _CHECKERS[key]
         if not vals:
             raise self._err(f"{where}.{key}=[] has no choices; give at least one ({accepted})")
-        out = []
+        out, seen = [], set()
         for v in vals:
             n = check(v)
             if n is None:
-                raise self._err(f"{where}.{key}={v!r} is not accepted; expected {accepted}")
-            if any(n == o and type(n) is type(o) for o in out):
-                raise self._err(f"{where}.{key}: choice {v!r} is listed twice")
+                raise self._err(f"{where}.{key}={show(v)} is not accepted; expected {accepted}")
+            if (type(n), n) in seen:
+                raise self._err(f"{where}.{key}: choice {show(v)} is listed twice")
+            seen.add((type(n), n))
             out.append(n)
         return tuple(out)
 
     def _keys(self, d: Any, allowed: tuple[str, ...], where: str) -> dict:
         if not isinstance(d, dict):
-            raise self._err(f"{where}: expected a mapping, got {type(d).__name__} {d!r}")
+            raise self._err(f"{where}: expected a mapping, got {type(d).__name__} {show(d)}")
         for k in d:
             if k not in allowed:
-                raise self._err(f"{where}: unknown key {k!r}; accepted: {', '.join(allowed)}")
+                raise self._err(f"{where}: unknown key {show(k)}; accepted: {', '.join(allowed)}")
         return d
 
     def _int(self, d: dict, key: str, where: str, default: int | None, lo: int = 1) -> int:
         v = d.get(key, default)
         if v is None:
             raise self._err(f"{where}: missing key {key!r}")
-        if not _is_int(v) or v < lo:
+        hi = _INT_MAX[key]
+        if not _is_int(v) or not lo <= v <= hi:
             at = f"{where}.{key}" if where else key
-            raise self._err(f"{at}={v!r} is not accepted; expected an integer >= {lo}")
+            raise self._err(f"{at}={show(v)} is not accepted; expected an integer >= {lo} "
+                            f"and <= {hi:,}")
         return v
 
     def _parse(self, data: Any, default_name: str) -> None:
         top = self._keys(data, _TOP_KEYS, "top level")
         fmt = top.get("format", FORMAT)
         if fmt != FORMAT:
-            raise self._err(f"format={fmt!r} is not accepted; expected {FORMAT!r}")
+            raise self._err(f"format={show(fmt)} is not accepted; expected {FORMAT!r}")
         name = top.get("name", default_name)
-        if not isinstance(name, str) or not name:
-            raise self._err(f"name={name!r} is not accepted; expected a non-empty string")
+        if not isinstance(name, str) or not name or ("name" in top and not _NAME_RE.match(name)):
+            raise self._err(f"name={show(name)} is not accepted; expected a non-empty string of "
+                            "at most 64 letters, digits and . _ + - (it names run directories)")
         self.name = name
         self.description = str(top.get("description", ""))
         mode = top.get("complementary")
         if mode is None:
             raise self._err("missing key 'complementary'; accepted: exact | relaxed")
         if mode not in MODES:
-            raise self._err(f"complementary={mode!r} is not accepted; expected exact | relaxed")
+            raise self._err(f"complementary={show(mode)} is not accepted; expected exact | relaxed")
         self.complementary = mode
         t = self._keys(top.get("target", {}), ("input_size", "num_classes"), "target")
         self.target = Target(self._int(t, "input_size", "target", 224),
                              self._int(t, "num_classes", "target", 1000))
         self.act = top.get("act", "relu6")
         if self.act not in ACTS:
-            raise self._err(f"act={self.act!r} is not accepted; expected {' | '.join(ACTS)}")
+            raise self._err(f"act={show(self.act)} is not accepted; expected {' | '.join(ACTS)}")
         dr = top.get("dropout", 0.2)
         if not isinstance(dr, (int, float)) or isinstance(dr, bool) or not 0 <= dr < 1:
-            raise self._err(f"dropout={dr!r} is not accepted; expected a number in [0, 1)")
+            raise self._err(f"dropout={show(dr)} is not accepted; expected a number in [0, 1)")
         self.dropout = float(dr)
         st = self._keys(top.get("stem"), ("out_chs", "kernel", "stride"), "stem")
         self.stem = Stem(self._int(st, "out_chs", "stem", None), self._int(st, "kernel", "stem", 3),
@@ -387,8 +410,10 @@ class SearchSpace:
         base_ch = {k: self._choices(k, v, "block") for k, v in base.items()}
         raw_stages = top.get("stages")
         if not isinstance(raw_stages, list) or not raw_stages:
-            raise self._err(f"stages={raw_stages!r} is not accepted; expected a non-empty list of "
-                            "mappings with width, depth, stride")
+            raise self._err(f"stages={show(raw_stages)} is not accepted; expected a non-empty list "
+                            "of mappings with width, depth, stride")
+        if len(raw_stages) > MAX_STAGES:
+            raise self._err(f"stages: {len(raw_stages):,} stages; accepted: at most {MAX_STAGES}")
         stages, used = [], set()
         for i, rs in enumerate(raw_stages):
             where = f"stages[{i}]"
@@ -416,7 +441,36 @@ class SearchSpace:
         for k in base_ch:
             if k != "kind" and k not in used:
                 raise self._err(f"block.{k}: not used by any stage's kinds")
+        deepest = sum(max(st.depths) for st in stages)
+        if deepest > MAX_BLOCKS:
+            raise self._err(f"the deepest sample has {deepest:,} blocks (the largest depth of "
+                            f"every stage); accepted: at most {MAX_BLOCKS:,}")
         self.stages = tuple(stages)
+        self._count_combinations()
+
+    def _count_combinations(self) -> None:
+        """Refuse, before any block is built, a space whose load-time verification or exact MACs
+        bounds would be too much work: the number of local block combinations (each checked
+        once, so the cost is their sum over stages, never the product over blocks) is bounded
+        by MAX_SPACE_CHECKS, the same counted with kernels by MAX_SPACE_COMBINATIONS."""
+        checks = combos = 0
+        for st in self.stages:
+            pairs = len(st.widths) * len(self._in_widths(st.index))
+            if max(st.depths) > 1:
+                pairs += len(st.widths)
+            for kind in st.choices["kind"]:
+                local = math.prod(len(st.choices[k]) for k in KIND_KEYS[kind]
+                                  if k not in ("kernel", "residual"))
+                checks += pairs * local
+                combos += pairs * local * len(st.choices["kernel"]) * (
+                    len(st.choices["residual"]) if kind == "igc" else 1)
+        if checks > MAX_SPACE_CHECKS:
+            raise self._err(f"{checks:,} local block combinations to verify (kind x in/out width x "
+                            f"expand/groups/K/L choices, summed over stages); accepted: at most "
+                            f"{MAX_SPACE_CHECKS:,}")
+        if combos > MAX_SPACE_COMBINATIONS:
+            raise self._err(f"{combos:,} local block choices with kernels to cost; accepted: at "
+                            f"most {MAX_SPACE_COMBINATIONS:,}")
 
     # -- static verification ------------------------------------------------------------------
 
@@ -467,11 +521,14 @@ class SearchSpace:
                           and k not in ("kernel", "residual"))
         what = f"stages[{st.index}]: {kind} block {c_in}->{c_out}"
         what += f" with {shown}" if shown else ""
+        if kind in ("igcv3", "mbconv") and c_in * ch["expand"] > MAX_CHANNELS:
+            raise self._err(f"{what} cannot be built: expand_chs={c_in * ch['expand']:,} is out of "
+                            f"range; accepted: at most {MAX_CHANNELS:,} channels")
         try:
             b = block_from_dict(block_dict(kind, c_in, c_out, 1, ch, self.complementary))
-        except SpecError as e:
+            mode, ex, _, hi = complementary(b.ops)
+        except (SpecError, CheckTooLarge) as e:
             raise self._err(f"{what} cannot be built: {e}") from None
-        mode, ex, _, hi = complementary(b.ops)
         if mode == "violated":
             raise self._err(f"{what} violates the complementary condition (output channel {ex[0]} "
                             f"has no path to input channel {ex[1]})")
@@ -670,10 +727,7 @@ def _read(name_or_path: str | Path) -> tuple[bytes, str, str]:
     s = str(name_or_path)
     if isinstance(name_or_path, Path) or "/" in s or "\\" in s or s.endswith((".yaml", ".yml")):
         p = Path(s)
-        try:
-            return p.read_bytes(), s, p.stem
-        except OSError as e:
-            raise SpaceError(f"{s}: cannot read search-space file ({e.strerror})") from None
+        return read_bounded(p, MAX_SPACE_BYTES, "search-space file", SpaceError), s, p.stem
     p = SPACE_DIR / f"{s}.yaml"
     if p.is_file():
         return p.read_bytes(), str(p), s
@@ -685,6 +739,64 @@ def _read(name_or_path: str | Path) -> tuple[bytes, str, str]:
                      "or a path to a .yaml file")
 
 
+_Loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml when PyYAML was built with it
+
+
+def _line(ev: Any) -> str:
+    mark = getattr(ev, "start_mark", None)
+    return f" at line {mark.line + 1} column {mark.column + 1}" if mark is not None else ""
+
+
+def _prescan_yaml(text: str, source: str) -> None:
+    """Refuse, from the event stream and before anything is composed, what would make composing
+    unbounded: aliases (``*a``: a 3 KB file of nested aliases expands to gigabytes) and anchors
+    (``&a``), nesting deeper than MAX_NESTING (the composer recurses), more than MAX_YAML_NODES
+    nodes."""
+    depth = nodes = 0
+    for ev in yaml.parse(text, Loader=_Loader):
+        if isinstance(ev, yaml.AliasEvent):
+            raise SpaceError(f"{source}: YAML alias *{ev.anchor}{_line(ev)} is not accepted; "
+                             "write the value out (aliases and anchors are refused)")
+        if getattr(ev, "anchor", None) is not None:
+            raise SpaceError(f"{source}: YAML anchor &{ev.anchor}{_line(ev)} is not accepted; "
+                             "write the value out (aliases and anchors are refused)")
+        if isinstance(ev, (yaml.MappingStartEvent, yaml.SequenceStartEvent)):
+            depth += 1
+            nodes += 1
+            if depth > MAX_NESTING:
+                raise SpaceError(f"{source}: YAML nested deeper than {MAX_NESTING} levels"
+                                 f"{_line(ev)}; accepted: at most {MAX_NESTING}")
+        elif isinstance(ev, (yaml.MappingEndEvent, yaml.SequenceEndEvent)):
+            depth -= 1
+        elif isinstance(ev, yaml.ScalarEvent):
+            nodes += 1
+        if nodes > MAX_YAML_NODES:
+            raise SpaceError(f"{source}: more than {MAX_YAML_NODES:,} YAML values{_line(ev)}; "
+                             f"accepted: at most {MAX_YAML_NODES:,}")
+
+
+def parse_yaml(raw: bytes, source: str) -> Any:
+    """A search-space file's bytes to Python, bounded (see :func:`_prescan_yaml`); SpaceError
+    (one line naming ``source``) on any problem."""
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        raise SpaceError(f"{source}: not UTF-8 text") from None
+    try:
+        _prescan_yaml(text, source)
+        return yaml.load(text, Loader=_Loader)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        at = f" at line {mark.line + 1} column {mark.column + 1}" if mark else ""
+        raise SpaceError(f"{source}: malformed YAML{at}: "
+                         f"{getattr(e, 'problem', None) or e}".replace("\n", " ")) from None
+    except (ValueError, OverflowError, TypeError, RecursionError) as e:
+        # a value YAML's resolvers accept but cannot construct: 2001-13-45 as a date, an integer
+        # of more digits than Python converts
+        msg = " ".join(str(e).split())[:200]
+        raise SpaceError(f"{source}: a YAML value cannot be read ({type(e).__name__}: {msg})") from None
+
+
 def load_space(name_or_path: str | Path) -> SearchSpace:
     """Read and verify a search space: a bare name (``"igcv3"`` -> ``search_spaces/igcv3.yaml``,
     or the copy installed under ``igcv_nas/spaces/``) or a path. Raises :class:`SpaceError`
@@ -692,14 +804,5 @@ def load_space(name_or_path: str | Path) -> SearchSpace:
     raw, source, stem = _read(name_or_path)
     key = (source, hashlib.sha256(raw).hexdigest())
     if key not in _CACHE:
-        try:
-            data = yaml.safe_load(raw.decode("utf-8"))
-        except UnicodeDecodeError:
-            raise SpaceError(f"{source}: not UTF-8 text") from None
-        except yaml.YAMLError as e:
-            mark = getattr(e, "problem_mark", None)
-            at = f" at line {mark.line + 1} column {mark.column + 1}" if mark else ""
-            raise SpaceError(f"{source}: malformed YAML{at}: "
-                             f"{getattr(e, 'problem', None) or e}".replace("\n", " ")) from None
-        _CACHE[key] = SearchSpace(data, source, raw, stem)
+        _CACHE[key] = SearchSpace(parse_yaml(raw, source), source, raw, stem)
     return _CACHE[key]

@@ -25,11 +25,14 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any, Iterator, NamedTuple, Union
 
 from . import perm as _perm
+from .units import (MAX_BLOCKS, MAX_CHANNELS, MAX_CLASSES, MAX_IGC_LAYERS, MAX_INPUT_SIZE,
+                    MAX_KERNEL, MAX_NESTING, MAX_SPEC_BYTES, MAX_STRIDE, read_bounded, show)
 
 Runs = tuple[tuple[int, int, int], ...]
 ACTS = ("relu", "relu6", "hswish", "silu")
@@ -46,21 +49,27 @@ class SpecError(ValueError):
 def make_runs(groups: Any, in_chs: int, out_chs: int, where: str) -> Runs:
     """Canonical run-length groups from an int G (even groups) or a list of runs / [in, out] pairs."""
     if isinstance(groups, bool):
-        raise SpecError(f"{where}: groups={groups!r}; expected an int or a list of [count, in, out]")
+        raise SpecError(f"{where}: groups={show(groups)}; expected an int or a list of [count, in, out]")
     if isinstance(groups, int):
         if groups <= 0 or in_chs % groups or out_chs % groups:
-            raise SpecError(f"{where}: groups={groups} must divide in_chs={in_chs} and out_chs={out_chs}")
+            raise SpecError(f"{where}: groups={show(groups)} must divide in_chs={show(in_chs)} "
+                            f"and out_chs={show(out_chs)}")
         return ((groups, in_chs // groups, out_chs // groups),)
     if not isinstance(groups, (list, tuple)) or not groups:
-        raise SpecError(f"{where}: groups={groups!r}; expected an int or a list of [count, in, out]")
+        raise SpecError(f"{where}: groups={show(groups)}; expected an int or a list of [count, in, out]")
     runs: list[list[int]] = []
+    tot_in = tot_out = 0
     for r in groups:
         if not isinstance(r, (list, tuple)) or len(r) not in (2, 3) or not all(
                 isinstance(v, int) and not isinstance(v, bool) for v in r):
-            raise SpecError(f"{where}: group run {r!r}; expected [count, in, out] or [in, out] of ints")
+            raise SpecError(f"{where}: group run {show(r)}; expected [count, in, out] or [in, out] of ints")
         c, i, o = (1, *r) if len(r) == 2 else r
         if c <= 0 or i <= 0 or o <= 0:
-            raise SpecError(f"{where}: group run {list(r)} has a non-positive size")
+            raise SpecError(f"{where}: group run {show(list(r))} has a non-positive size")
+        tot_in, tot_out = tot_in + c * i, tot_out + c * o
+        if max(tot_in, tot_out) > MAX_CHANNELS:  # before anything is expanded per group
+            raise SpecError(f"{where}: group sizes sum to more than {MAX_CHANNELS:,} channels; "
+                            f"accepted: at most {MAX_CHANNELS:,} (MAX_CHANNELS)")
         if runs and runs[-1][1] == i and runs[-1][2] == o:
             runs[-1][0] += c
         else:
@@ -333,23 +342,34 @@ def _check_keys(d: Any, allowed: set[str], where: str, required: tuple[str, ...]
         raise SpecError(f"{where}: expected an object, got {type(d).__name__}")
     extra = sorted(set(d) - allowed)
     if extra:
-        raise SpecError(f"{where}: unknown key {extra[0]!r}; accepted: {', '.join(sorted(allowed))}")
+        raise SpecError(f"{where}: unknown key {show(extra[0])}; accepted: {', '.join(sorted(allowed))}")
     for k in required:
         if k not in d:
             raise SpecError(f"{where}: missing key {k!r}")
 
 
+# upper bound and the lower bound quoted with it; values below the quoted lower bound but above
+# its negative are left to validation.check (which reports e.g. "channels must be positive")
+_BOUNDS = {"in_chs": (1, MAX_CHANNELS), "out_chs": (1, MAX_CHANNELS),
+           "expand_chs": (1, MAX_CHANNELS), "head_chs": (0, MAX_CHANNELS),
+           "kernel": (1, MAX_KERNEL), "stride": (1, MAX_STRIDE),
+           "input_size": (1, MAX_INPUT_SIZE), "num_classes": (1, MAX_CLASSES)}
+
+
 def _int(d: dict, key: str, where: str, default: int | None = None) -> int:
     v = d.get(key, default)
     if not isinstance(v, int) or isinstance(v, bool):
-        raise SpecError(f"{where}: {key}={v!r} must be an integer")
+        raise SpecError(f"{where}: {key}={show(v)} must be an integer")
+    lo, hi = _BOUNDS[key]
+    if abs(v) > hi:
+        raise SpecError(f"{where}: {key}={show(v)} is out of range; accepted: {lo}..{hi:,}")
     return v
 
 
 def _require(d: dict, where: str) -> str:
     r = d.get("require", "relaxed")
     if r not in REQUIRE:
-        raise SpecError(f"{where}: require={r!r}; accepted: {', '.join(REQUIRE)}")
+        raise SpecError(f"{where}: require={show(r)}; accepted: {', '.join(REQUIRE)}")
     return r
 
 
@@ -362,7 +382,7 @@ def _resolve_perm(p: Any, c: int, prev: Runs | None, nxt: Runs | None, where: st
         return None
     try:
         out = _perm.resolve(p, c, _sizes(prev, 2) if prev else None, _sizes(nxt, 1) if nxt else None)
-    except (ValueError, KeyError, TypeError) as e:
+    except (ValueError, TypeError, OverflowError) as e:
         raise SpecError(f"{where}: {e}") from None
     # the identity is no permutation: one canonical form, so equal architectures share an id
     return None if out == tuple(range(len(out))) and len(out) == c else out
@@ -371,7 +391,7 @@ def _resolve_perm(p: Any, c: int, prev: Runs | None, nxt: Runs | None, where: st
 def block_from_dict(d: Any, where: str = "block") -> Block:
     if not isinstance(d, dict) or d.get("kind") not in _BLOCK_KINDS_SET:
         kind = d.get("kind") if isinstance(d, dict) else d
-        raise SpecError(f"{where}: unknown block kind {kind!r}; accepted: {', '.join(BLOCK_KINDS)}")
+        raise SpecError(f"{where}: unknown block kind {show(kind)}; accepted: {', '.join(BLOCK_KINDS)}")
     kind = d["kind"]
     _check_keys(d, _BLOCK_KEYS[kind], where, tuple(sorted(_BLOCK_KEYS[kind] - {
         "kind", "require", "residual", "perm_expand", "perm_project", "expand_chs", "kernel"})))
@@ -380,6 +400,9 @@ def block_from_dict(d: Any, where: str = "block") -> Block:
         raw = d["layers"]
         if not isinstance(raw, list) or not raw:
             raise SpecError(f"{where}: layers must be a non-empty list")
+        if len(raw) > MAX_IGC_LAYERS:
+            raise SpecError(f"{where}: {len(raw):,} layers; accepted: at most {MAX_IGC_LAYERS} "
+                            "convs in an igc chain")
         c, parsed = cin, []
         for li, ld in enumerate(raw):
             lw = f"{where}.layer{li}"
@@ -421,23 +444,27 @@ def from_dict(d: Any) -> NetworkSpec:
     _check_keys(d, _NET_KEYS, "spec", ("input_size", "num_classes", "stem", "stages"))
     fmt = d.get("format", "igcv-nas/spec@1")
     if fmt != "igcv-nas/spec@1":
-        raise SpecError(f"spec: format={fmt!r}; accepted: 'igcv-nas/spec@1'")
+        raise SpecError(f"spec: format={show(fmt)}; accepted: 'igcv-nas/spec@1'")
     stem = d["stem"]
     _check_keys(stem, {"out_chs", "kernel", "stride"}, "stem", ("out_chs",))
     act = d.get("act", "relu6")
-    if act not in ACTS:
-        raise SpecError(f"spec: act={act!r}; accepted: {', '.join(ACTS)}")
+    if not isinstance(act, str) or act not in ACTS:
+        raise SpecError(f"spec: act={show(act)}; accepted: {', '.join(ACTS)}")
     stages_raw = d["stages"]
     if not isinstance(stages_raw, list) or not all(isinstance(s, list) for s in stages_raw):
         raise SpecError("spec: stages must be a list of lists of blocks")
+    n_blocks = sum(len(s) for s in stages_raw)
+    if n_blocks > MAX_BLOCKS:
+        raise SpecError(f"spec: {n_blocks:,} blocks; accepted: at most {MAX_BLOCKS:,} (MAX_BLOCKS)")
     stages = tuple(tuple(block_from_dict(b, f"s{si}.b{bi}") for bi, b in enumerate(stage))
                    for si, stage in enumerate(stages_raw))
     dropout = d.get("dropout", 0.2)
     if not isinstance(dropout, (int, float)) or isinstance(dropout, bool) or not 0 <= dropout < 1:
-        raise SpecError(f"spec: dropout={dropout!r} must be a number in [0, 1)")
+        raise SpecError(f"spec: dropout={show(dropout)} must be a number in [0, 1)")
     name = d.get("name", "")
-    if not isinstance(name, str):
-        raise SpecError(f"spec: name={name!r} must be a string")
+    if not isinstance(name, str) or len(name) > MAX_NAME or not name.isprintable():
+        raise SpecError(f"spec: name={show(name)} must be a string of at most {MAX_NAME} "
+                        "printable characters (no newlines or control characters)")
     return NetworkSpec(
         input_size=_int(d, "input_size", "spec"), num_classes=_int(d, "num_classes", "spec"),
         stem=Stem(_int(stem, "out_chs", "stem"), _int(stem, "kernel", "stem", 3),
@@ -446,22 +473,72 @@ def from_dict(d: Any) -> NetworkSpec:
         act=act, in_chs=_int(d, "in_chs", "spec", 3), name=name)
 
 
-def from_json(text: str) -> NetworkSpec:
+MAX_NAME = 256  # characters of a spec's name
+_MAX_INT_DIGITS = 40  # no spec value needs more; longer numbers are refused while parsing
+
+
+def _parse_int(text: str) -> int:
+    if len(text) > _MAX_INT_DIGITS:  # int() of a long digit string is quadratic
+        raise SpecError(f"spec: a number with {len(text):,} digits; accepted: integers of at most "
+                        f"{_MAX_INT_DIGITS} digits")
+    return int(text)
+
+
+def nesting_depth(obj: Any, limit: int = MAX_NESTING) -> int:
+    """Depth of nested lists / dicts / tuples in ``obj`` (a scalar is 0), computed without
+    recursion; stops counting once ``limit`` is exceeded (returns ``limit + 1``)."""
+    deepest, stack = 0, [(obj, 1)]
+    while stack:
+        o, d = stack.pop()
+        vals = o.values() if isinstance(o, dict) else o if isinstance(o, (list, tuple)) else None
+        if vals is None:
+            continue
+        if d > limit:
+            return limit + 1
+        deepest = max(deepest, d)
+        stack.extend((v, d + 1) for v in vals if isinstance(v, (dict, list, tuple)))
+    return deepest
+
+
+def parse_json(text: str | bytes, where: str = "spec") -> Any:
+    """JSON text to Python, bounded: SpecError (one line, prefixed ``where``) when it is not
+    UTF-8, malformed, nested deeper than MAX_NESTING or holds a number of more than 40 digits."""
+    if isinstance(text, bytes):
+        try:
+            text = text.decode("utf-8")
+        except UnicodeDecodeError as e:
+            raise SpecError(f"{where}: not UTF-8 text (byte {e.start:,}); accepted: a UTF-8 "
+                            "JSON file") from None
+    too_deep = SpecError(f"{where}: JSON nested deeper than {MAX_NESTING} levels; accepted: at "
+                         f"most {MAX_NESTING}")
     try:
-        d = json.loads(text)
+        d = json.loads(text, parse_int=_parse_int)
     except json.JSONDecodeError as e:
-        raise SpecError(f"spec: malformed JSON at line {e.lineno} column {e.colno}: {e.msg}") from None
-    return from_dict(d)
+        raise SpecError(f"{where}: malformed JSON at line {e.lineno} column {e.colno}: "
+                        f"{e.msg}") from None
+    except RecursionError:  # the C decoder recurses once per level
+        raise too_deep from None
+    except SpecError as e:
+        raise SpecError(f"{where}: {str(e).removeprefix('spec: ')}") from None
+    if nesting_depth(d) > MAX_NESTING:
+        raise too_deep
+    return d
 
 
-def load(path: str) -> NetworkSpec:
+def from_json(text: str | bytes) -> NetworkSpec:
+    return from_dict(parse_json(text))
+
+
+def read_spec_file(path: str | os.PathLike) -> bytes:
+    """The bytes of a spec file: a regular file of at most MAX_SPEC_BYTES (SpecError otherwise;
+    FIFOs and devices are refused without blocking or reading them)."""
+    return read_bounded(path, MAX_SPEC_BYTES, "spec file", SpecError)
+
+
+def load(path: str | os.PathLike) -> NetworkSpec:
     """Read a spec JSON file (SpecError on any problem, with a one-line message)."""
+    raw = read_spec_file(path)
     try:
-        with open(path, encoding="utf-8") as f:
-            text = f.read()
-    except OSError as e:
-        raise SpecError(f"{path}: cannot read spec file ({e.strerror})") from None
-    try:
-        return from_json(text)
+        return from_json(raw)
     except SpecError as e:
         raise SpecError(f"{path}: {e}") from None

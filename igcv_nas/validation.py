@@ -16,7 +16,10 @@ channel i to output channel o is entry (o, i) of the integer product. The block 
 The product is computed at group granularity: all output channels of one group of W_l have
 the same row, so ``R_l = A_l R_{l-1}`` with ``R_l`` of shape (groups of W_l, C_in) and ``A_l``
 counting how many inputs of each group of W_l come (through the permutation) from each group
-of W_{l-1}. This is exact and costs O(sum G_l G_{l-1} C_in) instead of O(L C^3).
+of W_{l-1}. ``R_l`` is accumulated sparsely (each input channel of W_l adds one row of
+``R_{l-1}``), so a block costs O(sum_l C_l * n) for n reduced inputs, in column chunks of bounded
+memory; a block whose cost would exceed ``MAX_CHECK_CELLS`` is reported, not computed. Path counts
+saturate at 2**53 (exact below).
 """
 from __future__ import annotations
 
@@ -25,6 +28,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .spec import ACTS, ConvOp, IGCBlock, NetworkSpec, runs_sum
+from .units import MAX_CHANNELS, MAX_CHECK_CELLS, MAX_KERNEL, MAX_STRIDE
 
 MODES = ("exact", "relaxed", "violated")
 
@@ -82,30 +86,57 @@ def _group_index(runs, side: int) -> np.ndarray:
     return np.repeat(np.arange(len(sizes)), sizes)
 
 
-def path_counts(ops: tuple[ConvOp, ...] | list[ConvOp]) -> np.ndarray:
-    """Number of paths from each input channel to each output channel through a conv chain.
+_SATURATE = float(2**53)  # path counts are exact below this and saturate at it
+_CHUNK_CELLS = 2**22       # cells of one column chunk (32 MB in float64)
 
-    Returns the (C_out, C_in) integer matrix of the final output (after the last permutation).
-    Assumes the chain is structurally valid (group sums and permutation lengths).
-    """
+
+class CheckTooLarge(ValueError):
+    """The exact complementary check of a chain would visit more than MAX_CHECK_CELLS cells."""
+
+
+def check_cells(ops) -> int:
+    """Path-matrix cells the exact check of a (reduced) chain visits: sum_l C_in(l) * n_in."""
+    return ops[0].in_chs * (1 + sum(op.in_chs for op in ops[1:]))
+
+
+def _starts(runs) -> np.ndarray:
+    """First input channel of every group of a conv."""
+    sizes = np.repeat([i for _, i, _ in runs], [n for n, _, _ in runs])
+    return np.concatenate(([0], np.cumsum(sizes)[:-1])).astype(np.intp)
+
+
+def _rows(ops, lo: int, hi: int) -> np.ndarray:
+    """Paths from inputs ``lo..hi-1`` of the chain to each group of the last conv:
+    (groups of the last conv, hi - lo) float64, saturating at 2**53."""
     first = ops[0]
     gin = _group_index(first.groups, 1)
-    g = runs_sum(first.groups)[0]
-    # float64 so the products run in BLAS; path counts stay far below 2**53, so exact
-    rows = np.zeros((g, first.in_chs), dtype=np.float64)
-    rows[gin, np.arange(first.in_chs)] = 1
+    rows = np.zeros((runs_sum(first.groups)[0], hi - lo), dtype=np.float64)
+    rows[gin[lo:hi], np.arange(hi - lo)] = 1
     gout = _group_index(first.groups, 2)
     p = first.perm
     for op in ops[1:]:
         src = gout if p is None else gout[np.asarray(p)]  # earlier group of each input position
-        hin = _group_index(op.groups, 1)
-        a = np.zeros((runs_sum(op.groups)[0], rows.shape[0]), dtype=np.float64)
-        np.add.at(a, (hin, src), 1)
-        rows = a @ rows
+        rows = np.add.reduceat(rows[src], _starts(op.groups), axis=0)
+        np.minimum(rows, _SATURATE, out=rows)
         gout = _group_index(op.groups, 2)
         p = op.perm
-    full = rows.astype(np.int64)[gout]
-    return full if p is None else full[np.asarray(p)]
+    return rows
+
+
+def _out_groups(ops) -> np.ndarray:
+    """Group of the last conv that feeds each final output channel (after its permutation)."""
+    gout = _group_index(ops[-1].groups, 2)
+    return gout if ops[-1].perm is None else gout[np.asarray(ops[-1].perm)]
+
+
+def path_counts(ops: tuple[ConvOp, ...] | list[ConvOp]) -> np.ndarray:
+    """Number of paths from each input channel to each output channel through a conv chain.
+
+    Returns the (C_out, C_in) integer matrix of the final output (after the last permutation).
+    Assumes the chain is structurally valid (group sums and permutation lengths). The whole
+    matrix is materialised: for the bounded check use :func:`complementary`.
+    """
+    return _rows(ops, 0, ops[0].in_chs).astype(np.int64)[_out_groups(ops)]
 
 
 def reduced_chain(ops) -> tuple[tuple[ConvOp, ...], list[int]]:
@@ -132,13 +163,40 @@ def reduced_chain(ops) -> tuple[tuple[ConvOp, ...], list[int]]:
 
 
 def complementary(ops) -> tuple[str, tuple[int, int] | None, int, int]:
-    """(mode, example unconnected (out, in) pair or None, min paths, max paths) of a conv chain."""
+    """(mode, example unconnected (out, in) pair or None, min paths, max paths) of a conv chain.
+
+    The example is the first unconnected pair in (output, input) order. Memory is bounded
+    (column chunks of the group-level matrix, never the (C_out, C_in) one); raises
+    :class:`CheckTooLarge` (one line) when the chain would need more than MAX_CHECK_CELLS."""
     red, starts = reduced_chain(ops)
-    counts = path_counts(red)
-    lo, hi = int(counts.min()), int(counts.max())
+    if all(op.perm is None and all(i == 1 and o == 1 for _, i, o in op.groups) for op in red):
+        c = red[0].in_chs  # nothing mixes channels: output o is joined to input o only
+        return ("exact", None, 1, 1) if c == 1 else ("violated", (0, 1), 0, 1)
+    cells = check_cells(red)
+    if cells > MAX_CHECK_CELLS:
+        raise CheckTooLarge(f"too large for the exact complementary check ({cells:,} path-matrix "
+                            f"cells; accepted: at most {MAX_CHECK_CELLS:,})")
+    n_in = red[0].in_chs
+    widest = max(max(op.in_chs, op.out_chs) for op in red)
+    step = max(1, _CHUNK_CELLS // widest)
+    lo = hi = None
+    first_zero = None  # per group of the last conv: first input with no path (-1: none)
+    for c0 in range(0, n_in, step):
+        rows = _rows(red, c0, min(n_in, c0 + step))
+        r_lo, r_hi = rows.min(), rows.max()
+        lo = r_lo if lo is None else min(lo, r_lo)
+        hi = r_hi if hi is None else max(hi, r_hi)
+        if first_zero is None:
+            first_zero = np.full(rows.shape[0], -1, dtype=np.int64)
+        if r_lo == 0:
+            zero = rows == 0
+            has = zero.any(axis=1) & (first_zero < 0)
+            first_zero[has] = c0 + zero[has].argmax(axis=1)
+    lo, hi = int(lo), int(hi)
     if lo == 0:
-        o, i = np.argwhere(counts == 0)[0]
-        return "violated", (int(o), starts[int(i)]), lo, hi
+        og = _out_groups(red)
+        o = int(np.flatnonzero(first_zero[og] >= 0)[0])
+        return "violated", (o, starts[int(first_zero[og[o]])]), lo, hi
     return ("exact" if hi == 1 else "relaxed"), None, lo, hi
 
 
@@ -154,6 +212,15 @@ def _balance(block: IGCBlock) -> float | None:
 
 
 def _check_op(op: ConvOp, where: str, res: int, out: list[Violation]) -> None:
+    big = [f"{k}={v}" for k, v, hi in (("in_chs", op.in_chs, MAX_CHANNELS),
+                                       ("out_chs", op.out_chs, MAX_CHANNELS),
+                                       ("kernel", op.kernel, MAX_KERNEL),
+                                       ("stride", op.stride, MAX_STRIDE)) if abs(v) > hi]
+    if big:  # a spec built in code rather than read (from_dict refuses these)
+        out.append(Violation(where, f"{', '.join(big)} out of range; accepted: channels up to "
+                                    f"{MAX_CHANNELS:,}, kernel up to {MAX_KERNEL}, stride up to "
+                                    f"{MAX_STRIDE}"))
+        return
     if op.kernel < 1 or op.kernel % 2 == 0:
         out.append(Violation(where, f"kernel={op.kernel} must be odd and >= 1"))
     if op.stride < 1:
@@ -225,7 +292,13 @@ def check(spec: NetworkSpec) -> Report:
             r = max(r // max(op.stride, 1), 1)
         bc = BlockCheck(label, b.kind, None)
         if len(v) == n_before:
-            bc.mode, bc.example, bc.min_paths, bc.max_paths = complementary(ops)
+            try:
+                bc.mode, bc.example, bc.min_paths, bc.max_paths = complementary(ops)
+            except CheckTooLarge as e:
+                v.append(Violation(label, str(e)))
+                rep.blocks.append(bc)
+                res, c = r, b.out_chs
+                continue
             req = getattr(b, "require", "none")
             if bc.mode == "violated" and req != "none":
                 o, i = bc.example
