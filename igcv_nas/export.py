@@ -5,12 +5,17 @@
 * ``spec.json`` -- self-contained (format ``igcv-nas/export@1``): the spec with explicit
   run-length group sizes and permutation indices, MACs / FLOPs / params at its resolution, the
   complementary mode, and provenance (run, trial, proxy scores, package versions);
-* ``weights.pt`` -- ``{"state_dict", "arch_id", "trained"}`` (the weights given, else the
-  builder's initialisation with a fixed seed and batch-norm statistics taken from one random
-  batch, ``trained: false``);
+* ``weights.pt`` -- ``{"state_dict", "arch_id", "trained", "source"}`` (the weights given, else
+  the builder's initialisation with a fixed seed and batch-norm statistics taken from one random
+  batch, ``trained: false``, ``source: "initialisation (seed N)"``);
 * ``model.torchscript.pt`` (``torch.jit.trace``) and ``model.onnx`` (opset 17, dynamic batch),
   as built or in the deployment form of :mod:`igcv_nas.deploy` (``deploy_mode``);
-* ``verify.json`` -- what :func:`verify` found; export fails loudly when any check fails.
+* ``verify.json`` -- what :func:`verify` found, and whether the weights are trained; export
+  fails loudly when any check fails. A check that could not run (onnxruntime not installed, no
+  weights to run) is recorded as ``"ok": null, "skipped": "<why>"``, never as passed.
+
+Everything is written into a temporary sibling of ``out_dir`` and renamed into place once it
+verified: a failed export (bad weights, a failed check, an interruption) leaves no ``out_dir``.
 
 :func:`verify` rebuilds the model from ``spec.json`` alone, loads ``weights.pt`` and checks:
 the rebuilt model's outputs equal those recorded at export (max abs diff <= 1e-5, fp32); fvcore's
@@ -22,10 +27,14 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import platform
+import shutil
+import tempfile
 import warnings
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 from . import __version__
 from .cost import count
@@ -44,6 +53,37 @@ VERIFY_BATCH, VERIFY_SEED = 2, 1234
 
 class ExportError(RuntimeError):
     """An export that could not be written or did not verify (one line: what and by how much)."""
+
+
+def weights_info(trained: bool, source: str | None = None, seed: int = 0) -> dict:
+    """What ``weights.pt`` holds: ``{"trained": True, "source": <path>}`` for weights given, or
+    ``{"trained": False, "source": "initialisation (seed N)"}``."""
+    if trained:
+        return {"trained": True, "source": source or "given state_dict"}
+    return {"trained": False, "source": source or f"initialisation (seed {seed})"}
+
+
+@contextmanager
+def staged_dir(final: str | os.PathLike) -> Iterator[Path]:
+    """A fresh temporary folder beside ``final`` to write into; renamed to ``final`` when the
+    block ends without an exception (an existing ``final`` is replaced), deleted when it raises
+    (KeyboardInterrupt included), so that ``final`` is either complete or absent. The files in
+    it are written with :mod:`igcv_nas.fileio`'s atomic writes."""
+    final = Path(final)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".partial", dir=final.parent))
+    try:
+        yield tmp
+        old = None
+        if final.exists():  # re-export: move the old one away, the new one in, then delete
+            old = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".old", dir=final.parent))
+            os.replace(final, old / final.name)
+        os.replace(tmp, final)
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
 
 
 def versions() -> dict:
@@ -116,22 +156,35 @@ def _to_bytes(save, *args) -> bytes:
 
 def export(spec: NetworkSpec, out_dir: str | Path, formats: tuple[str, ...] = FORMATS,
            state_dict: dict | None = None, provenance: dict | None = None,
-           seed: int = 0, deploy_mode: str = "none") -> dict:
+           seed: int = 0, deploy_mode: str = "none", weights_source: str | None = None,
+           trained: bool | None = None) -> dict:
     """Write the artifacts of ``spec`` in ``formats`` into ``out_dir`` and verify them
     (``json`` is always written: everything else is checked against it). ``deploy_mode``
     (``none``, ``fold``, ``auto``, ``all``; :mod:`igcv_nas.deploy`) makes the TorchScript and
     ONNX artifacts the deployment form: BN folded, and 1x1 chains collapsed as asked (``fold``:
-    none collapsed). Returns the verification report (also in ``verify.json``); raises
-    :class:`ExportError` when it fails."""
-    import torch
-
+    none collapsed). ``weights_source`` (where ``state_dict`` came from) and ``trained``
+    (default: whether a ``state_dict`` is given) are recorded in ``spec.json``, ``weights.pt``
+    and ``verify.json``. Returns the verification report (also in ``verify.json``); raises
+    :class:`ExportError` when it fails, RuntimeError when ``state_dict`` does not fit ``spec``;
+    ``out_dir`` is only created when everything verified (:func:`staged_dir`)."""
     unknown = [f for f in formats if f not in FORMATS]
     if unknown:
         raise ExportError(f"format {unknown[0]!r}; accepted: {', '.join(FORMATS)}")
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
     doc = document(spec, provenance)
+    info = weights_info(state_dict is not None if trained is None else trained,
+                        weights_source if state_dict is not None else None, seed)
+    doc["weights"] = info
     model = _model(spec, state_dict, seed)
+    with staged_dir(out_dir) as tmp:
+        y = _write(spec, tmp, formats, model, doc, info, deploy_mode)
+        return verify(tmp, reference=y, model_for_missing_weights=None if "pt" in formats else model,
+                      _shown_as=Path(out_dir))
+
+
+def _write(spec: NetworkSpec, out: Path, formats: tuple[str, ...], model, doc: dict, info: dict,
+           deploy_mode: str):
+    """Write the artifacts into ``out``; the model's output on the verification sample."""
+    import torch
     x = _sample(spec)
     with torch.no_grad():
         y = model(x)
@@ -147,8 +200,7 @@ def export(spec: NetworkSpec, out_dir: str | Path, formats: tuple[str, ...] = FO
         runtime = deploy(model, "none" if deploy_mode == "fold" else deploy_mode, spec.input_size)
     if "pt" in formats:
         write_bytes(out / FILES["pt"], _to_bytes(torch.save, {
-            "state_dict": model.state_dict(), "arch_id": spec.arch_id,
-            "trained": state_dict is not None}))
+            "state_dict": model.state_dict(), "arch_id": spec.arch_id, **info}))
     # TorchScript is deprecated in torch >= 2.10 but still what most deployment stacks load;
     # the TorchScript-based ONNX exporter needs no onnxscript. Their deprecation warnings are
     # expected here and silenced.
@@ -165,12 +217,14 @@ def export(spec: NetworkSpec, out_dir: str | Path, formats: tuple[str, ...] = FO
                                   input_names=["input"], output_names=["logits"],
                                   dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}})
             write_bytes(out / FILES["onnx"], buf.getvalue())
-    return verify(out, reference=y, model_for_missing_weights=None if "pt" in formats else model)
+    return y
 
 
-def verify(out_dir: str | Path, reference: Any = None, model_for_missing_weights: Any = None) -> dict:
+def verify(out_dir: str | Path, reference: Any = None, model_for_missing_weights: Any = None,
+           _shown_as: Path | None = None) -> dict:
     """Check the artifacts in ``out_dir`` against ``spec.json`` (module doc); write
-    ``verify.json``; raise :class:`ExportError` naming the first failed check."""
+    ``verify.json``; raise :class:`ExportError` naming the first failed check. ``ok`` is True
+    when no check failed; checks that could not run are listed under ``skipped``."""
     import torch
 
     from .crosscheck import fvcore_macs
@@ -181,6 +235,9 @@ def verify(out_dir: str | Path, reference: Any = None, model_for_missing_weights
 
     def add(name: str, ok: bool, **info) -> None:
         checks.append({"check": name, "ok": bool(ok), **info})
+
+    def skip(name: str, why: str) -> None:
+        checks.append({"check": name, "ok": None, "skipped": why})
 
     add("arch_id", spec.arch_id == doc["arch_id"], spec=spec.arch_id, recorded=doc["arch_id"])
     x = _sample(spec)
@@ -194,7 +251,10 @@ def verify(out_dir: str | Path, reference: Any = None, model_for_missing_weights
         rebuilt = None
     with torch.no_grad():
         y = rebuilt(x) if rebuilt is not None else None
-    if y is not None:
+    if y is None:
+        for name in ("outputs_informative", "rebuilt_outputs", "fvcore_macs"):
+            skip(name, f"no {FILES['pt']}: no weights to run the model with")
+    else:
         spread = float(y.std())
         add("outputs_informative", spread > 1e-4, output_std=spread, minimum=1e-4)
         if reference is not None:
@@ -207,7 +267,9 @@ def verify(out_dir: str | Path, reference: Any = None, model_for_missing_weights
                 tolerance=TOL["rebuilt"], against="recorded reference output")
         macs = fvcore_macs(rebuilt, spec.input_size, spec.in_chs)
         add("fvcore_macs", macs == doc["cost"]["macs"], fvcore=macs, spec=doc["cost"]["macs"])
-    if (out / FILES["torchscript"]).is_file() and y is not None:
+    if (out / FILES["torchscript"]).is_file() and y is None:
+        skip("torchscript_outputs", f"no {FILES['pt']}: no outputs to compare with")
+    elif (out / FILES["torchscript"]).is_file():
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", DeprecationWarning)
             ts = torch.jit.load(str(out / FILES["torchscript"]), map_location="cpu")
@@ -218,12 +280,17 @@ def verify(out_dir: str | Path, reference: Any = None, model_for_missing_weights
             form="deployed (" + deployed + ")" if deployed != "none" else "as built")
     if (out / FILES["onnx"]).is_file():
         checks.extend(_verify_onnx(out / FILES["onnx"], x, y))
-    report = {"ok": all(c["ok"] for c in checks), "arch_id": spec.arch_id, "checks": checks,
+    weights = doc.get("weights")
+    if weights is None and (out / FILES["pt"]).is_file():  # exported before this was recorded
+        weights = {"trained": bool(blob.get("trained")), "source": blob.get("source", "not recorded")}
+    report = {"ok": all(c["ok"] is not False for c in checks), "arch_id": spec.arch_id,
+              "weights": weights, "checks": checks,
+              "skipped": [c["check"] for c in checks if c["ok"] is None],
               "verified_with": versions()}
     write_json(out / "verify.json", report)
-    bad = [c for c in checks if not c["ok"]]
+    bad = [c for c in checks if c["ok"] is False]
     if bad:
-        raise ExportError(f"{out}: verification failed: {bad[0]['check']} "
+        raise ExportError(f"{_shown_as or out}: verification failed: {bad[0]['check']} "
                           f"({', '.join(f'{k}={v}' for k, v in bad[0].items() if k not in ('check', 'ok'))})")
     return report
 
@@ -240,9 +307,12 @@ def _verify_onnx(path: Path, x, y) -> list[dict]:
     try:
         import onnxruntime as ort
     except ImportError:
-        out.append({"check": "onnx_outputs", "ok": True, "skipped": "onnxruntime not installed"})
+        out.append({"check": "onnx_outputs", "ok": None,
+                    "skipped": "onnxruntime not installed (pip install -e '.[deploy]')"})
         return out
     if y is None:
+        out.append({"check": "onnx_outputs", "ok": None,
+                    "skipped": f"no {FILES['pt']}: no outputs to compare with"})
         return out
     sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     (got,) = sess.run(None, {"input": x.numpy()})

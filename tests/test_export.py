@@ -185,3 +185,155 @@ def test_bad_spec_files_are_one_line_errors(small_net, tmp_path, capsys):
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "exact" in err
     assert not (tmp_path / "o").exists()
+
+
+# -- honest weights, skipped checks, no partial output -------------------------------------------
+
+NET = "igcv3_d_0.25_cifar"
+
+
+def test_untrained_export_says_so(small_net, tmp_path, capsys):
+    out = tmp_path / "o"
+    assert main([NET, "--format", "json,pt,torchscript", "--out", str(out)]) == 0
+    d = out / small_net.arch_id
+    io = capsys.readouterr()
+    assert io.out.splitlines() == [
+        f"{d}: weights UNTRAINED: initialisation (seed 0); checks: arch_id ok, weights_arch_id ok, "
+        "outputs_informative ok, rebuilt_outputs ok, fvcore_macs ok, torchscript_outputs ok"]
+    assert io.err.splitlines() == [
+        "igcv-export: WARNING: this export holds the initialisation, NOT trained weights: its "
+        "outputs are meaningless (the checks only show that every artifact computes the same "
+        "function). Train and export trained weights with:",
+        f"  igcv-train {d / 'spec.json'} --epochs 200 --out trained/{small_net.arch_id}",
+        f"  igcv-export trained/{small_net.arch_id}/spec.json --weights "
+        f"trained/{small_net.arch_id}/weights.pt --out {out}"]
+    v = json.loads((d / "verify.json").read_text())
+    assert v["weights"] == {"trained": False, "source": "initialisation (seed 0)"}
+    assert v["ok"] is True and v["skipped"] == []
+    assert json.loads((d / "spec.json").read_text())["weights"] == v["weights"]
+    blob = torch.load(d / "weights.pt", weights_only=True)
+    assert (blob["trained"], blob["source"]) == (False, "initialisation (seed 0)")
+
+
+def test_trained_weights_are_recorded_with_their_source(small_net, tmp_path, capsys):
+    untrained = tmp_path / "u"
+    assert main([NET, "--format", "json,pt", "--out", str(untrained)]) == 0
+    uw = untrained / small_net.arch_id / "weights.pt"
+    blob = torch.load(uw, weights_only=True)
+    wf = tmp_path / "w.pt"  # as igcv-train writes them (these have informative outputs)
+    torch.save({"state_dict": blob["state_dict"], "arch_id": small_net.arch_id, "trained": True}, wf)
+    capsys.readouterr()
+    out = tmp_path / "o"
+    assert main([NET, "--weights", str(wf), "--format", "json,pt", "--out", str(out)]) == 0
+    io = capsys.readouterr()
+    d = out / small_net.arch_id
+    assert io.out.startswith(f"{d}: weights trained: {wf}; checks: arch_id ok,") and io.err == ""
+    assert json.loads((d / "verify.json").read_text())["weights"] == {"trained": True, "source": str(wf)}
+    assert torch.load(d / "weights.pt", weights_only=True)["source"] == str(wf)
+    # an untrained igcv-export weights.pt given as --weights stays untrained, and says so
+    out2 = tmp_path / "o2"
+    assert main([NET, "--weights", str(uw), "--format", "json,pt", "--out", str(out2)]) == 0
+    io = capsys.readouterr()
+    assert io.out.startswith(f"{out2 / small_net.arch_id}: weights UNTRAINED: {uw}; checks:")
+    v = json.loads((out2 / small_net.arch_id / "verify.json").read_text())
+    assert v["weights"] == {"trained": False, "source": str(uw)}
+    assert "WARNING: this export holds the initialisation" in io.err
+
+
+def test_a_check_that_cannot_run_is_skipped_not_ok(small_net, tmp_path):
+    """onnxruntime made unimportable in a child process: onnx_outputs is skipped, not passed."""
+    import subprocess
+    import sys
+    out = tmp_path / "o"
+    code = ("import sys; sys.modules['onnxruntime'] = None\n"
+            "from igcv_nas.cli.export import main\n"
+            f"sys.exit(main([{NET!r}, '--format', 'json,pt,onnx', '--out', {str(out)!r}]))")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.rstrip().endswith(
+        "onnx_checker ok, onnx_outputs skipped (onnxruntime not installed (pip install -e '.[deploy]'))")
+    v = json.loads((out / small_net.arch_id / "verify.json").read_text())
+    onnx_out = next(c for c in v["checks"] if c["check"] == "onnx_outputs")
+    assert onnx_out == {"check": "onnx_outputs", "ok": None,
+                        "skipped": "onnxruntime not installed (pip install -e '.[deploy]')"}
+    assert v["ok"] is True and v["skipped"] == ["onnx_outputs"]
+
+
+def test_verify_without_weights_skips_the_model_checks(exported, tmp_path):
+    out, _ = exported
+    d = tmp_path / "spec_only"
+    d.mkdir()
+    (d / "spec.json").write_bytes((out / "spec.json").read_bytes())
+    (d / "model.onnx").write_bytes((out / "model.onnx").read_bytes())
+    rep = verify(d)
+    assert rep["ok"] is True
+    assert rep["skipped"] == ["outputs_informative", "rebuilt_outputs", "fvcore_macs", "onnx_outputs"]
+    assert all(c["ok"] is None and c["skipped"].startswith("no weights.pt")
+               for c in rep["checks"] if c["check"] in rep["skipped"])
+
+
+@pytest.mark.parametrize("kind", ["wrong-shape", "junk", "no-state-dict", "missing"])
+def test_bad_weights_exit_2_and_create_nothing(small_net, tmp_path, capsys, kind):
+    from igcv_nas.build import build_model
+    wf = tmp_path / "w.pt"
+    if kind == "wrong-shape":
+        torch.save(build_model(zoo.get("igcv3_d_0.5_cifar")).state_dict(), wf)
+        needle = (f"--weights {wf}: not weights of arch {small_net.arch_id} (size mismatch for "
+                  "stem.conv.convs.0.weight: copying a param with shape torch.Size([16, 3, 3, 3]) "
+                  "from checkpoint, the shape in current model is torch.Size([8, 3, 3, 3]).)")
+    elif kind == "junk":
+        wf.write_text("not a weights file")
+        needle = f"--weights {wf}: not a torch weights file (torch.load: "
+    elif kind == "no-state-dict":
+        torch.save({"epochs": 3}, wf)
+        needle = f"--weights {wf}: holds no state_dict; accepted: igcv-train's weights.pt"
+    else:
+        needle = f"--weights {wf}: no such file"
+    out = tmp_path / "out"
+    assert main([NET, "--weights", str(wf), "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("igcv-export: error: ") and needle in err
+    assert not out.exists()
+
+
+def test_a_failed_verification_leaves_no_directory(small_net, tmp_path, capsys):
+    """All-zero weights: constant outputs, outputs_informative fails, exit 1, nothing left."""
+    from igcv_nas.build import build_model
+    m = build_model(small_net)
+    wf = tmp_path / "zeros.pt"
+    torch.save({k: torch.zeros_like(v) for k, v in m.state_dict().items()}, wf)
+    out = tmp_path / "out"
+    assert main([NET, "--weights", str(wf), "--format", "json,pt", "--out", str(out)]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith(f"igcv-export: {out / small_net.arch_id}: verification failed: "
+                          "outputs_informative (output_std=0.0, minimum=0.0001)")
+    assert not out.exists()
+    # into an existing folder: the folder stays, no partial export and no temporary folder in it
+    out.mkdir()
+    assert main([NET, "--weights", str(wf), "--format", "json,pt", "--out", str(out)]) == 1
+    assert list(out.iterdir()) == []
+
+
+def test_re_export_replaces_the_old_directory_whole(small_net, tmp_path):
+    out = tmp_path / "net"
+    export(small_net, out, ("json", "pt", "torchscript"))
+    assert sorted(p.name for p in out.iterdir()) == [
+        "model.torchscript.pt", "spec.json", "verify.json", "weights.pt"]
+    export(small_net, out, ("json",))
+    assert sorted(p.name for p in out.iterdir()) == ["spec.json", "verify.json"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["net"]  # no temporary siblings
+
+
+@pytest.mark.parametrize("exc", [KeyboardInterrupt, RuntimeError])
+def test_staged_dir_removes_everything_when_interrupted(tmp_path, exc):
+    from igcv_nas.export import staged_dir
+    from igcv_nas.fileio import write_text
+    with pytest.raises(exc):
+        with staged_dir(tmp_path / "final") as d:
+            write_text(d / "spec.json", "{}")
+            raise exc()
+    assert list(tmp_path.iterdir()) == []
+    with staged_dir(tmp_path / "final") as d:
+        write_text(d / "spec.json", "{}")
+    assert [p.name for p in tmp_path.iterdir()] == ["final"]
+    assert (tmp_path / "final" / "spec.json").read_text() == "{}"

@@ -1,17 +1,21 @@
-"""``igcv-export SOURCE [--trial N | --top K | --pareto] [--format json,pt,torchscript,onnx] --out DIR``
+"""igcv-export SOURCE [--trial N | --top K | --pareto] [--format json,pt,torchscript,onnx] --out DIR
 
-Export discovered architectures as verified artifacts. SOURCE is a run directory of
-``igcv-search`` (default: its best trial), a spec JSON file or a zoo network name. Each
-architecture goes to ``DIR/<trial>-<arch id>/`` (``DIR/<arch id>/`` for a spec), with
-``verify.json`` beside the artifacts; exit code 1 when a verification fails, 2 on bad input.
+Export discovered architectures as verified artifacts. SOURCE is a run directory of igcv-search
+(default: its best trial), a spec JSON file or a zoo network name. Each architecture goes to
+DIR/<trial>-<arch id>/ (DIR/<arch id>/ for a spec), with verify.json beside the artifacts. The
+weights are the initialisation (untrained; a search keeps no trained weights) unless --weights
+gives trained ones: train with igcv-train SPEC --out T, then igcv-export T/spec.json --weights
+T/weights.pt --out DIR. An export that fails leaves no directory behind. Exit code 1 when a
+verification fails, 2 on bad input.
 """
 from __future__ import annotations
 
 import json
+import shlex
 import sys
 from pathlib import Path
 
-from ..export import FORMATS, ExportError, export
+from ..export import FILES, FORMATS, ExportError, export
 from ..runstore import BEST_JSON, PARETO_JSON, RunDir, RunError
 from ..spec import SpecError, load
 from ._common import OneLineParser, fail, resolve_spec, valid_spec
@@ -31,8 +35,9 @@ def _parser() -> OneLineParser:
     ap.add_argument("--variant", choices=("target", "proxy"), default="target",
                     help="target: the spec budgets were counted on (default); proxy: the data "
                          "set's variant the proxy trained")
-    ap.add_argument("--weights", help="trained weights for a single export (igcv-train output: "
-                                      "a state_dict or a checkpoint with 'model')")
+    ap.add_argument("--weights", help="trained weights for a single export: igcv-train's "
+                                      "weights.pt (or its checkpoint.pt, or a plain state_dict); "
+                                      "default: the initialisation, untrained")
     ap.add_argument("--deploy", choices=("none", "fold", "auto", "all"), default="none",
                     help="TorchScript/ONNX in the deployment form: fold = BN folded; auto = "
                          "also collapse each 1x1 group-conv chain where that is faster on this "
@@ -81,14 +86,64 @@ def _run_selection(run: RunDir, args) -> list[dict]:
     return [{k: (None if pd.isna(v) else v) for k, v in r.items()} for r in rows.to_dict("records")]
 
 
-def _load_weights(path: str):
+ACCEPTED_WEIGHTS = ("igcv-train's weights.pt or checkpoint.pt, an igcv-export weights.pt or a "
+                    "plain state_dict")
+
+
+def _load_weights(path: str) -> tuple[dict, bool]:
+    """``(state_dict, trained)`` of a weights file; ValueError (one line) when it is none."""
+    import pickle
+
     import torch
-    blob = torch.load(path, map_location="cpu", weights_only=True)
-    if isinstance(blob, dict) and "state_dict" in blob:
-        return blob["state_dict"]
-    if isinstance(blob, dict) and "model" in blob:
-        return blob["model"]
-    return blob
+    try:
+        blob = torch.load(path, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise ValueError(f"--weights {path}: no such file") from None
+    except IsADirectoryError:
+        raise ValueError(f"--weights {path}: a folder, not a file; accepted: {ACCEPTED_WEIGHTS}") from None
+    except Exception as e:  # noqa: BLE001 - whatever unpickling a foreign file raises
+        if isinstance(e, pickle.UnpicklingError) and "weights_only" in str(e):
+            e = ValueError("it holds objects other than tensors and plain containers")
+        first = next((ln for ln in str(e).splitlines() if ln.strip()), type(e).__name__)
+        raise ValueError(f"--weights {path}: not a torch weights file (torch.load: "
+                         f"{type(e).__name__}: {first[:160]}); "
+                         f"accepted: {ACCEPTED_WEIGHTS}") from None
+    trained = True
+    if isinstance(blob, dict) and isinstance(blob.get("state_dict"), dict):
+        trained = blob.get("trained", True) is not False  # an untrained igcv-export weights.pt
+        blob = blob["state_dict"]
+    elif isinstance(blob, dict) and isinstance(blob.get("model"), dict):
+        blob = blob["model"]
+    if not (isinstance(blob, dict) and blob and all(isinstance(v, torch.Tensor) for v in blob.values())):
+        raise ValueError(f"--weights {path}: holds no state_dict; accepted: {ACCEPTED_WEIGHTS}")
+    return blob, trained
+
+
+def _check_fits(state: dict, spec, path: str) -> None:
+    """ValueError naming the first mismatch when ``state`` is not weights of ``spec``."""
+    from ..build import build_model
+    try:
+        build_model(spec).load_state_dict(state)
+    except RuntimeError as e:
+        lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
+        why = lines[1] if len(lines) > 1 else lines[0]
+        raise ValueError(f"--weights {path}: not weights of arch {spec.arch_id} ({why[:200]})") from None
+
+
+def _check_words(rep: dict) -> str:
+    return ", ".join(f"{c['check']} " + ("ok" if c["ok"] else f"skipped ({c['skipped']})")
+                     for c in rep["checks"])
+
+
+def _train_hint(specs: list[tuple[Path, str]], out: str) -> list[str]:
+    """The commands that train the exported architectures and export the trained weights."""
+    lines = []
+    for spec_json, name in specs:
+        t = Path("trained") / name
+        lines += [f"  igcv-train {shlex.quote(str(spec_json))} --epochs 200 --out {shlex.quote(str(t))}",
+                  f"  igcv-export {shlex.quote(str(t / 'spec.json'))} --weights "
+                  f"{shlex.quote(str(t / 'weights.pt'))} --out {shlex.quote(out)}"]
+    return lines
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -117,24 +172,48 @@ def main(argv: list[str] | None = None) -> int:
                                  f"and {args.source} is not one")
             spec = valid_spec(resolve_spec(args.source), args.source)
             jobs.append((spec.arch_id, spec, {"source": str(args.source)}))
-        state = None
+        state, trained = None, False
         if args.weights:
             if len(jobs) != 1:
                 raise ValueError(f"--weights applies to a single export; this selection has {len(jobs)}")
-            state = _load_weights(args.weights)
+            state, trained = _load_weights(args.weights)
+            _check_fits(state, jobs[0][1], args.weights)
+        out_root = Path(args.out)
+        if out_root.exists() and not out_root.is_dir():
+            raise ValueError(f"--out {out_root} exists and is not a folder")
     except (RunError, SpecError, ValueError, OSError) as e:
         return fail(PROG, str(e))
-    failed = 0
-    for name, spec, prov in jobs:
-        out = Path(args.out) / name
-        try:
-            rep = export(spec, out, formats, state, prov, deploy_mode=args.deploy)
-            print(f"{out}: " + ", ".join(f"{c['check']} ok" for c in rep["checks"]))
-        except ExportError as e:
-            failed += 1
-            print(f"{PROG}: {' '.join(str(e).split())}", file=sys.stderr)
-        except RuntimeError as e:  # e.g. weights of another architecture
-            return fail(PROG, f"{name}: {str(e).splitlines()[0]}")
+    created_root = not out_root.exists()
+    failed, untrained = 0, []
+    try:
+        for name, spec, prov in jobs:
+            out = out_root / name
+            try:
+                rep = export(spec, out, formats, state, prov, deploy_mode=args.deploy,
+                             weights_source=args.weights, trained=trained if state is not None else None)
+            except ExportError as e:
+                failed += 1
+                print(f"{PROG}: {' '.join(str(e).split())}", file=sys.stderr)
+                continue
+            w = rep["weights"]
+            what = f"weights {'trained' if w['trained'] else 'UNTRAINED'}: {w['source']}"
+            print(f"{out}: {what}; checks: {_check_words(rep)}", flush=True)
+            if not w["trained"]:
+                untrained.append((out / FILES["json"] if "json" in formats else Path(args.source), name))
+    except KeyboardInterrupt:
+        print(f"{PROG}: interrupted; the export in progress was removed", file=sys.stderr)
+        return 130
+    finally:
+        if created_root and out_root.is_dir() and not any(out_root.iterdir()):
+            out_root.rmdir()  # nothing was exported: leave no empty folder either
+    if untrained:
+        n = len(untrained)
+        which = "this export holds" if n == 1 else f"these {n} exports hold"
+        print(f"{PROG}: WARNING: {which} the initialisation, NOT trained weights: its outputs "
+              "are meaningless (the checks only show that every artifact computes the same "
+              "function). Train and export trained weights with:", file=sys.stderr)
+        for ln in _train_hint(untrained, args.out):
+            print(ln, file=sys.stderr)
     return 1 if failed else 0
 
 
