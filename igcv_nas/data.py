@@ -14,12 +14,20 @@ the trainer moves them to its device once. Where the data comes from:
   is read with Pillow and resized to the requested resolution; if it has ``train/`` and
   ``test/`` (or ``val/``) sub-folders those are the splits.
 
+Checked on load, each failure a one-line :class:`DataError` naming the file: every CIFAR file is
+a regular file of at most ``MAX_BATCH_BYTES``, unpickled with only numpy's array classes allowed
+(a pickle cannot run code here), and holds what the format says (a dict with ``data`` uint8
+(N, 3072) and N integer labels in the class range; the meta file the 10 / 100 class names). An
+image is refused from its header when it has more than ``MAX_IMAGE_PIXELS`` pixels
+(decompression bombs), and any file Pillow cannot read is named.
+
 Honest splits: :func:`make_splits` holds a validation set out of the training set with a fixed
 seed; search scores come from it, the test set is only for final training and reporting.
 """
 from __future__ import annotations
 
 import hashlib
+import io
 import os
 import pickle
 import shutil
@@ -31,6 +39,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+
+from .units import MAX_BATCH_BYTES, MAX_IMAGE_PIXELS, MAX_INPUT_SIZE, read_bounded, show
 
 
 class DataError(RuntimeError):
@@ -107,12 +117,74 @@ def resolve_data_dir(data_dir: str | os.PathLike | None) -> Path:
 # ---------------------------------------------------------------------------------------------
 # CIFAR
 
+# what the official CIFAR pickles (and numpy's own pickles of arrays) reference; nothing else
+# may be loaded, so a crafted batch file cannot run code
+_PICKLE_GLOBALS = {("numpy", "ndarray"), ("numpy", "dtype"), ("_codecs", "encode"),
+                   ("numpy.core.multiarray", "_reconstruct"),
+                   ("numpy._core.multiarray", "_reconstruct"),
+                   ("numpy.core.numeric", "_frombuffer"), ("numpy._core.numeric", "_frombuffer")}
+
+
+class _ArrayUnpickler(pickle.Unpickler):
+    def find_class(self, module: str, name: str):
+        if (module, name) not in _PICKLE_GLOBALS:
+            raise pickle.UnpicklingError(f"refers to {module}.{name}; accepted: numpy arrays, "
+                                         "lists, dicts, strings and numbers only")
+        return super().find_class(module, name)
+
+
 def _unpickle(path: Path) -> dict:
+    raw = read_bounded(path, MAX_BATCH_BYTES, "CIFAR batch file", DataError)
     try:
-        with open(path, "rb") as f:
-            return pickle.load(f, encoding="latin1")
-    except (OSError, pickle.UnpicklingError, EOFError, ValueError) as e:
-        raise DataError(f"cannot read {path}: {e}") from None
+        d = _ArrayUnpickler(io.BytesIO(raw), encoding="latin1").load()
+    except Exception as e:  # noqa: BLE001 -- a corrupt pickle can raise almost anything
+        msg = " ".join(str(e).split())[:200]
+        raise DataError(f"cannot read {path}: not a CIFAR python pickle ({type(e).__name__}: "
+                        f"{msg})") from None
+    if not isinstance(d, dict):
+        raise DataError(f"cannot read {path}: expected a pickled dict, got {type(d).__name__}")
+    return d
+
+
+def _check_batch(b: dict, path: Path, key: str, n_classes: int) -> tuple[np.ndarray, np.ndarray]:
+    """(data (N, 3072) uint8, labels (N,) int64) of one CIFAR batch, or DataError naming the file."""
+    for k in ("data", key):
+        if k not in b:
+            raise DataError(f"{path}: no {k!r} entry (has {show(sorted(map(str, b)))}); accepted: "
+                            f"a CIFAR batch with 'data' and {key!r}")
+    x = b["data"]
+    if not isinstance(x, np.ndarray) or x.dtype != np.uint8 or x.ndim != 2 or x.shape[1] != 3072:
+        what = (f"{x.dtype} array of shape {x.shape}" if isinstance(x, np.ndarray)
+                else type(x).__name__)
+        raise DataError(f"{path}: 'data' is a {what}; accepted: a uint8 array of shape (N, 3072) "
+                        "(N 32x32 RGB images, channel planes)")
+    labels = b[key]
+    if not isinstance(labels, (list, tuple, np.ndarray)):
+        raise DataError(f"{path}: {key!r} is a {type(labels).__name__}; accepted: a list of N "
+                        "integer labels")
+    try:
+        y = np.asarray(labels)
+    except (ValueError, TypeError):
+        y = np.asarray([], dtype=object)
+    if y.ndim != 1 or (len(y) and y.dtype.kind not in "iu"):
+        raise DataError(f"{path}: {key!r} is not a flat list of integers ({y.dtype}, shape "
+                        f"{y.shape}); accepted: N integer labels")
+    if len(y) != len(x):
+        raise DataError(f"{path}: {len(y):,} labels for {len(x):,} images; accepted: one label "
+                        "per image")
+    if len(y) and (y.min() < 0 or y.max() >= n_classes):
+        bad = int(y[(y < 0) | (y >= n_classes)][0])
+        raise DataError(f"{path}: label {bad} is outside the class range; accepted: 0.."
+                        f"{n_classes - 1}")
+    return x, y.astype(np.int64)
+
+
+def _class_names(meta: dict, path: Path, key: str, n: int) -> tuple[str, ...]:
+    names = meta.get(key)
+    if (not isinstance(names, (list, tuple)) or len(names) != n
+            or not all(isinstance(c, (str, bytes)) for c in names)):
+        raise DataError(f"{path}: {key!r} is {show(names)}; accepted: a list of {n} class names")
+    return tuple(c.decode("latin1") if isinstance(c, bytes) else c for c in names)
 
 
 def _complete(folder: Path, name: str) -> bool:
@@ -181,24 +253,23 @@ def load_cifar(name: str, data_dir: str | os.PathLike | None = None, download_ok
                             f"{', '.join(_FILES[name])}); pass --data-dir or set IGCV_DATA_DIR")
         folder = download(name, root)
     if name == "cifar10":
-        meta = _unpickle(folder / "batches.meta")
-        classes = tuple(meta["label_names"])
-        parts = [_unpickle(folder / f"data_batch_{i}") for i in range(1, 6)]
-        test = _unpickle(folder / "test_batch")
-        key = "labels"
+        meta_file, names_key, n_classes, key = "batches.meta", "label_names", 10, "labels"
+        train_files, test_file = [f"data_batch_{i}" for i in range(1, 6)], "test_batch"
     else:
-        meta = _unpickle(folder / "meta")
-        classes = tuple(meta["fine_label_names"])
-        parts = [_unpickle(folder / "train")]
-        test = _unpickle(folder / "test")
-        key = "fine_labels"
+        meta_file, names_key, n_classes, key = "meta", "fine_label_names", 100, "fine_labels"
+        train_files, test_file = ["train"], "test"
+    classes = _class_names(_unpickle(folder / meta_file), folder / meta_file, names_key, n_classes)
 
-    def to_ds(batches: list[dict], split: str) -> Dataset:
-        x = np.concatenate([np.asarray(b["data"], dtype=np.uint8) for b in batches])
-        y = np.concatenate([np.asarray(b[key], dtype=np.int64) for b in batches])
+    def to_ds(files: list[str], split: str) -> Dataset:
+        xs, ys = [], []
+        for f in files:  # one file at a time: checked, then only its arrays kept
+            x, y = _check_batch(_unpickle(folder / f), folder / f, key, n_classes)
+            xs.append(x)
+            ys.append(y)
+        x, y = np.concatenate(xs), np.concatenate(ys)
         return Dataset(f"{name}-{split}", x.reshape(-1, 3, 32, 32), y, classes)
 
-    return to_ds(parts, "train"), to_ds([test], "test")
+    return to_ds(train_files, "train"), to_ds([test_file], "test")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -209,9 +280,17 @@ _IMG_EXT = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".ppm", ".gif", ".tif", ".
 
 def load_image_folder(root: str | os.PathLike, resolution: int, classes: tuple[str, ...] | None = None,
                       ) -> Dataset:
-    """Every image under ``root/<class>/`` resized (bilinear, whole image) to ``resolution``."""
+    """Every image under ``root/<class>/`` resized (bilinear, whole image) to ``resolution``.
+    DataError naming the file for anything that is not a readable image of at most
+    MAX_IMAGE_PIXELS pixels (checked from the header, before decoding)."""
+    import warnings
+
     from PIL import Image
 
+    if isinstance(resolution, bool) or not isinstance(resolution, int) or not (
+            1 <= resolution <= MAX_INPUT_SIZE):
+        raise DataError(f"resolution {show(resolution)} is not accepted; expected an integer in "
+                        f"1..{MAX_INPUT_SIZE:,}")
     root = Path(root)
     if not root.is_dir():
         raise DataError(f"image folder {root} does not exist")
@@ -227,12 +306,25 @@ def load_image_folder(root: str | os.PathLike, resolution: int, classes: tuple[s
         for f in sorted(d.iterdir()):
             if f.suffix.lower() not in _IMG_EXT:
                 continue
+            if not f.is_file():  # a FIFO would block Image.open, a device never end
+                raise DataError(f"cannot read image {f}: not a regular file")
             try:
-                with Image.open(f) as im:
-                    im = im.convert("RGB").resize((resolution, resolution), Image.BILINEAR)
-                    xs.append(np.asarray(im, dtype=np.uint8).transpose(2, 0, 1))
-            except OSError as e:
-                raise DataError(f"cannot read image {f}: {e}") from None
+                with warnings.catch_warnings():
+                    warnings.simplefilter("error", Image.DecompressionBombWarning)
+                    with Image.open(f) as im:
+                        w, h = im.size
+                        if w * h > MAX_IMAGE_PIXELS:
+                            raise DataError(f"cannot read image {f}: {w}x{h} = {w * h:,} pixels; "
+                                            f"accepted: at most {MAX_IMAGE_PIXELS:,} "
+                                            "(a decompression bomb?)")
+                        im = im.convert("RGB").resize((resolution, resolution), Image.BILINEAR)
+                        xs.append(np.asarray(im, dtype=np.uint8).transpose(2, 0, 1))
+            except DataError:
+                raise
+            except Exception as e:  # noqa: BLE001 -- Pillow raises OSError, ValueError,
+                # SyntaxError, DecompressionBombError ... for broken or hostile files
+                msg = " ".join(str(e).split())[:200]
+                raise DataError(f"cannot read image {f}: {type(e).__name__}: {msg}") from None
             ys.append(label)
     if not xs:
         raise DataError(f"image folder {root} has no images ({', '.join(sorted(_IMG_EXT))})")

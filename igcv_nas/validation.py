@@ -99,12 +99,6 @@ def check_cells(ops) -> int:
     return ops[0].in_chs * (1 + sum(op.in_chs for op in ops[1:]))
 
 
-def _starts(runs) -> np.ndarray:
-    """First input channel of every group of a conv."""
-    sizes = np.repeat([i for _, i, _ in runs], [n for n, _, _ in runs])
-    return np.concatenate(([0], np.cumsum(sizes)[:-1])).astype(np.intp)
-
-
 def _rows(ops, lo: int, hi: int) -> np.ndarray:
     """Paths from inputs ``lo..hi-1`` of the chain to each group of the last conv:
     (groups of the last conv, hi - lo) float64, saturating at 2**53."""
@@ -116,7 +110,12 @@ def _rows(ops, lo: int, hi: int) -> np.ndarray:
     p = first.perm
     for op in ops[1:]:
         src = gout if p is None else gout[np.asarray(p)]  # earlier group of each input position
-        rows = np.add.reduceat(rows[src], _starts(op.groups), axis=0)
+        fed = rows[src]  # row of every input position of op; sum them per group, run by run
+        parts, pos = [], 0
+        for n, i, _ in op.groups:
+            parts.append(fed[pos:pos + n * i].reshape(n, i, -1).sum(axis=1))
+            pos += n * i
+        rows = parts[0] if len(parts) == 1 else np.concatenate(parts)
         np.minimum(rows, _SATURATE, out=rows)
         gout = _group_index(op.groups, 2)
         p = op.perm

@@ -18,7 +18,8 @@ from __future__ import annotations
 import math
 from typing import Callable
 
-from .spec import NetworkSpec, from_dict
+from .spec import NetworkSpec, SpecError, from_dict
+from .units import MAX_ZOO_WIDTH, show
 
 # t, c, n, s  (expansion, channels, repeats, first stride) -- MobileNetV2, Sandler et al. 2018
 MBV2_TABLE = ((1, 16, 1, 1), (6, 24, 2, 2), (6, 32, 3, 2), (6, 64, 4, 2), (6, 96, 3, 1),
@@ -58,6 +59,7 @@ def _net(name: str, cifar: bool, num_classes: int | None, stem: int, stages: lis
 
 
 def mobilenet_v2(width: float = 1.0, cifar: bool = False, num_classes: int | None = None) -> NetworkSpec:
+    width = check_width(width, 'mobilenet_v2')
     c_in = make_divisible(32 * width)
     head = make_divisible(1280 * max(1.0, width))
     strides = _stage_strides([s for *_, s in MBV2_TABLE], cifar)
@@ -87,6 +89,7 @@ def igcv3_block(c_in: int, c_out: int, stride: int, t: int, g1: int = 2, g2: int
 
 
 def igcv3_d(width: float = 1.0, cifar: bool = False, num_classes: int | None = None) -> NetworkSpec:
+    width = check_width(width, 'igcv3_d')
     c_in = make_divisible(32 * width)
     head = make_divisible(1280 * max(1.0, width))
     strides = _stage_strides([s for *_, s in MBV2_TABLE], cifar)
@@ -103,6 +106,7 @@ def igcv3_d(width: float = 1.0, cifar: bool = False, num_classes: int | None = N
 
 
 def mobilenet_v1(width: float = 1.0, cifar: bool = False, num_classes: int | None = None) -> NetworkSpec:
+    width = check_width(width, 'mobilenet_v1')
     c_in = make_divisible(32 * width)
     strides = _stage_strides([s for _, s in MBV1_TABLE], cifar)
     blocks = []
@@ -144,6 +148,7 @@ def igc_chain(c_in: int, c_out: int, stride: int, k: int = 8, kernel: int = 3,
 
 
 def igcv2(width: float = 1.0, cifar: bool = False, num_classes: int | None = None) -> NetworkSpec:
+    width = check_width(width, 'igcv2')
     c_in = make_divisible(32 * width)
     strides = _stage_strides([s for _, s in MBV1_TABLE], cifar)
     blocks = []
@@ -153,6 +158,27 @@ def igcv2(width: float = 1.0, cifar: bool = False, num_classes: int | None = Non
         c_in = c_out
     return _net(f"igcv2_{width:g}{'_cifar' if cifar else ''}", cifar, num_classes,
                 make_divisible(32 * width), [[b] for b in blocks], 0, act="relu", dropout=0.0)
+
+
+class ZooError(SpecError, KeyError):
+    """An unknown zoo name or a width multiplier out of range. Both a KeyError (what
+    :func:`get` raised before) and a SpecError; ``str()`` is the plain one-line message."""
+
+    def __init__(self, message: str, bad_width: bool = False):
+        super().__init__(message)
+        self.bad_width = bad_width
+
+    def __str__(self) -> str:
+        return str(self.args[0])
+
+
+def check_width(width: float, name: str = "width") -> float:
+    """``width`` when it is a finite multiplier in (0, MAX_ZOO_WIDTH], else ZooError."""
+    if (isinstance(width, bool) or not isinstance(width, (int, float))
+            or not 0 < width <= MAX_ZOO_WIDTH):  # NaN fails the comparison too
+        raise ZooError(f"{name}: width multiplier {show(width)} is not accepted; expected a number "
+                       f"in (0, {MAX_ZOO_WIDTH:g}]", bad_width=True)
+    return float(width)
 
 
 ZOO: dict[str, Callable[..., NetworkSpec]] = {
@@ -165,18 +191,21 @@ ZOO: dict[str, Callable[..., NetworkSpec]] = {
 
 def get(name: str, cifar: bool = False, num_classes: int | None = None) -> NetworkSpec:
     """``'mobilenet_v2'``, ``'igcv3_d_0.7'``, ``'igcv2_cifar'``, ``'mobilenet_v2_1.4_cifar'`` ..."""
+    if not isinstance(name, str) or len(name) > 100:
+        raise ZooError(f"unknown zoo network {show(name)}; accepted: {', '.join(names())}")
     base, width = name, 1.0
     if base.endswith("_cifar"):
         base, cifar = base[: -len("_cifar")], True
     head, _, tail = base.rpartition("_")
-    try:
-        w = float(tail)
-        if head in ZOO:
-            base, width = head, w
-    except ValueError:
-        pass
+    if head in ZOO and tail not in ("", "cifar"):
+        try:
+            w = float(tail)
+        except ValueError:
+            w = None
+        if w is not None:
+            base, width = head, check_width(w, name)
     if base not in ZOO:
-        raise KeyError(f"unknown zoo network {name!r}; accepted: {', '.join(names())} "
+        raise ZooError(f"unknown zoo network {show(name)}; accepted: {', '.join(names())} "
                        "(optionally with _<width> and/or _cifar, e.g. igcv3_d_0.7_cifar)")
     return ZOO[base](width=width, cifar=cifar, num_classes=num_classes)
 

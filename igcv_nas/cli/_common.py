@@ -2,12 +2,11 @@
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 
 from .. import zoo
-from ..spec import NetworkSpec, SpecError, from_dict, load
+from ..spec import NetworkSpec, SpecError, from_dict, parse_json, read_spec_file
 
 EXIT_BAD_INPUT = 2
 
@@ -21,24 +20,24 @@ def fail(prog: str, message: str) -> int:
 def resolve_spec(source: str) -> NetworkSpec:
     """A spec JSON file -- a plain spec, or a document holding one under ``"spec"`` (an
     ``igcv-export`` spec.json, an ``igcv-train`` output) -- or a zoo network name
-    (``igcv3_d_0.7_cifar``); SpecError otherwise."""
-    if os.path.exists(source) or source.endswith(".json"):
+    (``igcv3_d_0.7_cifar``); SpecError (one line) otherwise. The file is read once, bounded
+    (a regular file of at most MAX_SPEC_BYTES; FIFOs and devices are refused unread)."""
+    if os.path.lexists(source) or source.endswith(".json"):
+        raw = read_spec_file(source)
         try:
-            with open(source, encoding="utf-8") as f:
-                doc = json.load(f)
-        except (OSError, ValueError):
-            doc = None  # load() below reports it in one line
-        if isinstance(doc, dict) and isinstance(doc.get("spec"), dict):
-            try:
-                return from_dict(doc["spec"])
-            except SpecError as e:
-                raise SpecError(f"{source}: {e}") from None
-        return load(source)
+            doc = parse_json(raw)
+            if isinstance(doc, dict) and isinstance(doc.get("spec"), dict):
+                doc = doc["spec"]
+            return from_dict(doc)
+        except SpecError as e:
+            raise SpecError(f"{source}: {e}") from None
     try:
         return zoo.get(source)
-    except KeyError as e:
+    except zoo.ZooError as e:
+        if e.bad_width:
+            raise SpecError(str(e)) from None
         raise SpecError(f"{source!r} is neither a spec file nor a zoo network "
-                        f"({', '.join(zoo.names())}, optionally _<width> and/or _cifar)") from e
+                        f"({', '.join(zoo.names())}, optionally _<width> and/or _cifar)") from None
 
 
 class OneLineParser(argparse.ArgumentParser):
