@@ -188,7 +188,9 @@ def _class_names(meta: dict, path: Path, key: str, n: int) -> tuple[str, ...]:
 
 
 def _complete(folder: Path, name: str) -> bool:
-    return all((folder / f).is_file() for f in _FILES[name])
+    # exists, not is_file: a FIFO or directory in its place is then named by the read, not
+    # mistaken for missing data
+    return all((folder / f).exists() for f in _FILES[name])
 
 
 def _md5(path: Path) -> str:

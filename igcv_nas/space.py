@@ -785,6 +785,8 @@ def parse_yaml(raw: bytes, source: str) -> Any:
     try:
         _prescan_yaml(text, source)
         return yaml.load(text, Loader=_Loader)
+    except SpaceError:
+        raise
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         at = f" at line {mark.line + 1} column {mark.column + 1}" if mark else ""
