@@ -389,7 +389,8 @@ def _resolve_perm(p: Any, c: int, prev: Runs | None, nxt: Runs | None, where: st
 
 
 def block_from_dict(d: Any, where: str = "block") -> Block:
-    if not isinstance(d, dict) or d.get("kind") not in _BLOCK_KINDS_SET:
+    kind = d.get("kind") if isinstance(d, dict) else None
+    if not isinstance(kind, str) or kind not in _BLOCK_KINDS_SET:
         kind = d.get("kind") if isinstance(d, dict) else d
         raise SpecError(f"{where}: unknown block kind {show(kind)}; accepted: {', '.join(BLOCK_KINDS)}")
     kind = d["kind"]
