@@ -216,8 +216,13 @@ STAGE = "stages:\n  - {width: 16, depth: 1, stride: 1}\n"
 LAUGHS = "a: &a [x, x, x, x, x, x, x, x, x, x]\n" + "".join(
     f"{chr(98 + i)}: &{chr(98 + i)} [{', '.join(['*' + chr(97 + i)] * 10)}]\n" for i in range(9))
 
+# the case: 10**9 references in 3 KB; str(description) or any walk expands them
+LAUGHS_IN_DESCRIPTION = HEAD + "description:\n  - &a [x, x, x, x, x, x, x, x, x, x]\n" + "".join(
+    f"  - &{chr(98 + i)} [{', '.join(['*' + chr(97 + i)] * 10)}]\n" for i in range(9)) + STAGE
+
 SPACE_TEXTS = [
     (LAUGHS, "YAML anchor &a at line 1 column 4 is not accepted; write the value out"),
+    (LAUGHS_IN_DESCRIPTION, "YAML anchor &a at line 5 column 5 is not accepted"),
     (HEAD + "x: *y\n" + STAGE, "YAML alias *y at line 4 column 4 is not accepted"),
     (HEAD + "block: &b {kind: igcv3}\n" + STAGE, "YAML anchor &b"),
     # libyaml's scanner looks ahead and stops an unclosed one at depth 1,000 itself
@@ -441,8 +446,9 @@ def test_worst_inputs_stay_within_1_gb(tmp_path):
     d["stages"][0][0]["layers"][0]["perm"] = list(range(100_000))
     files = {
         "deep.json": "[" * 100_000, "perm.json": json.dumps(d),
-        "laughs.yaml": LAUGHS, "deep.yaml": "[" * 100_000,
-        "combos.yaml": SPACE_TEXTS[-2][0], "width.yaml": SPACE_TEXTS[7][0],
+        "laughs.yaml": LAUGHS_IN_DESCRIPTION, "deep.yaml": "[" * 100_000,
+        "combos.yaml": SPACE_TEXTS[-2][0],
+        "width.yaml": next(t for t, f in SPACE_TEXTS if f.startswith("stages[0].width=")),
     }
     for name, text in files.items():
         (tmp_path / name).write_text(text)
