@@ -1,121 +1,291 @@
 """Fidelity of the proxies: how well each score ranks architectures like a much longer training.
 
-Samples ``--n`` architectures of one space whose MACs at the space's target lie within
-``--tolerance`` of ``--budget`` (Optuna RandomSampler, seed 0), trains the CIFAR-10 form of each
-with the proxy budget and with a reference budget of ``--reference-x`` times as many training
-images (more epochs on more data), all scored on the same held-out validation images, and prints
-the Spearman rank correlation with the reference accuracy of: the proxy training's validation
-accuracy, each zero-cost proxy, MACs and params. Per-architecture results go to ``--csv``.
+Protocol (issue 11):
 
-    python benchmarks/bench_fidelity.py --space igcv3 --budget 150M --n 20          # CPU defaults
-    python benchmarks/bench_fidelity.py --space mixed --budget 80M --n 20 --scale small  # reduced
+* ``--n`` architectures (>= 40) drawn uniformly (every choice uniform, ``--seed``) from one space,
+  distinct, with MACs at the space's target inside ``[lo * B, B]`` (default lo = 0.8);
+  trained as their CIFAR-10 forms.
+* The 45,000 training images are split once into two disjoint halves: every proxy trains on
+  images of half A and is scored on the 5,000 held-out validation images; the reference trains
+  on half B (10x the proxy's images: 13,500 images x 2 epochs, batch 64) with other initial
+  weights and another data order, and is scored on the 10,000 test images. Nothing is shared
+  between a proxy and its reference but the architecture.
+* Proxy budgets (``PROXIES``), all 2,700 training images: ``e2x1350`` (the previous CPU
+  default: 1,350 images x 2 epochs, batch 32), ``e1x2700`` (2,700 images seen once, batch 32:
+  same 84 steps, more images) and ``e1x2700b64`` (batch 64, 42 steps). Each gives three scores:
+  validation accuracy, validation loss and TSE (sum of training losses, Ru et al. 2021).
+  Zero-cost proxies, MACs, params and depth (number of blocks) are scored too.
+* Noise floor: the first ``--noise-archs`` (10) architectures are trained with ``--noise-seeds``
+  (3) seeds for every proxy and for the reference; seed-to-seed Spearman rho over them.
+* Table: Spearman rho and Kendall tau-b of every score against the reference with bootstrap 95%
+  intervals (2,000 resamples of the architectures), partial Spearman given MACs and depth, and
+  precision of the top 5 (how many of the score's top 5 are among the reference's top 5).
+
+Every finished training is appended to ``--csv`` (one row: architecture, role, seeds, scores)
+and skipped when the benchmark is started again, so it can run in the background, be stopped
+and continued (``setsid nohup ... &``).
+
+    OMP_NUM_THREADS=2 python benchmarks/bench_fidelity.py --space mixed --budget 80M --n 40
+    python benchmarks/bench_fidelity.py --report benchmarks/results/fidelity_mixed_80M_cpu.csv
 """
 from __future__ import annotations
 
 import argparse
+import csv
 import os
 import platform
+import sys
 import time
 from dataclasses import replace
+from pathlib import Path
 
-import optuna
+import numpy as np
 import pandas as pd
 import torch
-from optuna.samplers import RandomSampler
 
 from igcv_nas.cost import count
-from igcv_nas.data import load_splits
-from igcv_nas.proxy import ProxyBudget, default_budget, evaluate
+from igcv_nas.data import Splits, load_splits
+from igcv_nas.proxy import ProxyBudget, evaluate, zero_cost_scores
 from igcv_nas.space import load_space, to_cifar
+from igcv_nas.train import TrainConfig
 from igcv_nas.units import parse_count
+from igcv_nas.zero_cost import PROXIES as ZC
+
+HALF = 22_500  # images in each half of the 45,000-image training split
+_BASE = TrainConfig(epochs=1, batch_size=32, lr=0.05, warmup=0.3, label_smoothing=0.0,
+                    channels_last=True, device="cpu", eval_each_epoch=False)
+PROXIES = {
+    "e2x1350": replace(_BASE, epochs=2, train_fraction=1350 / HALF),
+    "e1x2700": replace(_BASE, train_fraction=2700 / HALF),
+    "e1x2700b64": replace(_BASE, batch_size=64, lr=0.1, train_fraction=2700 / HALF),
+}
+REFERENCE = replace(_BASE, epochs=2, batch_size=64, lr=0.1, warmup=0.15, label_smoothing=0.1,
+                    train_fraction=13_500 / HALF)
+PROXY_SEED, REF_SEED = 0, 1000  # seed s: initialisation s, data order s (+1 per noise seed)
+FIELDS = ["arch", "arch_id", "macs", "params", "depth", "role", "seed", "val_acc", "val_loss",
+          "tse", "seconds"]
 
 
-def sample_near(space, budget: int, tol: float, n: int, seed: int):
-    study = optuna.create_study(sampler=RandomSampler(seed=seed))
-    picked, tries = [], 0
-    while len(picked) < n:
-        tries += 1
-        if tries > 200_000:
-            raise SystemExit(f"fewer than {n} architectures within {tol:.0%} of {budget:,} MACs")
-        trial = study.ask()
+class Uniform:
+    """A trial-like object answering every choice uniformly at random (the distribution of
+    Optuna's RandomSampler, without a study that grows with every draw)."""
+
+    def __init__(self, seed: int):
+        self.rng = np.random.default_rng(seed)
+
+    def suggest_categorical(self, name: str, choices):
+        return choices[int(self.rng.integers(len(choices)))]
+
+
+def sample_band(space, lo: int, hi: int, n: int, seed: int):
+    """``n`` distinct architectures drawn uniformly from ``space`` with MACs in [lo, hi]."""
+    trial = Uniform(seed)
+    picked, ids = [], set()
+    for _ in range(500_000):
         spec = space.sample(trial)
-        if abs(count(spec).macs - budget) <= tol * budget and spec.arch_id not in {s.arch_id for s in picked}:
+        m = count(spec).macs
+        if lo <= m <= hi and spec.arch_id not in ids:
             picked.append(spec)
-    return picked
+            ids.add(spec.arch_id)
+            if len(picked) == n:
+                return picked
+    raise SystemExit(f"fewer than {n} architectures with MACs in [{lo:,}, {hi:,}]")
+
+
+def halves(splits: Splits) -> tuple[Splits, Splits]:
+    """(proxy splits: half A, scored on val; reference splits: half B, scored on test)."""
+    perm = np.random.default_rng(99).permutation(len(splits.train))
+    a, b = splits.train.subset(np.sort(perm[:HALF])), splits.train.subset(np.sort(perm[HALF:2 * HALF]))
+    return replace(splits, train=a), replace(splits, train=b, val=splits.test)
+
+
+def done_keys(path: Path) -> set[tuple[str, str, int]]:
+    if not path.is_file():
+        return set()
+    return {(r["arch_id"], r["role"], int(r["seed"])) for r in csv.DictReader(path.open())}
+
+
+def append(path: Path, row: dict) -> None:
+    new = not path.is_file()
+    with path.open("a", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=FIELDS)
+        if new:
+            w.writeheader()
+        w.writerow(row)
+        f.flush()
+        os.fsync(f.fileno())
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--space", default="igcv3")
-    ap.add_argument("--budget", default="150M", help="MACs at the space's target")
-    ap.add_argument("--tolerance", type=float, default=0.2)
-    ap.add_argument("--n", type=int, default=20)
+    ap.add_argument("--space", default="mixed")
+    ap.add_argument("--budget", default="80M", help="MACs budget B at the space's target")
+    ap.add_argument("--band", type=float, default=0.8, help="lower end of the band as a fraction of B")
+    ap.add_argument("--n", type=int, default=40)
+    ap.add_argument("--noise-archs", type=int, default=10)
+    ap.add_argument("--noise-seeds", type=int, default=3)
     ap.add_argument("--data-dir", default=None)
-    ap.add_argument("--device", default="auto")
-    ap.add_argument("--scale", choices=["default", "small"], default="default",
-                    help="small: 1 epoch of the default budget as the proxy (CPU-friendly)")
-    ap.add_argument("--reference-x", type=int, default=10, help="reference budget / proxy budget")
-    ap.add_argument("--csv", default="fidelity.csv")
-    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--csv", default=None, help="default benchmarks/results/fidelity_<space>_<budget>_cpu.csv")
+    ap.add_argument("--seed", type=int, default=0, help="architecture sampling seed")
+    ap.add_argument("--threads", type=int, default=int(os.environ.get("OMP_NUM_THREADS", "2")))
     ap.add_argument("--report", metavar="CSV", help="only print the table of an earlier run's CSV")
     args = ap.parse_args()
     if args.report:
-        report(pd.read_csv(args.report))
+        report(pd.read_csv(args.report), Path(args.report).with_suffix(".zc.csv"))
         return
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-
-    proxy = default_budget(args.device, mode="both")
-    if args.scale == "small":
-        proxy = replace(proxy, train=replace(proxy.train, epochs=1))
-    t = proxy.train
-    # reference: x times the training images -- x/2 times the data (capped at all of it) for
-    # the rest of the factor in epochs
-    frac = min(1.0, t.train_fraction * max(1, args.reference_x // 2))
-    epochs = round(t.epochs * args.reference_x * t.train_fraction / frac)
-    ref = ProxyBudget(mode="training", train=replace(t, train_fraction=frac, epochs=epochs),
-                      val_size=proxy.val_size)
-
+    torch.set_num_threads(args.threads)
+    out = Path(args.csv or f"benchmarks/results/fidelity_{args.space}_{args.budget}_cpu.csv")
+    out.parent.mkdir(parents=True, exist_ok=True)
     space = load_space(args.space)
-    budget = parse_count(args.budget, "--budget")
-    specs = sample_near(space, budget, args.tolerance, args.n, args.seed)
-    splits = load_splits("cifar10", args.data_dir, val_size=5000, seed=0)
-    dev = torch.device(t.device)
+    b = parse_count(args.budget, "--budget")
+    specs = sample_band(space, int(args.band * b), b, args.n, args.seed)
+    splits = load_splits("cifar10", args.data_dir, val_size=5000, seed=0, download_ok=False)
+    proxy_splits, ref_splits = halves(splits)
     print(f"# bench_fidelity: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
-          f"torch {torch.__version__}, device {dev}")
-    print(f"# space {args.space}, {args.n} architectures with MACs within {args.tolerance:.0%} of "
-          f"{budget:,} at {space.target.input_size}px; trained as CIFAR-10 forms")
-    print(f"# proxy: {t.epochs} epochs x {t.train_fraction:.3f} of 45,000 images; reference: "
-          f"{ref.train.epochs} epochs x {frac:.3f} ({ref.train.epochs * frac / (t.epochs * t.train_fraction):.1f}x "
-          f"the images); both scored on the same {proxy.val_size} validation images")
-    rows = []
-    for i, spec in enumerate(specs):
-        cifar = to_cifar(spec, num_classes=10)
-        c = count(spec)
+          f"{args.threads} threads, torch {torch.__version__}", flush=True)
+    print(f"# space {args.space}: {args.n} architectures, MACs in [{args.band:g}, 1] x {b:,} at "
+          f"{space.target.input_size}px, trained as CIFAR-10 forms; rows -> {out}")
+    zc_path = out.with_suffix(".zc.csv")
+    zc_done = set(pd.read_csv(zc_path).arch_id) if zc_path.is_file() else set()
+    zc_budget = ProxyBudget(mode="zero-cost", train=replace(_BASE, train_fraction=1.0))
+    for i, spec in enumerate(specs):  # zero-cost scores first: seconds for all
+        if spec.arch_id in zc_done:
+            continue
+        s = zero_cost_scores(to_cifar(spec, 10), proxy_splits, zc_budget, seed=PROXY_SEED)
+        new = not zc_path.is_file()
+        pd.DataFrame([{"arch_id": spec.arch_id, **s}]).to_csv(zc_path, mode="a", header=new, index=False)
+    done = done_keys(out)
+    jobs = []  # (arch index, role, seed): main rows of every architecture, then the noise seeds
+    for i in range(len(specs)):
+        jobs += [(i, f"proxy:{p}", PROXY_SEED) for p in PROXIES] + [(i, "reference", REF_SEED)]
+    for k in range(1, args.noise_seeds):
+        for i in range(min(args.noise_archs, len(specs))):
+            jobs += [(i, f"proxy:{p}", PROXY_SEED + k) for p in PROXIES] + [(i, "reference", REF_SEED + k)]
+    todo = [j for j in jobs if (specs[j[0]].arch_id, j[1], j[2]) not in done]
+    print(f"# {len(jobs) - len(todo)} of {len(jobs)} trainings already in the CSV", flush=True)
+    for n, (i, role, seed) in enumerate(todo):
+        spec = specs[i]
+        cfg = REFERENCE if role == "reference" else PROXIES[role.split(":")[1]]
+        budget = ProxyBudget(mode="training", train=replace(cfg, seed=seed, data_seed=seed),
+                             val_size=10_000)
         t0 = time.perf_counter()
-        p = evaluate(cifar, splits, proxy)
-        t1 = time.perf_counter()
-        r = evaluate(cifar, splits, ref)
-        t2 = time.perf_counter()
-        rows.append({"arch_id": spec.arch_id, "macs": c.macs, "params": c.params,
-                     "proxy_acc": p["val_acc"], **{k: v for k, v in p.items() if k.startswith("zc_")},
-                     "reference_acc": r["val_acc"], "proxy_s": t1 - t0, "reference_s": t2 - t1})
-        print(f"  {i + 1:>2}/{len(specs)} {spec.arch_id} {c.macs / 1e6:6.1f}M  proxy {p['val_acc']:.3f} "
-              f"({t1 - t0:5.0f}s)  reference {r['val_acc']:.3f} ({t2 - t1:5.0f}s)", flush=True)
-        pd.DataFrame(rows).to_csv(args.csv, index=False)
-    report(pd.DataFrame(rows))
+        s = evaluate(to_cifar(spec, 10), ref_splits if role == "reference" else proxy_splits, budget)
+        c = count(spec)
+        append(out, {"arch": i, "arch_id": spec.arch_id, "macs": c.macs, "params": c.params,
+                     "depth": sum(len(st) for st in spec.stages), "role": role, "seed": seed,
+                     "val_acc": s["val_acc"], "val_loss": s["val_loss"], "tse": s["tse"],
+                     "seconds": round(time.perf_counter() - t0, 2)})
+        print(f"  [{n + 1}/{len(todo)}] arch {i:>2} {role:<18} seed {seed:<5} acc {s['val_acc']:.4f} "
+              f"loss {s['val_loss']:.3f} ({time.perf_counter() - t0:.0f}s)", flush=True)
+    report(pd.read_csv(out), zc_path)
 
 
-def report(df: pd.DataFrame) -> None:
-    scores = ["proxy_acc"] + [c for c in df.columns if c.startswith("zc_")] + ["macs", "params"]
-    print(f"\n{'score':<16}{'Spearman rho vs reference':>28}")
-    print("-" * 44)
-    for s in scores:
-        # Spearman = Pearson on ranks (average ranks for ties); pandas' own needs scipy
-        rho = df[s].rank().corr(df["reference_acc"].rank())
-        print(f"{s:<16}{rho:>28.3f}")
-    print(f"# mean time per architecture: proxy {df.proxy_s.mean():.0f}s, reference {df.reference_s.mean():.0f}s; "
-          f"reference accuracy {df.reference_acc.min():.3f}..{df.reference_acc.max():.3f}")
+# ---------------------------------------------------------------------------------------------
+# statistics (numpy only)
+
+def _ranks(x: np.ndarray) -> np.ndarray:
+    return pd.Series(x).rank().to_numpy()
+
+
+def spearman(x, y) -> float:
+    return float(np.corrcoef(_ranks(np.asarray(x)), _ranks(np.asarray(y)))[0, 1])
+
+
+def kendall(x, y) -> float:
+    """Kendall tau-b."""
+    x, y = np.asarray(x), np.asarray(y)
+    dx, dy = np.sign(x[:, None] - x[None, :]), np.sign(y[:, None] - y[None, :])
+    iu = np.triu_indices(len(x), 1)
+    dx, dy = dx[iu], dy[iu]
+    den = np.sqrt((dx != 0).sum() * (dy != 0).sum())
+    return float((dx * dy).sum() / den) if den else float("nan")
+
+
+def partial_spearman(x, y, covars: list) -> float:
+    """Spearman of x and y with the ranks of the covariates regressed out of both."""
+    z = np.column_stack([np.ones(len(x))] + [_ranks(np.asarray(c)) for c in covars])
+
+    def resid(v):
+        r = _ranks(np.asarray(v))
+        return r - z @ np.linalg.lstsq(z, r, rcond=None)[0]
+    return float(np.corrcoef(resid(x), resid(y))[0, 1])
+
+
+def bootstrap(fn, x, y, reps: int = 2000, seed: int = 0) -> tuple[float, float]:
+    rng = np.random.default_rng(seed)
+    x, y, n, vals = np.asarray(x), np.asarray(y), len(x), []
+    for _ in range(reps):
+        i = rng.integers(0, n, n)
+        if len(set(y[i])) > 1 and len(set(x[i])) > 1:
+            vals.append(fn(x[i], y[i]))
+    return float(np.nanpercentile(vals, 2.5)), float(np.nanpercentile(vals, 97.5))
+
+
+def top_k_precision(x, y, k: int = 5) -> float:
+    x, y = np.asarray(x), np.asarray(y)
+    return len(set(np.argsort(-x)[:k]) & set(np.argsort(-y)[:k])) / k
+
+
+def report(df: pd.DataFrame, zc_path: Path | None = None) -> None:
+    ref = df[(df.role == "reference") & (df.seed == REF_SEED)].set_index("arch_id")
+    main = df[df.seed == PROXY_SEED]
+    table = pd.DataFrame(index=ref.index)
+    table["reference"] = ref.val_acc
+    for role, g in main[main.role.str.startswith("proxy:")].groupby("role"):
+        g = g.set_index("arch_id")
+        name = role.split(":")[1]
+        table[f"{name} val_acc"] = g.val_acc
+        table[f"{name} -val_loss"] = -g.val_loss
+        table[f"{name} -tse"] = -g.tse
+    if zc_path is not None and Path(zc_path).is_file():
+        zc = pd.read_csv(zc_path).drop_duplicates("arch_id").set_index("arch_id")
+        for c in zc.columns:
+            table[c] = zc[c]
+    for c in ("macs", "params", "depth"):
+        table[c] = ref[c]
+    table = table.dropna(subset=["reference"])
+    n = len(table)
+    print(f"\n## fidelity: {n} architectures with a reference (reference test acc "
+          f"{table.reference.min():.3f}..{table.reference.max():.3f})")
+    noise = noise_floor(df)
+    if noise:
+        print("\nnoise floor (seed-to-seed Spearman rho over the noise architectures, mean of "
+              "seed pairs [min, max]):")
+        for k, (m, lo, hi, na) in noise.items():
+            print(f"  {k:<22} {m:6.3f} [{lo:.3f}, {hi:.3f}]  ({na} architectures)")
+    y = table.reference.to_numpy()
+    print(f"\n{'score':<22}{'rho':>7}{'95% CI':>17}{'tau':>7}{'95% CI':>17}{'partial':>9}{'top5':>6}")
+    print("-" * 85)
+    for col in table.columns.drop("reference"):
+        sub = table[[col, "reference", "macs", "depth"]].replace([np.inf, -np.inf], np.nan).dropna()
+        if len(sub) < 5:
+            continue
+        x, yy = sub[col].to_numpy(), sub.reference.to_numpy()
+        rho, tau = spearman(x, yy), kendall(x, yy)
+        rlo, rhi = bootstrap(spearman, x, yy)
+        tlo, thi = bootstrap(kendall, x, yy, reps=500)
+        part = (partial_spearman(x, yy, [sub.macs, sub.depth]) if col not in ("macs", "depth")
+                else float("nan"))
+        print(f"{col:<22}{rho:>7.3f}  [{rlo:>6.3f},{rhi:>6.3f}]{tau:>7.3f}  [{tlo:>6.3f},{thi:>6.3f}]"
+              f"{part:>9.3f}{top_k_precision(x, yy):>6.1f}")
+    secs = df.groupby(df.role.str.split(":").str[0]).seconds.mean()
+    print(f"\n# mean seconds per training: " + ", ".join(f"{k} {v:.0f}s" for k, v in secs.items())
+          + f"; {len(df)} trainings in the CSV; n = {n} (a rho on n = 40 has a 95% interval "
+            f"about 0.5 wide)")
+    del y
+
+
+def noise_floor(df: pd.DataFrame) -> dict[str, tuple[float, float, float, int]]:
+    out = {}
+    for role, g in df.groupby("role"):
+        wide = g.pivot_table(index="arch_id", columns="seed", values="val_acc").dropna()
+        if wide.shape[1] < 2 or len(wide) < 4:
+            continue
+        seeds = list(wide.columns)
+        rhos = [spearman(wide[a], wide[b]) for i, a in enumerate(seeds) for b in seeds[i + 1:]]
+        out[role] = (float(np.mean(rhos)), float(min(rhos)), float(max(rhos)), len(wide))
+    return out
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

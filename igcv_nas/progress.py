@@ -24,7 +24,17 @@ def _best(sm: Any) -> str:
     b = sm.best
     if not b:
         return "-"
+    if b.get("confirmed"):
+        std = f" +/- {b['std']:.4f}" if b.get("std") is not None else ""
+        return (f"{b[sm.score]:.4f}{std} confirmed over {b['seeds']} seeds (trial {b['number']}, "
+                f"{human(b['macs'])} MACs)")
     return f"{b[sm.score]:.4f} (trial {b['number']}, {human(b['macs'])} MACs)"
+
+
+def _ladder(sm: Any) -> str:
+    if not sm.ladder_planned:
+        return ""
+    return f"ladder {sm.ladder_done}/{sm.ladder_planned} ({sm.phase})"
 
 
 class Progress:
@@ -56,23 +66,29 @@ class Progress:
         t.add_row("trials", f"[{'#' * filled}{'.' * (bar_w - filled)}] {sm.done}/{sm.target}  "
                             f"complete {sm.complete}  pruned {sm.pruned}  failed {sm.failed}  "
                             f"running {sm.running}")
-        t.add_row("skipped", f"over budget {sm.over_budget}  duplicates {sm.duplicates} "
-                             f"(never trained)")
+        t.add_row("skipped", f"over budget {sm.over_budget}  below band {sm.below_band}  "
+                             f"duplicates {sm.duplicates} (never trained)")
+        if sm.ladder_planned:
+            t.add_row("ladder", f"{sm.ladder_done}/{sm.ladder_planned} trainings ({sm.phase}: "
+                                f"promotions, then fresh-seed confirmations)")
         t.add_row("best", _best(sm))
         t.add_row("elapsed", f"{_dur(sm.elapsed_s)}   ETA {_dur(sm.eta_s)}   attempt {sm.attempt}")
         return t
 
     def update(self, sm: Any) -> None:
+        """Live mode: redraw. Log mode: one line when a count or the best changes (a trial
+        starting is not a change), under 120 columns."""
         self.sm = sm
         if self.live_mode:
             return
-        line = (f"trials {sm.done}/{sm.target} (complete {sm.complete}, pruned {sm.pruned}, "
-                f"failed {sm.failed}, running {sm.running}; over budget {sm.over_budget}, "
-                f"duplicates {sm.duplicates}) best {_best(sm)}")
+        skipped = sm.over_budget + sm.below_band + sm.duplicates
+        line = (f"trials {sm.done}/{sm.target} ({sm.complete} ok, {sm.pruned} pruned, "
+                f"{sm.failed} failed, {skipped} skipped) {_ladder(sm)}".rstrip()
+                + f" best {_best(sm)}")
         if line != self._last_line:
             self._last_line = line
-            print(f"[{time.strftime('%H:%M:%S')}] {line}  elapsed {_dur(sm.elapsed_s)}"
-                  f" ETA {_dur(sm.eta_s)}", file=self.stream, flush=True)
+            print(f"[{time.strftime('%H:%M:%S')}] {line} ETA {_dur(sm.eta_s)}"[:119],
+                  file=self.stream, flush=True)
 
     def close(self) -> None:
         if self._live is not None:
@@ -84,7 +100,9 @@ def results_tables(rows: list[dict], pareto: list[dict], score: str, top: int = 
                    stream=None) -> None:
     """The top architectures and the Pareto front (score vs MACs)."""
     con = Console(file=stream or sys.stdout, highlight=False, width=120)
-    done = sorted((r for r in rows if r["status"] == "complete"), key=lambda r: -r[score])
+    sign = -1 if score in ("val_loss", "tse") else 1
+    first = [r for r in rows if not r.get("rung")]
+    done = sorted((r for r in first if r["status"] == "complete"), key=lambda r: -sign * r[score])
 
     def table(title: str, rs: list[dict]) -> Table:
         t = Table(title=title)
@@ -96,5 +114,15 @@ def results_tables(rows: list[dict], pareto: list[dict], score: str, top: int = 
                       f"{lat:.2f}" if lat else "-", str(r["arch_id"]))
         return t
 
-    con.print(table(f"top {min(top, len(done))} architectures", done[:top]))
+    con.print(table(f"top {min(top, len(done))} architectures (first rung)", done[:top]))
     con.print(table(f"Pareto front ({score} vs MACs)", pareto))
+    ladder = [r for r in rows if r.get("rung")]
+    if ladder:
+        t = Table(title="ladder (rung 1: promoted, 3x the images; rung 2: fresh-seed confirmations)")
+        for c in ("trial", "rung", "seed", "status", score, "MACs"):
+            t.add_column(c, justify="right")
+        for r in ladder:
+            v = r.get(score)
+            t.add_row(str(r["number"]), str(r["rung"]), str(r["seed"]), r["status"],
+                      f"{v:.4f}" if v is not None else "-", human(r["macs"]))
+        con.print(t)

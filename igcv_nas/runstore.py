@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterable
 
 from .fileio import write_bytes, write_json, write_text
+from .trials import LADDER_STUDY, STUDY_NAME, TrialStatus
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -40,18 +41,24 @@ RUN_FORMAT = "igcv-nas/run@1"
 RUN_JSON, SPACE_FILE, JOURNAL = "run.json", "space.yaml", "study.journal"
 TRIALS_CSV, BEST_JSON, PARETO_JSON = "trials.csv", "best.json", "pareto.json"
 MEASURED_JSON = "measured_latency.json"
-STUDY_NAME = "igcv-search"
+__all__ = ["LADDER_STUDY", "STUDY_NAME", "RunDir", "RunError", "RunLocked", "load_trials",
+           "pareto_front", "table"]
 
-# what a trial became (column ``status`` of the trials table)
-COMPLETE, PRUNED, FAILED = "complete", "pruned", "failed"
-OVER_BUDGET, DUPLICATE, RUNNING = "over-budget", "duplicate", "running"
-LOST = "lost"  # sampled, but the driver died before it was decided (never trained, not counted)
+# what a trial became (column ``status`` of the trials table; see igcv_nas.trials)
+COMPLETE, PRUNED, FAILED = (TrialStatus.COMPLETE.value, TrialStatus.PRUNED.value,
+                            TrialStatus.FAILED.value)
+OVER_BUDGET, DUPLICATE, RUNNING = (TrialStatus.OVER_BUDGET.value, TrialStatus.DUPLICATE.value,
+                                   TrialStatus.RUNNING.value)
+BELOW_BAND = TrialStatus.BELOW_BAND.value
+LOST = TrialStatus.LOST.value  # sampled, but the driver died before it was decided
 EVALUATED = (COMPLETE, PRUNED, FAILED)  # trials that were handed to proxy evaluation
 
-TABLE_COLUMNS = ["number", "status", "arch_id", "macs", "params", "latency_ms",
-                 "measured_latency_ms", "val_acc", "best_val_acc", "epochs", "train_seconds",
-                 "wall_seconds", "images_per_s", "node", "attempt", "resumed_in", "duplicate_of",
-                 "reason", "started", "finished"]
+# one row per architecture at the first rung (rung 0, the trial's number) and one per ladder
+# training (rung >= 1, the architecture's number, seed offset, ladder_trial)
+TABLE_COLUMNS = ["number", "rung", "seed", "status", "arch_id", "macs", "params", "latency_ms",
+                 "measured_latency_ms", "val_acc", "val_loss", "tse", "best_val_acc", "epochs",
+                 "train_seconds", "wall_seconds", "images_per_s", "node", "attempt", "resumed_in",
+                 "duplicate_of", "parent", "ladder_trial", "reason", "started", "finished"]
 
 
 class RunError(ValueError):
@@ -78,6 +85,9 @@ class RunDir:
         path = cls.check_new(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".creating", dir=path.parent))
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o777 & ~umask)  # mkdtemp makes it 0700; a run dir is shared like any other
         try:
             write_bytes(tmp / SPACE_FILE, space_raw)
             write_json(tmp / RUN_JSON, {"format": RUN_FORMAT, **meta})
@@ -238,13 +248,15 @@ def load_trials(run_dir: str | os.PathLike) -> pd.DataFrame:
     return pd.read_csv(f)
 
 
-def pareto_front(rows: list[dict], score: str = "val_acc", cost: str = "macs") -> list[dict]:
-    """Rows not dominated in (higher ``score``, lower ``cost``), cheapest first."""
+def pareto_front(rows: list[dict], score: str = "val_acc", cost: str = "macs",
+                 sign: int = 1) -> list[dict]:
+    """Rows not dominated in (better ``score``: higher for ``sign`` 1, lower for -1; lower
+    ``cost``), cheapest first."""
     pts = [r for r in rows if r.get(score) is not None and r.get(cost) is not None]
-    pts.sort(key=lambda r: (r[cost], -r[score]))
+    pts.sort(key=lambda r: (r[cost], -sign * r[score]))
     front, best = [], float("-inf")
     for r in pts:
-        if r[score] > best:
+        if sign * r[score] > best:
             front.append(r)
-            best = r[score]
+            best = sign * r[score]
     return front

@@ -1,30 +1,25 @@
 """The search driver: Optuna proposes, Ray Tune evaluates, the run directory records.
 
 Data flow: the space samples a spec (define-by-run) -> its analytic cost (and predicted latency)
-is checked against the budgets *before* anything trains -> an in-budget architecture not seen
-before is handed to Ray Tune, whose trainable calls :func:`igcv_nas.proxy.evaluate` on the data
-set's variant of the spec -> the result is told to the Optuna study (journal file in the run
-directory) -> the trials table, best and Pareto files are rewritten from the study.
+is checked against the budgets and the MACs band *before* anything trains -> an in-budget
+architecture not seen before is handed to Ray Tune, whose trainable calls
+:func:`igcv_nas.proxy.evaluate` on the data set's variant of the spec -> the result is told to
+the Optuna study (journal file in the run directory) -> the trials table, best and Pareto files
+are rewritten from the study.
 
-This module does not know how blocks are built (the space and the proxy do) and the trainer
-does not know about Optuna or Ray (the trainable below adapts it).
+The bookkeeping (what each sample became, what a sampler is told, the multi-fidelity ladder,
+recovery on resume) is :mod:`igcv_nas.trials`, Ray-free; :mod:`igcv_nas.raytune` adapts it to
+Ray Tune. This module does not know how blocks are built (the space and the proxy do) and the
+trainer does not know about Optuna or Ray.
 
-Trial bookkeeping (``status`` user attribute of each study trial; see :mod:`igcv_nas.runstore`):
-
-* ``over-budget``: sampled, cost above a budget; told COMPLETE with the worst value and a
-  positive constraint (so constrained samplers learn the feasible region); never trained.
-* ``duplicate``: the same canonical architecture id as an earlier trial; told that trial's
-  outcome; never trained again.
-* ``evaluating`` -> ``complete`` | ``pruned`` (stopped by ASHA, or by the time budget; state
-  PRUNED, not COMPLETE) | ``failed`` (non-finite loss, or the trainable failed more than
-  ``max_failures`` times; state FAIL with the reason).
-
-``--trials N`` counts evaluated architectures (complete + pruned + failed).
+``--trials N`` counts evaluated architectures at the first rung (complete + pruned + failed);
+with the ladder (the default for ``--proxy training`` and ``--objective accuracy``) the best
+of them are then trained longer and the finalists re-trained with fresh seeds
+(:func:`igcv_nas.trials.ladder_plan`).
 """
 from __future__ import annotations
 
 import logging
-import math
 import os
 import time
 import warnings
@@ -36,24 +31,28 @@ import optuna
 from optuna.trial import TrialState
 
 from . import cost as costmod
-from .runstore import (COMPLETE, DUPLICATE, EVALUATED, FAILED, LOST, OVER_BUDGET, PRUNED,
-                       RUNNING, STUDY_NAME, RunDir, pareto_front)
 from .space import SearchSpace, to_cifar
-from .spec import NetworkSpec, load
+from .spec import NetworkSpec
+from .trials import Objective, TrialStatus
 
 log = logging.getLogger("igcv_nas.search")
 
-SAMPLERS = ("tpe", "nsga2", "random")
+SAMPLERS = ("tpe", "evolution", "nsga2", "random")
 OBJECTIVES = ("accuracy", "pareto")
 PROXY_MODES = ("training", "zero-cost", "both")
+SCHEDULERS = ("ladder", "asha", "none")
+# training scores a search can maximise: name -> sign (val_loss and tse: lower is better)
+TRAINING_SCORES = {"val_acc": 1, "val_loss": -1, "tse": -1}
 # the names of igcv_nas.zero_cost.PROXIES (kept here so that argument errors need no torch import)
-ZERO_COST_METRICS = ("synflow", "naswot", "grad_norm")
+ZERO_COST_METRICS = ("synflow", "naswot", "grad_norm", "zico")
 NAMED_TARGETS = {"imagenet": (224, 1000), "cifar10": (32, 10), "cifar100": (32, 100)}
-EVALUATING, WAITING = "evaluating", "waiting"
+FLOPS_MIN_FRACTION = 0.7  # default floor of the MACs band: 0.7 x --flops
 # ASHA needs a rung that says something: after 1 of 2 CPU-budget epochs every architecture is
 # still near chance (0.08-0.11 for all 11 trials it pruned in a default CPU search), so early
-# stopping starts at 3 epochs (the GPU default has 8)
+# stopping needs at least 3 epochs, and its grace period lies past the warm-up
 ASHA_MIN_EPOCHS = 3
+ASHA_REDUCTION = 3
+RUNG0_TIME_SHARE = 0.55  # with --time-budget and the ladder: new architectures until 55% of it
 MAX_DRAWS = 2000  # samples tried per suggestion before the space counts as exhausted
 # settings a resume may change; any other change is refused unless forced
 RESUME_MUTABLE = ("trials", "time_budget_s", "cpus_per_trial", "gpus_per_trial",
@@ -73,6 +72,7 @@ class Settings:
     space: str = "igcv3"
     target: str = "space"            # space | imagenet | cifar10 | cifar100 | RES:CLASSES
     macs: int | None = None
+    macs_min: int | None = None        # floor of the MACs band; None: FLOPS_MIN_FRACTION x macs
     params: int | None = None
     latency_ms: float | None = None
     latency_device: str = "cpu"
@@ -91,7 +91,8 @@ class Settings:
     max_concurrent: int | None = None
     address: str | None = None
     budget: dict | None = None         # ProxyBudget.to_dict(); None: the device default
-    asha: bool = True
+    scheduler: str = "ladder"          # ladder | asha | none (ladder/asha only where they apply)
+    score_by: str = "val_acc"          # the training score maximised: val_acc, val_loss, tse
     max_failures: int = 2
 
     def __post_init__(self) -> None:
@@ -117,6 +118,17 @@ class Settings:
             raise bad("--max-concurrent", self.max_concurrent, "an integer >= 1")
         if self.max_failures < 0:
             raise bad("--max-failures", self.max_failures, "an integer >= 0")
+        if self.scheduler not in SCHEDULERS:
+            raise bad("--scheduler", self.scheduler, ", ".join(SCHEDULERS))
+        if self.score_by not in TRAINING_SCORES:
+            raise bad("--score", self.score_by, ", ".join(TRAINING_SCORES))
+        if self.macs_min is not None and (self.macs_min < 0 or (
+                self.macs is not None and self.macs_min > self.macs)):
+            raise bad("--flops-min", self.macs_min, f"0 (no floor) up to --flops "
+                                                    f"({self.macs if self.macs is not None else '-'})")
+        if self.sampler == "evolution" and self.objective == "pareto":
+            raise SearchError("--sampler evolution is single-objective; with --objective pareto "
+                              "use nsga2, tpe or random")
         parse_target(self.target)
 
     def to_dict(self) -> dict:
@@ -124,21 +136,69 @@ class Settings:
 
     @classmethod
     def from_dict(cls, d: dict) -> Settings:
+        d = dict(d)
+        if "scheduler" not in d and "asha" in d:  # recorded before 0.2: asha on/off, no ladder
+            d["scheduler"] = "asha" if d["asha"] else "none"
         known = {f.name for f in fields(cls)}
         return cls(**{k: v for k, v in d.items() if k in known})
 
     @property
     def score(self) -> str:
-        """The result key the search maximises."""
-        return f"zc_{self.zero_cost_metric}" if self.proxy == "zero-cost" else "val_acc"
+        """The result key the search ranks by."""
+        return f"zc_{self.zero_cost_metric}" if self.proxy == "zero-cost" else self.score_by
+
+    @property
+    def objective_fn(self) -> Objective:
+        sign = 1 if self.proxy == "zero-cost" else TRAINING_SCORES[self.score_by]
+        return Objective(self.score, sign, self.objective == "pareto")
+
+    @property
+    def band_floor(self) -> int | None:
+        """The MACs floor of the band (None: no floor)."""
+        if self.macs is None:
+            return None
+        floor = self.macs_min if self.macs_min is not None else int(FLOPS_MIN_FRACTION * self.macs)
+        return floor or None
+
+    @property
+    def uses_ladder(self) -> bool:
+        """The ladder runs for training proxies under the accuracy objective."""
+        return (self.scheduler == "ladder" and self.proxy != "zero-cost"
+                and self.objective == "accuracy")
+
+    def uses_asha(self, epochs: int) -> bool:
+        """ASHA runs only when asked, for epoch-based proxies with enough epochs, never for the
+        Pareto objective (it would prune on accuracy alone and cut the cheap end of the front)."""
+        return (self.scheduler == "asha" and self.proxy != "zero-cost"
+                and self.objective == "accuracy" and epochs >= ASHA_MIN_EPOCHS)
 
     def proxy_budget(self):
-        """The :class:`igcv_nas.proxy.ProxyBudget` of this search."""
+        """The :class:`igcv_nas.proxy.ProxyBudget` of this search (first rung)."""
         from .proxy import ProxyBudget, default_budget
         if self.budget is not None:
             b = ProxyBudget.from_dict(self.budget)
-            return replace(b, mode=self.proxy)
-        return default_budget("cuda" if self.gpus_per_trial > 0 else "cpu", self.proxy)
+            b = replace(b, mode=self.proxy)
+        else:
+            b = default_budget("cuda" if self.gpus_per_trial > 0 else "cpu", self.proxy)
+        if self.scheduler == "asha" and not b.train.eval_each_epoch:  # ASHA needs epoch scores
+            b = replace(b, train=replace(b.train, eval_each_epoch=True))
+        return b
+
+
+def rung_budget(base, factor: int, seed_offset: int):
+    """``base`` (a ProxyBudget) with ``factor`` times the training images -- more of the
+    training split first, then more epochs (or ``factor`` times the steps when steps are set) --
+    and seeds moved by ``1000 * seed_offset`` (0: the search's own seeds, shared by all
+    candidates; k > 0: fresh initialisation and data order)."""
+    t = base.train
+    if t.steps:
+        train = replace(t, steps=t.steps * factor)
+    else:
+        frac = min(1.0, t.train_fraction * factor)
+        train = replace(t, train_fraction=frac,
+                        epochs=max(1, round(t.epochs * factor * t.train_fraction / frac)))
+    return replace(base, train=train).with_seeds(t.seed + 1000 * seed_offset,
+                                                 t.data_seed + 1000 * seed_offset)
 
 
 def parse_target(text: str) -> tuple[int, int] | None:
@@ -175,6 +235,16 @@ def min_macs_at_target(space: SearchSpace, target: str) -> int:
         space.extreme_params("min"))), target)).macs
 
 
+def max_macs_at_target(space: SearchSpace, target: str) -> int:
+    t = parse_target(target)
+    if t is None:
+        return space.max_macs()
+    if t[0] == 32:
+        return space.macs_range(cifar=True, num_classes=t[1])[1][1]
+    return costmod.count(at_target(space.sample(optuna.trial.FixedTrial(
+        space.extreme_params("max"))), target)).macs
+
+
 # ---------------------------------------------------------------------------------------------
 # candidates
 
@@ -203,49 +273,50 @@ def make_candidate(space: SearchSpace, trial: Any, settings: Settings, num_class
     return cand
 
 
-def constraints(settings: Settings, cand: Candidate) -> list[float]:
-    """Optuna constraint values (<= 0 feasible): relative excess over each budget given."""
-    out = []
-    if settings.macs is not None:
-        out.append(cand.macs / settings.macs - 1.0)
-    if settings.params is not None:
-        out.append(cand.params / settings.params - 1.0)
-    if settings.latency_ms is not None and cand.latency_ms is not None:
-        out.append(cand.latency_ms / settings.latency_ms - 1.0)
-    return out or [0.0]
+def judge(settings: Settings, attrs: dict) -> tuple[TrialStatus, str] | None:
+    """Why a sampled architecture is not trained (over a budget, below the MACs band), or None."""
+    for key, limit, name in (("macs", settings.macs, "MACs"), ("params", settings.params, "params"),
+                             ("latency_ms", settings.latency_ms, "latency ms")):
+        v = attrs.get(key)
+        if limit is not None and v is not None and v > limit:
+            fmt = (lambda x: f"{x:,}") if key != "latency_ms" else (lambda x: f"{x:.3f}")
+            return TrialStatus.OVER_BUDGET, f"{name} {fmt(v)} over the budget {fmt(limit)}"
+    floor = settings.band_floor
+    if floor is not None and attrs["macs"] < floor:
+        return TrialStatus.BELOW_BAND, f"MACs {attrs['macs']:,} below the band floor {floor:,}"
+    return None
 
 
-def _constraints_func(trial: optuna.trial.FrozenTrial) -> list[float]:
-    return trial.user_attrs.get("constraints", [0.0])
+def make_sampler(settings: Settings, seed: int,
+                 accept: Callable[[Any], bool] | None = None) -> optuna.samplers.BaseSampler:
+    """The sampler of ``settings.sampler``. Only evaluated architectures reach a sampler as
+    results (:mod:`igcv_nas.trials`), so start-up phases count evaluated architectures.
 
-
-# Optuna >= 5 takes constraints per trial (Trial.set_constraint); older ones a constraints_func
-SET_CONSTRAINT = hasattr(optuna.Trial, "set_constraint")
-_CONSTRAINTS = None if SET_CONSTRAINT else _constraints_func
-
-
-def set_constraints(trial: optuna.Trial, settings: Settings, values: list[float]) -> None:
-    trial.set_user_attr("constraints", values)
-    if SET_CONSTRAINT:
-        names = [n for n, v in (("macs", settings.macs), ("params", settings.params),
-                                ("latency", settings.latency_ms)) if v is not None] or ["none"]
-        for n, v in zip(names, values):
-            trial.set_constraint(n, v)
-
-
-def make_sampler(name: str, seed: int, trials: int) -> optuna.samplers.BaseSampler:
+    * tpe: multivariate TPE with ``group=True`` (the space is conditional: a block asks only
+      the keys of its kind, a stage only its depth's blocks), constant liar for concurrent
+      trials, start-up of trials // 3 (4 to 10) random architectures.
+    * evolution: regularized evolution (:class:`igcv_nas.evolution.EvolutionSampler`),
+      population trials // 3 (4 to 20), tournament half of it; ``accept`` keeps every child
+      inside the budgets and the band and new.
+    * nsga2: population trials // 3 (6 to 50), uniform crossover.
+    * random: uniform.
+    """
+    n = settings.trials
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        if name == "tpe":
-            return optuna.samplers.TPESampler(seed=seed, constant_liar=True,
-                                              n_startup_trials=max(4, min(10, trials // 3)),
-                                              constraints_func=_CONSTRAINTS)
-        if name == "nsga2":
-            return optuna.samplers.NSGAIISampler(seed=seed, constraints_func=_CONSTRAINTS,
-                                                 population_size=max(4, min(50, trials // 4)))
+        if settings.sampler == "tpe":
+            return optuna.samplers.TPESampler(seed=seed, constant_liar=True, multivariate=True,
+                                              group=True, n_startup_trials=max(4, min(10, n // 3)))
+        if settings.sampler == "evolution":
+            from .evolution import EvolutionSampler
+            pop = max(4, min(20, n // 3))
+            return EvolutionSampler(population_size=pop, sample_size=max(2, pop // 2), seed=seed,
+                                    accept=accept)
+        if settings.sampler == "nsga2":
+            from optuna.samplers.nsgaii import UniformCrossover
+            return optuna.samplers.NSGAIISampler(seed=seed, crossover=UniformCrossover(),
+                                                 population_size=max(6, min(50, n // 3)))
         return optuna.samplers.RandomSampler(seed=seed)
-
-
 # ---------------------------------------------------------------------------------------------
 # summary for progress displays
 
@@ -257,6 +328,7 @@ class Summary:
     failed: int = 0
     running: int = 0
     over_budget: int = 0
+    below_band: int = 0
     duplicates: int = 0
     best: dict | None = None
     elapsed_s: float = 0.0
@@ -264,390 +336,347 @@ class Summary:
     attempt: int = 1
     score: str = "val_acc"
     message: str = ""
+    ladder_done: int = 0      # ladder trainings finished (promotions and confirmations)
+    ladder_planned: int = 0   # ladder trainings planned (0: no ladder)
+    phase: str = "sampling"   # sampling | promote | confirm | done
 
     @property
     def done(self) -> int:
         return self.complete + self.pruned + self.failed
 
 
-# ---------------------------------------------------------------------------------------------
-# the Ray trainable (runs in a Ray worker; uses the proxy, knows nothing of Optuna)
-
-def release_memory() -> None:
-    """Hand freed heap back to the OS. A reused Ray worker trains one architecture after
-    another; glibc keeps the freed activation buffers of each in its arenas, so without this the
-    worker grows by hundreds of MB per trial (measured: 0.15 GB per 3-step trial in-process,
-    5 GB per worker after 3 CPU-budget trials) until the machine runs out of memory. Once per
-    trial (about 0.1 s); epochs of one trial reuse the same buffers."""
-    import ctypes
-    try:
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
-    except (OSError, AttributeError):  # not glibc: nothing to trim
-        pass
+FINISHED = "FINISHED"  # what Engine.next_config returns when nothing is left to start
 
 
-def trainable(config: dict, splits: Any = None) -> None:
-    import ray
-    import torch
-    from ray import tune
+class Engine:
+    """The search's state and decisions, without Ray: which training to start next (a new
+    architecture, a ladder promotion or confirmation, or a trial to continue after a resume),
+    and what each result means for the study and the run directory.
 
-    from .proxy import ProxyBudget, evaluate
-    from .train import plan
+    :mod:`igcv_nas.raytune` drives it from Ray Tune; a test can drive it by hand."""
 
-    torch.set_num_threads(max(1, int(config["threads"])))
-    spec = load(config["proxy_spec_file"])
-    budget = ProxyBudget.from_dict(config["budget"])
-    ckpt = config["checkpoint"] if budget.mode != "zero-cost" else None
-    _, total, epochs = plan(len(splits.train), budget.train)
-    resumed = bool(ckpt and os.path.exists(ckpt))
-    base = {"node": ray.get_runtime_context().get_node_id(), "final": False, "resumed": resumed,
-            "macs": config["macs"]}
-    t0 = time.perf_counter()
-
-    def on_epoch(rep) -> None:
-        if rep.steps < total:  # the last epoch is reported with every score below
-            tune.report({"val_acc": rep.val_acc, "epoch": rep.epoch, "train_loss": rep.train_loss,
-                         **base})
-
-    try:
-        scores = evaluate(spec, splits, budget, on_epoch, checkpoint=ckpt, resume=resumed)
-    # a failed report still carries the score key (0.0): Ray checks every result for it
-    except FloatingPointError as e:  # NonFiniteLoss, non-finite accuracy or score
-        tune.report({**base, config["score"]: 0.0, "failed": f"{type(e).__name__}: {e}",
-                     "epoch": 0})
-        return
-    finally:
-        release_memory()
-    bad = [k for k, v in scores.items() if not math.isfinite(v)]
-    if bad:
-        tune.report({**base, config["score"]: 0.0, "failed": f"score {bad[0]} is {scores[bad[0]]}",
-                     "epoch": 0})
-        return
-    tune.report({**scores, **base, "final": True, "epoch": epochs,
-                 "wall_seconds": time.perf_counter() - t0})
-
-
-# ---------------------------------------------------------------------------------------------
-# the searcher: Ray Tune's OptunaSearch with budgets, dedupe, PRUNED trials and resume
-
-def _optuna_search_base():
-    from ray.tune.search.optuna import OptunaSearch
-    return OptunaSearch
-
-
-class Context:
-    """What the searcher needs from the driver (plain data, no Ray)."""
-
-    def __init__(self, run: RunDir, settings: Settings, space: SearchSpace, num_classes: int,
-                 attempt: int, lut: Any = None,
-                 on_change: Callable[[Summary], None] | None = None):
+    def __init__(self, run, settings: Settings, space: SearchSpace, num_classes: int,
+                 attempt: int, storage: optuna.storages.BaseStorage, lut: Any = None,
+                 on_change: Callable[[Summary], None] | None = None,
+                 epochs: int = 1):
+        from .trials import LADDER_STUDY, STUDY_NAME, Ladder, TrialBook, ladder_plan
         self.run, self.settings, self.space = run, settings, space
-        self.num_classes, self.attempt, self.lut = num_classes, attempt, lut
-        self.on_change = on_change
+        self.num_classes, self.attempt, self.lut, self.on_change = num_classes, attempt, lut, on_change
         self.budget = settings.proxy_budget()
+        self.epochs = epochs
+        self.objective = settings.objective_fn
         self.started = time.time()
         self.elapsed_before = float(run.meta.get("elapsed_s", 0.0))
         self.asha_stopped: set[str] = set()
         self.stopping_reason: str | None = None
+        self.exhausted: str | None = None
+        seed = settings.seed + 7919 * (attempt - 1)  # a resumed search draws afresh
+        accept = self._accept if settings.sampler == "evolution" else None
+        directions = ["maximize", "minimize"] if self.objective.pareto else ["maximize"]
+        study = optuna.create_study(storage=storage, sampler=make_sampler(settings, seed, accept),
+                                    study_name=STUDY_NAME, directions=directions,
+                                    load_if_exists=True)
+        study.set_user_attr("settings", settings.to_dict())
+        self.book = TrialBook(study, self.objective)
+        self.ladder = None
+        if settings.uses_ladder:
+            lstudy = optuna.create_study(storage=storage, study_name=LADDER_STUDY,
+                                         sampler=optuna.samplers.RandomSampler(seed=seed),
+                                         direction="maximize", load_if_exists=True)
+            self.ladder = Ladder(lstudy, self.book, ladder_plan(settings.trials))
+        self.live: dict[str, dict] = {}   # Ray trial id -> the config it runs
+        self.last: dict[str, dict] = {}   # Ray trial id -> its last result
+        self.reissue: list[dict] = []
+        self._recover()
+        self._units_at_start = self._units_done()
 
-    def __getstate__(self) -> dict:  # Ray pickles its Tuner state (callbacks, scheduler)
-        return {"run_dir": str(self.run.path)}
+    # -- candidates ---------------------------------------------------------------------------
+    def _candidate(self, trial: Any) -> Candidate:
+        return make_candidate(self.space, trial, self.settings, self.num_classes, lut=self.lut)
 
+    def _propose(self, trial: optuna.Trial) -> tuple[dict, Candidate]:
+        cand = self._candidate(trial)
+        attrs = {"arch_id": cand.arch_id, "macs": cand.macs, "params": cand.params,
+                 "attempt": self.attempt}
+        if cand.latency_ms is not None:
+            attrs["latency_ms"] = round(cand.latency_ms, 4)
+        parent_of = getattr(self.book.study.sampler, "parent_of", None)
+        if parent_of is not None:
+            parent = parent_of(trial.number)
+            if parent is not None:
+                attrs["parent"] = parent
+        return attrs, cand
 
-def make_searcher(ctx: Context, storage: optuna.storages.BaseStorage):
-    base = _optuna_search_base()
+    def _accept(self, trial_like: Any) -> bool:
+        """For the evolution sampler: is a child inside the budgets and band, and new?"""
+        cand = self._candidate(trial_like)
+        attrs = {"macs": cand.macs, "params": cand.params, "latency_ms": cand.latency_ms}
+        return judge(self.settings, attrs) is None and cand.arch_id not in self.book.by_arch()
 
-    class IGCSearch(base):
-        """OptunaSearch whose suggestions are in budget and new, whose early-stopped trials are
-        PRUNED (not COMPLETE with a low-fidelity score), and which resumes from the journal."""
+    # -- state --------------------------------------------------------------------------------
+    def _arch_config(self, number: int, attrs: dict) -> dict:
+        d = self.run.trial_dir(number)
+        return {"kind": "arch", "number": number, "name": f"trial-{number}",
+                "arch_id": attrs["arch_id"], "macs": attrs["macs"],
+                "proxy_spec_file": str(d / "proxy_spec.json"),
+                "checkpoint": str(self.run.checkpoint_file(number)),
+                "budget": self.budget.to_dict(), "threads": self.settings.cpus_per_trial,
+                "score": self.settings.score}
 
-        def __init__(self) -> None:
-            s = ctx.settings
-            multi = s.objective == "pareto"
-            seed = s.seed + 7919 * (ctx.attempt - 1)  # a resumed search draws afresh
-            super().__init__(space=lambda trial: None,
-                             metric=[s.score, "macs"] if multi else s.score,
-                             mode=["max", "min"] if multi else "max",
-                             sampler=make_sampler(s.sampler, seed, s.trials),
-                             storage=storage, study_name=STUDY_NAME)
-            self.study: optuna.Study = self._ot_study
-            self.score_key, self.run_dir = s.score, ctx.run
-            self.study.set_user_attr("settings", s.to_dict())
-            self.live: dict[str, int] = {}           # Ray trial id -> study trial number
-            self.cands: dict[int, dict] = {}         # number -> candidate attributes
-            self.waiting: dict[str, list[int]] = {}  # arch id -> duplicate trials waiting on it
-            self.reissue: list[int] = []
-            self.last: dict[str, dict] = {}          # Ray trial id -> its last result
-            self.exhausted: str | None = None
-            self._recover()
-            self._done_at_start = self.evaluated_count()  # for the ETA of this attempt
+    def _ladder_config(self, job) -> dict:
+        rung = self.ladder.plan[job.rung - 1]
+        d = self.run.trial_dir(job.source)
+        return {"kind": "ladder", "number": job.source, "job": job.number, "rung": job.rung,
+                "seed": job.seed, "name": f"trial-{job.source}-r{job.rung}s{job.seed}",
+                "arch_id": job.attrs.get("arch_id"), "macs": job.attrs.get("macs"),
+                "proxy_spec_file": str(d / "proxy_spec.json"),
+                "checkpoint": str(d / f"rung{job.rung}-seed{job.seed}.pt"),
+                "budget": rung_budget(self.budget, rung.factor, job.seed).to_dict(),
+                "threads": self.settings.cpus_per_trial, "score": self.settings.score}
 
-        # -- study helpers --------------------------------------------------------------------
-        def _trial(self, number: int) -> optuna.Trial:
-            fz = self.study._storage.get_trial(
-                self.study._storage.get_trial_id_from_study_id_trial_number(
-                    self.study._study_id, number))
-            return optuna.Trial(self.study, fz._trial_id)
+    def _recover(self) -> None:
+        for p in self.book.recover(lambda n: self.run.spec_file(n).is_file()):
+            self.reissue.append(self._arch_config(p.number, p.attrs))
+        if self.ladder is not None:
+            for job in self.ladder.recover(lambda n: True):
+                self.reissue.append(self._ladder_config(job))
 
-        def _values(self, value: float, macs: int) -> float | list[float]:
-            return [value, float(macs)] if ctx.settings.objective == "pareto" else value
+    def evaluated_count(self) -> int:
+        return self.book.evaluated_count()
 
-        def _frozen(self) -> list[optuna.trial.FrozenTrial]:
-            return self.study.get_trials(deepcopy=False)
+    def _elapsed(self) -> float:
+        return self.elapsed_before + time.time() - self.started
 
-        def _by_arch(self) -> dict[str, optuna.trial.FrozenTrial]:
-            """arch id -> the trial that evaluated (or is evaluating) it."""
-            out = {}
-            for t in self._frozen():
-                st = t.user_attrs.get("status")
-                if st in EVALUATED + (EVALUATING,) and "arch_id" in t.user_attrs:
-                    out.setdefault(t.user_attrs["arch_id"], t)
-            return out
+    def _live_arch(self) -> int:
+        return sum(1 for c in self.live.values() if c["kind"] == "arch")
 
-        def _recover(self) -> None:
-            """Resume: re-issue trials that were evaluating when the last driver stopped (their
-            checkpoints continue), settle duplicates and half-asked trials."""
-            evaluating = {}
-            for t in self._frozen():
-                if t.state != TrialState.RUNNING:
-                    continue
-                st = t.user_attrs.get("status")
-                if st == EVALUATING and ctx.run.spec_file(t.number).is_file():
-                    evaluating[t.user_attrs["arch_id"]] = t.number
-                    self.reissue.append(t.number)
-                    self.cands[t.number] = dict(t.user_attrs)
-                elif st != WAITING:
-                    self.study._storage.set_trial_user_attr(t._trial_id, "status", LOST)
-                    self.study._storage.set_trial_user_attr(
-                        t._trial_id, "reason", "the driver stopped before this sample was decided")
-                    self.study.tell(t.number, state=TrialState.FAIL)
-            done = self._by_arch()
-            for t in self._frozen():
-                if t.state == TrialState.RUNNING and t.user_attrs.get("status") == WAITING:
-                    a = t.user_attrs["arch_id"]
-                    if a in evaluating:
-                        self.waiting.setdefault(a, []).append(t.number)
-                    else:
-                        self._settle_duplicate(t.number, done.get(a))
+    def sampling_open(self) -> bool:
+        """New architectures are still to be sampled."""
+        s = self.settings
+        if self.exhausted or self.stopping_reason:
+            return False
+        if self.evaluated_count() + self._live_arch() + sum(
+                1 for c in self.reissue if c["kind"] == "arch") >= s.trials:
+            return False
+        if self.ladder is not None and s.time_budget_s is not None:
+            return self._elapsed() < RUNG0_TIME_SHARE * s.time_budget_s
+        return True
 
-        def _settle_duplicate(self, number: int, orig: optuna.trial.FrozenTrial | None) -> None:
-            tr = self._trial(number)
-            tr.set_user_attr("status", DUPLICATE)
-            if orig is None or orig.state == TrialState.FAIL or orig.values is None:
-                tr.set_user_attr("reason", "duplicate of a failed or lost trial")
-                if orig is not None:
-                    tr.set_user_attr("duplicate_of", orig.number)
-                self.study.tell(number, state=TrialState.FAIL)
-                return
-            tr.set_user_attr("duplicate_of", orig.number)
-            for k in ("scores",):
-                if k in orig.user_attrs:
-                    tr.set_user_attr(k, orig.user_attrs[k])
-            if orig.state == TrialState.PRUNED:
-                self.study.tell(number, state=TrialState.PRUNED)
-            else:
-                self.study.tell(number, orig.values if len(orig.values) > 1 else orig.values[0])
+    def remaining(self) -> int:
+        """Trainings still to start or finish (an upper bound: Ray Tune's sample count)."""
+        n = max(0, self.settings.trials - self.evaluated_count())
+        if self.ladder is not None:
+            n += max(0, self.ladder.planned() - self.ladder.finished())
+        return n
 
-        def evaluated_count(self) -> int:
-            return sum(1 for t in self._frozen() if t.user_attrs.get("status") in EVALUATED)
-
-        # -- Ray's Searcher interface ---------------------------------------------------------
-        def suggest(self, trial_id: str) -> dict | None:
-            if self.reissue:
-                number = self.reissue.pop(0)
-                self.live[trial_id] = number
-                return self._config(number, self.cands[number])
-            if self.exhausted:
-                return self.FINISHED
-            s = ctx.settings
-            by_arch = self._by_arch()
-            for _ in range(MAX_DRAWS):
-                tr = self.study.ask()
-                cand = make_candidate(ctx.space, tr, s, ctx.num_classes, lut=ctx.lut)
-                attrs = {"arch_id": cand.arch_id, "macs": cand.macs, "params": cand.params,
-                         "attempt": ctx.attempt}
-                if cand.latency_ms is not None:
-                    attrs["latency_ms"] = round(cand.latency_ms, 4)
-                for k, v in attrs.items():
-                    tr.set_user_attr(k, v)
-                cons = constraints(s, cand)
-                set_constraints(tr, s, cons)
-                if max(cons) > 0:
-                    tr.set_user_attr("status", OVER_BUDGET)
-                    self.study.tell(tr, self._values(0.0, cand.macs))
-                    continue
-                orig = by_arch.get(cand.arch_id)
-                if orig is not None:
-                    if orig.state == TrialState.RUNNING:
-                        tr.set_user_attr("status", WAITING)
-                        tr.set_user_attr("duplicate_of", orig.number)
-                        self.waiting.setdefault(cand.arch_id, []).append(tr.number)
-                    else:
-                        self._settle_duplicate(tr.number, orig)
-                    continue
-                d = ctx.run.trial_dir(tr.number)
-                d.mkdir(parents=True, exist_ok=True)
+    # -- decisions ----------------------------------------------------------------------------
+    def next_config(self, trial_id: str) -> dict | str | None:
+        """The config of the training to start as Ray trial ``trial_id``; None: nothing now
+        (wait for running trainings); FINISHED: nothing left."""
+        if self.reissue:
+            cfg = self.reissue.pop(0)
+            self.live[trial_id] = cfg
+            return cfg
+        if self.stopping_reason:
+            return FINISHED
+        if self.sampling_open():
+            prop = self.book.ask(self._propose, lambda a: judge(self.settings, a), MAX_DRAWS)
+            if prop is not None:
                 from .fileio import write_text
-                write_text(ctx.run.spec_file(tr.number), cand.spec.to_json() + "\n")
+                cand = prop.payload
+                d = self.run.trial_dir(prop.number)
+                d.mkdir(parents=True, exist_ok=True)
+                write_text(self.run.spec_file(prop.number), cand.spec.to_json() + "\n")
                 write_text(d / "proxy_spec.json", cand.proxy_spec.to_json() + "\n")
-                tr.set_user_attr("status", EVALUATING)
-                attrs["status"] = EVALUATING
-                self.cands[tr.number] = attrs
-                self.live[trial_id] = tr.number
-                return self._config(tr.number, attrs)
+                cfg = self._arch_config(prop.number, prop.attrs)
+                self.live[trial_id] = cfg
+                return cfg
             self.exhausted = (f"no new architecture within the budgets in {MAX_DRAWS} draws "
                               f"(the space may be exhausted at this budget)")
-            return self.FINISHED
+        if self.ladder is None:
+            return FINISHED
+        rung0_done = not self.sampling_open() and self._live_arch() == 0
+        jobs = self.ladder.next_jobs(rung0_done)
+        if jobs:
+            source, rung, seed = jobs[0]
+            src = self.book.trials()[source]
+            job = self.ladder.start(source, rung, seed, dict(src.user_attrs))
+            self.ladder.annotate(job.number, attempt=self.attempt)
+            cfg = self._ladder_config(job)
+            self.live[trial_id] = cfg
+            return cfg
+        if self.live or not rung0_done:
+            return None
+        return FINISHED
 
-        def _config(self, number: int, attrs: dict) -> dict:
-            d = ctx.run.trial_dir(number)
-            return {"number": number, "arch_id": attrs["arch_id"], "macs": attrs["macs"],
-                    "proxy_spec_file": str(d / "proxy_spec.json"),
-                    "checkpoint": str(ctx.run.checkpoint_file(number)),
-                    "budget": ctx.budget.to_dict(), "threads": ctx.settings.cpus_per_trial,
-                    "score": ctx.settings.score}
+    def on_result(self, trial_id: str, result: dict) -> None:
+        self.last[trial_id] = result
+        cfg = self.live.get(trial_id)
+        if (cfg is None or cfg["kind"] != "arch" or self.objective.pareto or result.get("failed")
+                or result.get("final") or "val_acc" not in result or self.settings.score != "val_acc"):
+            return
+        try:
+            self.book.report(cfg["number"], float(result["val_acc"]), int(result["epoch"]))
+        except (ValueError, RuntimeError):
+            pass  # a step reported before the driver restarted
 
-        def on_trial_result(self, trial_id: str, result: dict) -> None:
-            self.last[trial_id] = result
-            number = self.live.get(trial_id)
-            if (number is None or ctx.settings.objective == "pareto" or "val_acc" not in result
-                    or result.get("failed")):
-                return
-            if ctx.settings.score == "val_acc" and not result.get("final"):
-                try:
-                    self._trial(number).report(float(result["val_acc"]), int(result["epoch"]))
-                except (ValueError, RuntimeError):
-                    pass  # a step reported before the driver restarted
+    def _scores(self, result: dict) -> dict:
+        return {k: float(v) for k, v in result.items()
+                if k in ("val_acc", "val_loss", "tse", "best_val_acc", "epochs", "train_seconds",
+                         "images_per_s") or k.startswith("zc_")}
 
-        def on_trial_complete(self, trial_id: str, result: dict | None = None,
-                              error: bool = False) -> None:
-            number = self.live.pop(trial_id, None)
-            if number is None:
-                return
-            attrs = self.cands.pop(number)
-            tr = self._trial(number)
-            result = result or {}
-            for k in ("node", "wall_seconds"):
-                if k in result:
-                    tr.set_user_attr(k, result[k])
-            if result.get("resumed"):
-                tr.set_user_attr("resumed_in", ctx.attempt)
-            if error or result.get("failed"):
-                reason = result.get("failed") or (
-                    f"the trial failed {ctx.settings.max_failures + 1} time(s) (its worker died "
-                    f"or raised; see ray/attempt-{ctx.attempt}/trial-{number}/error.txt)")
-                tr.set_user_attr("status", FAILED)
-                tr.set_user_attr("reason", str(reason))
-                self.study.tell(number, state=TrialState.FAIL)
-            elif result.get("final"):
-                scores = {k: float(v) for k, v in result.items()
-                          if k in ("val_acc", "best_val_acc", "epochs", "train_seconds",
-                                   "images_per_s") or k.startswith("zc_")}
-                tr.set_user_attr("scores", scores)
-                tr.set_user_attr("status", COMPLETE)
-                self.study.tell(number, self._values(scores[ctx.settings.score], attrs["macs"]))
+    def on_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
+        cfg = self.live.pop(trial_id, None)
+        if cfg is None:
+            return
+        result = result or {}
+        target = self.book if cfg["kind"] == "arch" else self.ladder
+        number = cfg["number"] if cfg["kind"] == "arch" else cfg["job"]
+        extra = {k: result[k] for k in ("node", "wall_seconds") if k in result}
+        if result.get("resumed"):
+            extra["resumed_in"] = self.attempt
+        if extra:
+            target.annotate(number, **extra)
+        if error or result.get("failed"):
+            reason = result.get("failed") or (
+                f"the trial failed {self.settings.max_failures + 1} time(s) (its worker died "
+                f"or raised; see ray/attempt-{self.attempt}/{cfg['name']}/error.txt)")
+            target.fail(number, str(reason))
+        elif result.get("final"):
+            scores = self._scores(result)
+            if cfg["kind"] == "arch":
+                self.book.complete(number, scores, cfg["macs"])
             else:
-                stopped_by = ("asha" if trial_id in ctx.asha_stopped
-                              else ctx.stopping_reason or "stopped")
-                if stopped_by not in ("asha", "time-budget"):
-                    # interrupted (Ctrl-C, driver shutting down): left to resume from checkpoint
-                    return
-                tr.set_user_attr("status", PRUNED)
-                tr.set_user_attr("reason", stopped_by)
-                if "val_acc" in result and ctx.settings.objective != "pareto":
-                    step = int(result["epoch"])
-                    # the report that made the scheduler stop it never reached on_trial_result
-                    if step not in self.study.get_trials(deepcopy=False)[number].intermediate_values:
-                        tr.report(float(result["val_acc"]), step)
-                if "val_acc" in result:
-                    tr.set_user_attr("scores", {"val_acc": float(result["val_acc"]),
-                                                "epochs": float(result.get("epoch", 0))})
-                self.study.tell(number, state=TrialState.PRUNED)
-            ckpt = ctx.run.checkpoint_file(number)
-            if ckpt.exists():
-                ckpt.unlink()
-            orig = self.study.get_trials(deepcopy=False)[number]
-            for dup in self.waiting.pop(attrs["arch_id"], []):
-                self._settle_duplicate(dup, orig)
-            self.publish()
+                self.ladder.complete(number, scores)
+        else:
+            stopped_by = ("asha" if trial_id in self.asha_stopped
+                          else self.stopping_reason or "stopped")
+            if stopped_by not in ("asha", "time-budget"):
+                # interrupted (Ctrl-C, driver shutting down): left to resume from its checkpoint
+                return
+            if cfg["kind"] == "arch":
+                if "val_acc" in result and not self.objective.pareto:
+                    self.book.report(number, float(result["val_acc"]), int(result["epoch"]))
+                scores = ({"val_acc": float(result["val_acc"]),
+                           "epochs": float(result.get("epoch", 0))} if "val_acc" in result else None)
+                self.book.prune(number, stopped_by, scores)
+            else:
+                from .trials import TrialStatus as TS
+                self.ladder.fail(number, stopped_by, TS.PRUNED)
+        ckpt = Path(cfg["checkpoint"])
+        if ckpt.exists():
+            ckpt.unlink()
+        self.publish()
 
-        def stop_live(self) -> None:
-            """After Ray returned because the time budget is spent: the trials still running
-            are PRUNED (reason time-budget) with their last report."""
-            for trial_id in list(self.live):
-                self.on_trial_complete(trial_id, self.last.get(trial_id, {}))
+    def stop_live(self) -> None:
+        """After Ray returned because the time budget is spent: the trainings still running are
+        PRUNED (reason time-budget) with their last report."""
+        for trial_id in list(self.live):
+            self.on_complete(trial_id, self.last.get(trial_id, {}))
 
-        def __getstate__(self) -> dict:
-            # Ray pickles its Tuner state; the study journal is this searcher's state
-            return {"journal": str(ctx.run.journal)}
+    # -- results ------------------------------------------------------------------------------
+    def rows(self) -> list[dict]:
+        rows = self.book.rows(self.run.measured_latency())
+        if self.ladder is not None:
+            rows += self.ladder.rows()
+        return rows
 
-        def __setstate__(self, state: dict) -> None:
-            self.__dict__.update(state)
+    def first_rung(self, rows: list[dict] | None = None) -> list[dict]:
+        return [r for r in (self.rows() if rows is None else rows) if r.get("rung", 0) == 0]
 
-        def save(self, checkpoint_path: str) -> None:
-            # the study journal is the state; Ray's searcher checkpoint records only that
-            with open(checkpoint_path, "w", encoding="utf-8") as f:
-                f.write(f"state: {ctx.run.journal}\n")
+    def best(self, rows: list[dict]) -> dict | None:
+        """The reported best: with the ladder the confirmed winner (mean and spread over its
+        fresh-seed re-trainings); before confirmation, or without the ladder, the best
+        first-rung score, marked ``confirmed: false``."""
+        first = self.first_rung(rows)
+        if self.ladder is not None:
+            conf = self.ladder.confirmed()
+            if conf is not None:
+                w = conf["winner"]
+                row = next(r for r in first if r["number"] == w["number"])
+                return {**row, "confirmed": True, "confirmation": {**conf, "winner": w},
+                        "spec": json_file(self.run.spec_file(w["number"]))}
+        b = best_row(first, self.objective)
+        if b is None:
+            return None
+        note = ("not confirmed: the ladder has not re-trained it yet" if self.ladder is not None
+                else "a single proxy score (no ladder: nothing re-trained with other seeds)")
+        return {**b, "confirmed": False, "note": note,
+                "spec": json_file(self.run.spec_file(b["number"]))}
 
-        def restore(self, checkpoint_path: str) -> None:
-            raise RuntimeError("resume a search with igcv-search --resume, not Tuner.restore")
+    def _units_done(self) -> float:
+        n = float(self.evaluated_count())
+        if self.ladder is not None:
+            n += sum(self.ladder.plan[t.user_attrs["rung"] - 1].factor
+                     for t in self.ladder.trials() if t.state != TrialState.RUNNING)
+        return n
 
-        # -- results ------------------------------------------------------------------------------
-        def rows(self) -> list[dict]:
-            return study_rows(self.study, ctx.run.measured_latency())
+    def summary(self, rows: list[dict] | None = None) -> Summary:
+        from .trials import TrialStatus as TS
+        rows = self.rows() if rows is None else rows
+        sm = Summary(target=self.settings.trials, attempt=self.attempt, score=self.settings.score)
+        counts = {TS.COMPLETE: "complete", TS.PRUNED: "pruned", TS.FAILED: "failed",
+                  TS.OVER_BUDGET: "over_budget", TS.BELOW_BAND: "below_band",
+                  TS.DUPLICATE: "duplicates"}
+        for r in self.first_rung(rows):
+            attr = counts.get(r["status"])
+            if attr:
+                setattr(sm, attr, getattr(sm, attr) + 1)
+        sm.running = len(self.live)
+        first = self.first_rung(rows)
+        sm.best = best_row(first, self.objective)
+        if self.ladder is not None:
+            sm.ladder_planned = self.ladder.planned()
+            sm.ladder_done = self.ladder.finished()
+            conf = self.ladder.confirmed()
+            if conf is not None:
+                w = conf["winner"]
+                row = next(r for r in first if r["number"] == w["number"])
+                sm.best = {**row, sm.score: w["mean"], "confirmed": True, "std": w["std"],
+                           "seeds": len(w["runs"])}
+            running = [c for c in self.live.values() if c["kind"] == "ladder"]
+            if running:
+                sm.phase = self.ladder.plan[running[0]["rung"] - 1].name
+            elif sm.done >= sm.target and sm.ladder_done >= sm.ladder_planned:
+                sm.phase = "done"
+        sm.elapsed_s = self._elapsed()
+        units = self._units_done() - self._units_at_start
+        if units > 0:
+            left = max(0, self.settings.trials - sm.done)
+            if self.ladder is not None:
+                left += sum(r.keep * r.factor * len(r.seeds) for r in self.ladder.plan) - (
+                    self._units_done() - self.evaluated_count())
+            sm.eta_s = (time.time() - self.started) / units * max(0.0, left)
+        sm.message = self.exhausted or ""
+        return sm
 
-        def summary(self, rows: list[dict] | None = None) -> Summary:
-            rows = self.rows() if rows is None else rows
-            sm = Summary(target=ctx.settings.trials, attempt=ctx.attempt, score=ctx.settings.score)
-            for r in rows:
-                st = r["status"]
-                if st == COMPLETE:
-                    sm.complete += 1
-                elif st == PRUNED:
-                    sm.pruned += 1
-                elif st == FAILED:
-                    sm.failed += 1
-                elif st == OVER_BUDGET:
-                    sm.over_budget += 1
-                elif st == DUPLICATE:
-                    sm.duplicates += 1
-            sm.running = len(self.live)
-            sm.best = best_row(rows, ctx.settings.score)
-            sm.elapsed_s = ctx.elapsed_before + time.time() - ctx.started
-            done_here = sm.done - self._done_at_start
-            if done_here > 0:
-                left = max(0, ctx.settings.trials - sm.done)
-                sm.eta_s = (time.time() - ctx.started) / done_here * left
-            sm.message = self.exhausted or ""
-            return sm
-
-        def publish(self) -> Summary:
-            rows = self.rows()
-            best = best_row(rows, ctx.settings.score)
-            if best is not None:
-                best = {**best, "spec": json_file(ctx.run.spec_file(best["number"]))}
-            ctx.run.write_results(rows, best, pareto_front(
-                [r for r in rows if r["status"] == COMPLETE], ctx.settings.score))
-            sm = self.summary(rows)
-            ctx.run.update_meta(elapsed_s=round(sm.elapsed_s, 3))
-            if ctx.on_change:
-                ctx.on_change(sm)
-            return sm
-
-    return IGCSearch()
+    def publish(self) -> Summary:
+        from .runstore import pareto_front
+        rows = self.rows()
+        best = self.best(rows)
+        done = [r for r in self.first_rung(rows) if r["status"] == "complete"]
+        self.run.write_results(rows, best, pareto_front(done, self.settings.score,
+                                                        sign=self.objective.sign))
+        sm = self.summary(rows)
+        self.run.update_meta(elapsed_s=round(sm.elapsed_s, 3))
+        if self.on_change:
+            self.on_change(sm)
+        return sm
 
 
-def confirm_latency(searcher, lut: Any, top: int = 3) -> None:
+def confirm_latency(engine: Engine, lut: Any, top: int = 3) -> None:
     """Measure (not predict) the latency of the final candidates -- the ``top`` best and the
     Pareto front -- on the LUT's device and settings, once no trial is training; recorded as
     ``measured_latency_ms``."""
     from .latency import measure
-    rows = searcher.rows()
-    score = searcher.score_key
-    done = sorted((r for r in rows if r["status"] == COMPLETE), key=lambda r: -r[score])
+    from .runstore import pareto_front
+    from .spec import load
+    rows = engine.first_rung()
+    obj = engine.objective
+    done = sorted((r for r in rows if r["status"] == "complete"), key=lambda r: -obj.of_row(r))
     chosen = {r["number"] for r in done[:top]}
-    chosen |= {r["number"] for r in pareto_front(done, score)}
-    run = searcher.run_dir
+    chosen |= {r["number"] for r in pareto_front(done, obj.score, sign=obj.sign)}
+    run = engine.run
     measured = run.measured_latency()
     for n in sorted(chosen - set(measured)):
         m = measure(load(run.spec_file(n)), lut.device, lut.threads, lut.batch, lut.channels_last,
@@ -661,89 +690,32 @@ def json_file(path: Path) -> Any:
     return json.loads(Path(path).read_text(encoding="utf-8"))
 
 
-def study_rows(study: optuna.Study, measured: dict[int, float] | None = None) -> list[dict]:
-    """One dict per study trial: the trials-table row (see :data:`runstore.TABLE_COLUMNS`);
-    ``measured``: trial number -> measured latency (ms) of the final candidates."""
-    measured = measured or {}
-    rows = []
-    for t in study.get_trials(deepcopy=False):
-        a = t.user_attrs
-        status = a.get("status", RUNNING)
-        if t.state == TrialState.RUNNING and status in (EVALUATING, WAITING):
-            status = RUNNING
-        row = {"number": t.number, "status": status, "arch_id": a.get("arch_id"),
-               "macs": a.get("macs"), "params": a.get("params"),
-               "latency_ms": a.get("latency_ms"), "measured_latency_ms": measured.get(t.number),
-               "wall_seconds": a.get("wall_seconds"), "node": a.get("node"),
-               "attempt": a.get("attempt"), "resumed_in": a.get("resumed_in"),
-               "duplicate_of": a.get("duplicate_of"),
-               "reason": a.get("reason"),
-               "started": t.datetime_start.isoformat(timespec="seconds") if t.datetime_start else None,
-               "finished": (t.datetime_complete.isoformat(timespec="seconds")
-                            if t.datetime_complete else None)}
-        row.update(a.get("scores", {}))
-        rows.append(row)
-    return rows
+def best_row(rows: list[dict], objective: Objective) -> dict | None:
+    done = [r for r in rows if r["status"] == "complete" and objective.of_row(r) is not None]
+    return max(done, key=lambda r: (objective.of_row(r), -r["macs"]), default=None)
 
 
-def best_row(rows: list[dict], score: str) -> dict | None:
-    done = [r for r in rows if r["status"] == COMPLETE and r.get(score) is not None]
-    return max(done, key=lambda r: (r[score], -r["macs"]), default=None)
+def engine_record(settings: Settings, budget, n_train: int, epochs: int, steps: int) -> dict:
+    """What the engine actually runs (``run.json`` field ``engine``): proxy images, validation
+    images, epochs and steps, whether ASHA runs, the ladder's rungs, the seeds."""
+    from .trials import ladder_cost, ladder_plan
+    t = budget.train
+    plan = ladder_plan(settings.trials) if settings.uses_ladder else None
+    images = min(n_train, max(t.batch_size, int(n_train * t.train_fraction))) \
+        if t.train_fraction < 1 else n_train
+    return {"proxy": settings.proxy, "proxy_images": images if settings.proxy != "zero-cost" else 0,
+            "val_images": budget.val_size if settings.proxy != "zero-cost" else 0,
+            "epochs": epochs if settings.proxy != "zero-cost" else 0,
+            "steps": steps if settings.proxy != "zero-cost" else 0,
+            "asha": settings.uses_asha(epochs),
+            "ladder": [r.to_dict() for r in plan] if plan else None,
+            "ladder_cost_units": ladder_cost(settings.trials, plan) if plan else None,
+            "seeds": {"init": t.seed, "data": t.data_seed, "sampler": settings.seed},
+            "flops_min": settings.band_floor, "sampler": settings.sampler}
 
 
 # ---------------------------------------------------------------------------------------------
-# Ray side of the driver
-
-def connect(address: str | None, quiet: bool = True) -> dict:
-    """Start a local Ray instance (all CPUs and GPUs of this machine) or join ``address``;
-    returns the cluster's resources."""
-    import ray
-    if not ray.is_initialized():
-        os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
-        os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
-        os.environ.setdefault("RAY_DEDUP_LOGS", "0")
-        kw: dict[str, Any] = dict(include_dashboard=False, log_to_driver=not quiet,
-                                  logging_level=logging.ERROR, configure_logging=True)
-        if address:
-            ray.init(address=address, **kw)
-        else:
-            ray.init(**kw)
-    return ray.cluster_resources()
-
-
-def _scheduler(ctx: Context, epochs: int):
-    from ray.tune.schedulers import ASHAScheduler, TrialScheduler
-
-    class RecordingASHA(ASHAScheduler):
-        def on_trial_result(self, tune_controller, trial, result):
-            action = super().on_trial_result(tune_controller, trial, result)
-            if action == TrialScheduler.STOP and not result.get("final"):
-                ctx.asha_stopped.add(trial.trial_id)
-            return action
-
-    return RecordingASHA(time_attr="epoch", metric="val_acc", mode="max", max_t=epochs,
-                         grace_period=1, reduction_factor=2)
-
-
-def _callback(searcher, ctx: Context):
-    from ray.tune import Callback
-
-    class Progress(Callback):
-        def on_trial_start(self, iteration, trials, trial, **info):
-            if ctx.on_change:
-                ctx.on_change(searcher.summary())
-
-        def on_trial_result(self, iteration, trials, trial, result, **info):
-            if ctx.on_change:
-                ctx.on_change(searcher.summary())
-
-        def on_step_end(self, iteration, trials, **info):
-            ts = ctx.settings.time_budget_s
-            if ts and ctx.elapsed_before + time.time() - ctx.started >= ts:
-                ctx.stopping_reason = "time-budget"
-
-    return Progress()
-
+# the driver
 
 @dataclass
 class Outcome:
@@ -754,26 +726,31 @@ class Outcome:
     interrupted: bool = False
 
 
-def run_search(run: RunDir, settings: Settings, space: SearchSpace, splits: Any,
+def run_search(run, settings: Settings, space: SearchSpace, splits: Any,
                on_change: Callable[[Summary], None] | None = None, lut: Any = None,
                quiet: bool = True) -> Outcome:
     """Run (or continue) the search recorded in ``run`` until ``settings.trials`` architectures
-    are evaluated, the time budget is spent, or the space is exhausted."""
+    are evaluated (and the ladder has confirmed its winner), the time budget is spent, or the
+    space is exhausted."""
     from optuna.storages import JournalStorage
     from optuna.storages.journal import JournalFileBackend
-    from ray import tune
-    from ray.tune.search import ConcurrencyLimiter
 
+    from . import raytune
+    from .fileio import remove_stale_temps
+    from .runstore import pareto_front
     from .train import plan
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    resources = connect(settings.address, quiet)
+    resources = raytune.connect(settings.address, quiet)
     meta = run.meta
     attempt = len(meta.get("attempts", [])) + 1
-    run.update_meta(status="running", attempts=meta.get("attempts", []) + [
-        {"attempt": attempt, "started": time.strftime("%Y-%m-%dT%H:%M:%S"),
-         "trials": settings.trials, "pid": os.getpid()}])
-    from .fileio import remove_stale_temps
+    budget = settings.proxy_budget()
+    _, steps, epochs = plan(len(splits.train), budget.train)
+    run.update_meta(status="running", engine=engine_record(settings, budget, len(splits.train),
+                                                            epochs, steps),
+                    attempts=meta.get("attempts", []) + [
+                        {"attempt": attempt, "started": time.strftime("%Y-%m-%dT%H:%M:%S"),
+                         "trials": settings.trials, "pid": os.getpid()}])
     stale = remove_stale_temps(run.path)  # left by writes a crash interrupted (we hold the lock)
     if stale:
         log.warning("removed %d temporary files of interrupted writes", stale)
@@ -781,59 +758,22 @@ def run_search(run: RunDir, settings: Settings, space: SearchSpace, splits: Any,
     if torn:
         log.warning("study journal: removed a torn last record (%d bytes)", torn)
     storage = JournalStorage(JournalFileBackend(str(run.journal)))
-    ctx = Context(run, settings, space, splits.num_classes, attempt, lut, on_change)
-    searcher = make_searcher(ctx, storage)
-    remaining = settings.trials - searcher.evaluated_count()
-    _, _, epochs = plan(len(splits.train), ctx.budget.train)
-    time_left = None
-    if settings.time_budget_s is not None:
-        time_left = settings.time_budget_s - ctx.elapsed_before
-    interrupted = False
-    if remaining > 0 and (time_left is None or time_left > 0):
-        per_trial = {"cpu": settings.cpus_per_trial, "gpu": settings.gpus_per_trial}
-        slots = int(resources.get("CPU", 1) // settings.cpus_per_trial)
-        if settings.gpus_per_trial > 0:
-            slots = min(slots, int(resources.get("GPU", 0) // settings.gpus_per_trial))
-        if slots < 1:
-            raise SearchError(f"the Ray cluster has {resources.get('CPU', 0):g} CPUs and "
-                              f"{resources.get('GPU', 0):g} GPUs; a trial asks for "
-                              f"{settings.cpus_per_trial:g} CPUs and {settings.gpus_per_trial:g} GPUs")
-        concurrent = min(settings.max_concurrent or slots, remaining)
-        fn = tune.with_resources(tune.with_parameters(trainable, splits=splits), per_trial)
-        use_asha = settings.asha and settings.proxy != "zero-cost" and epochs >= ASHA_MIN_EPOCHS
-        tuner = tune.Tuner(
-            fn,
-            tune_config=tune.TuneConfig(
-                search_alg=ConcurrencyLimiter(searcher, max_concurrent=concurrent),
-                scheduler=_scheduler(ctx, epochs) if use_asha else None,
-                num_samples=remaining, time_budget_s=time_left, reuse_actors=True,
-                trial_name_creator=lambda t: f"trial-{t.config.get('number', t.trial_id)}",
-                trial_dirname_creator=lambda t: f"trial-{t.config.get('number', t.trial_id)}"),
-            run_config=tune.RunConfig(
-                name=f"attempt-{attempt}", storage_path=str(run.ray_dir()), verbose=0,
-                failure_config=tune.FailureConfig(max_failures=settings.max_failures),
-                callbacks=[_callback(searcher, ctx)]))
-        searcher.publish()
-        try:
-            tuner.fit()
-        except KeyboardInterrupt:
-            interrupted = True
-        if (settings.time_budget_s is not None and not interrupted
-                and ctx.elapsed_before + time.time() - ctx.started >= settings.time_budget_s - 1):
-            ctx.stopping_reason = "time-budget"
-            searcher.stop_live()
-        interrupted = interrupted or (searcher.live and ctx.stopping_reason is None)
+    engine = Engine(run, settings, space, splits.num_classes, attempt, storage, lut, on_change,
+                    epochs)
+    interrupted = raytune.run(engine, splits, resources, epochs)
     if lut is not None and not interrupted:
-        confirm_latency(searcher, lut)
-    sm = searcher.publish()
-    rows = searcher.rows()
+        confirm_latency(engine, lut)
+    sm = engine.publish()
+    rows = engine.rows()
     meta = run.meta
     atts = meta.get("attempts", [])
     if atts:
         atts[-1]["finished"] = time.strftime("%Y-%m-%dT%H:%M:%S")
-    status = "interrupted" if interrupted else ("finished" if sm.done >= settings.trials
-                                                else "stopped")
+    finished = sm.done >= settings.trials and (engine.ladder is None
+                                               or sm.ladder_done >= sm.ladder_planned)
+    status = "interrupted" if interrupted else ("finished" if finished else "stopped")
     run.update_meta(status=status, attempts=atts)
-    best = best_row(rows, settings.score)
-    return Outcome(sm, rows, best, pareto_front([r for r in rows if r["status"] == COMPLETE],
-                                                settings.score), bool(interrupted))
+    first = engine.first_rung(rows)
+    return Outcome(sm, rows, engine.best(rows),
+                   pareto_front([r for r in first if r["status"] == "complete"], settings.score,
+                                sign=engine.objective.sign), bool(interrupted))

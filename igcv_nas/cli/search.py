@@ -19,8 +19,9 @@ from ..fileio import write_bytes
 from ..latency import LatencyError
 from ..data import DataError, load_splits, resolve_data_dir
 from ..runstore import RunDir, RunError
-from ..search import (OBJECTIVES, PROXY_MODES, RESUME_MUTABLE, SAMPLERS, ZERO_COST_METRICS,
-                      SearchError, Settings, min_macs_at_target, run_search)
+from ..search import (FLOPS_MIN_FRACTION, OBJECTIVES, PROXY_MODES, RESUME_MUTABLE, SAMPLERS,
+                      SCHEDULERS, TRAINING_SCORES, ZERO_COST_METRICS, SearchError, Settings,
+                      engine_record, max_macs_at_target, min_macs_at_target, run_search)
 from ..space import SpaceError, available_spaces, load_space
 from ..units import parse_count, parse_duration
 from ._common import OneLineParser, fail
@@ -33,6 +34,8 @@ def _parser() -> OneLineParser:
     ap = OneLineParser(prog=PROG, description=__doc__.split("\n\n")[1])
     b = ap.add_argument_group("budgets (counted at --target, enforced before any training)")
     b.add_argument("--flops", help="MACs budget: 300M, 0.3G or 300000000 (FLOPs = 2 x MACs)")
+    b.add_argument("--flops-min", help=f"floor of the MACs band: nothing cheaper is trained "
+                                       f"(default {FLOPS_MIN_FRACTION:g} x --flops; 0: no floor)")
     b.add_argument("--params", help="parameter budget: 3.5M")
     b.add_argument("--latency", help="latency budget on --device, e.g. 15ms (predicted by the LUT)")
     b.add_argument("--device", default=None, help="latency device: cpu or cuda (default cpu)")
@@ -47,7 +50,8 @@ def _parser() -> OneLineParser:
     s.add_argument("--time-budget", help="stop after this long, e.g. 2h")
     s.add_argument("--objective", choices=OBJECTIVES, help="accuracy (default) or pareto "
                                                            "(accuracy vs MACs)")
-    s.add_argument("--sampler", choices=SAMPLERS, help="tpe (default), nsga2 or random")
+    s.add_argument("--sampler", choices=SAMPLERS, help="tpe (default; multivariate), evolution "
+                                                       "(regularized evolution), nsga2 or random")
     s.add_argument("--seed", type=int)
     p = ap.add_argument_group("proxy evaluation")
     p.add_argument("--dataset", help="cifar10 (default), cifar100 or an image-folder path")
@@ -62,7 +66,13 @@ def _parser() -> OneLineParser:
     p.add_argument("--lr", type=float, help="proxy peak learning rate")
     p.add_argument("--train-fraction", type=float, help="fraction of the training split used")
     p.add_argument("--val-size", type=int, help="validation images scored per epoch")
-    p.add_argument("--no-asha", action="store_true", help="no early stopping of weak trials")
+    p.add_argument("--scheduler", choices=SCHEDULERS,
+                   help="ladder (default: the best quarter trained 3x longer, the finalists "
+                        "re-trained with 2 fresh seeds), asha (early stopping by epoch), none")
+    p.add_argument("--no-asha", action="store_true", help="the same as --scheduler none")
+    p.add_argument("--score", choices=tuple(TRAINING_SCORES),
+                   help="training score ranked by: val_acc (default), val_loss, tse (sum of "
+                        "training losses); lower is better for the last two")
     r = ap.add_argument_group("resources")
     r.add_argument("--cpus-per-trial", type=float)
     r.add_argument("--gpus-per-trial", type=float, help="default 1 when the cluster has GPUs")
@@ -83,6 +93,9 @@ def _budgets(args) -> dict:
     out = {}
     if args.flops is not None:
         out["macs"] = parse_count(args.flops, "--flops")
+    if args.flops_min is not None:
+        out["macs_min"] = 0 if args.flops_min.strip() == "0" else parse_count(args.flops_min,
+                                                                              "--flops-min")
     if args.params is not None:
         out["params"] = parse_count(args.params, "--params")
     if args.latency is not None:
@@ -108,7 +121,11 @@ def _explicit(args) -> dict:
     if args.time_budget is not None:
         d["time_budget_s"] = parse_duration(args.time_budget, "--time-budget")
     if args.no_asha:
-        d["asha"] = False
+        d["scheduler"] = "none"
+    if args.scheduler is not None:
+        d["scheduler"] = args.scheduler
+    if args.score is not None:
+        d["score_by"] = args.score
     d.update(_budgets(args))
     return {k: v for k, v in d.items() if v is not None}
 
@@ -236,6 +253,13 @@ def main(argv: list[str] | None = None) -> int:
                 raise SearchError(f"--flops {human(settings.macs)} ({settings.macs:,} MACs) is "
                                   f"below the cheapest architecture of space {space.name!r} at "
                                   f"target {settings.target}: {human(floor)} ({floor:,} MACs)")
+            band = settings.band_floor
+            top = max_macs_at_target(space, settings.target)
+            if band is not None and band > top:
+                raise SearchError(f"--flops-min {human(band)} ({band:,} MACs) is above the most "
+                                  f"expensive architecture of space {space.name!r} at target "
+                                  f"{settings.target}: {human(top)} ({top:,} MACs); lower it or "
+                                  f"pass --flops-min 0")
         lut = lut_path = None
         if settings.latency_ms is not None and settings.lut:  # a given LUT is checked up front
             lut, lut_path = _latency_lut(settings, space, None)
@@ -246,7 +270,7 @@ def main(argv: list[str] | None = None) -> int:
             run.unlock()
         return fail(PROG, str(e))
 
-    from ..search import connect
+    from ..raytune import connect
     try:
         resources = connect(settings.address, quiet=True)
     except Exception as e:  # noqa: BLE001 - any connection failure is the user's address
@@ -293,11 +317,8 @@ def main(argv: list[str] | None = None) -> int:
         run.unlock()
         return fail(PROG, str(e))
     print(f"{PROG}: run directory {run.path}", flush=True)
-    print(f"{PROG}: space {space.name} ({space.sha256[:12]}), budgets at target "
-          f"{settings.target}: {_label(settings)}; proxy trains the {settings.dataset} variant "
-          f"(32x32: stem stride 1, stage 2 not downsampling, {splits.num_classes} classes) on "
-          f"{len(splits.train):,} training images, scored on the held-out validation split; "
-          f"the test split is not used", flush=True)
+    for line in startup_lines(settings, space, splits):
+        print(f"{PROG}: {line}", flush=True)
     prog = Progress(f"{space.name} {_label(settings)} -> {run.path.name}", quiet=args.quiet)
     try:
         out = run_search(run, settings, space, search_splits, prog.update, lut, quiet=True)
@@ -318,9 +339,56 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{PROG}: interrupted; continue with: {PROG} --resume {run.path}")
         return 130
     print(f"{PROG}: {sm.done} trials evaluated ({sm.complete} complete, {sm.pruned} pruned, "
-          f"{sm.failed} failed); best in {run.path / 'best.json'}; table in "
-          f"{run.path / 'trials.csv'}")
+          f"{sm.failed} failed; {sm.over_budget} over budget, {sm.below_band} below the band and "
+          f"{sm.duplicates} duplicates never trained); best in {run.path / 'best.json'}; table "
+          f"in {run.path / 'trials.csv'}")
+    print(f"{PROG}: {best_line(out.best, settings.score)}")
     return 0
+
+
+def startup_lines(settings: Settings, space, splits) -> list[str]:
+    """What the search will actually do, in words (proxy images, epochs, ladder, ASHA)."""
+    from ..train import plan
+    b = settings.proxy_budget()
+    _, steps, epochs = plan(len(splits.train), b.train)
+    e = engine_record(settings, b, len(splits.train), epochs, steps)
+    band = f", MACs band floor {human(e['flops_min'])}" if e["flops_min"] else ""
+    out = [f"space {space.name} ({space.sha256[:12]}), budgets at target {settings.target}: "
+           f"{_label(settings)}{band}; sampler {settings.sampler}"]
+    if settings.proxy == "zero-cost":
+        out.append(f"proxy: zero-cost score {settings.score} of the untrained {settings.dataset} "
+                   f"variant on one batch of {b.zc_batch} training images; nothing is trained")
+    else:
+        out.append(f"proxy: trains the {settings.dataset} variant (32x32: stem stride 1, stage 2 "
+                   f"not downsampling, {splits.num_classes} classes) on {e['proxy_images']:,} of "
+                   f"{len(splits.train):,} training images, {epochs} epoch(s), {steps} steps of "
+                   f"batch {b.train.batch_size}, no dropout; scored once by {settings.score} on "
+                   f"{min(e['val_images'], len(splits.val)):,} held-out validation images; seeds "
+                   f"init {b.train.seed}, data {b.train.data_seed} for every candidate; the test "
+                   f"split is not used")
+        if e["ladder"]:
+            r1, r2 = e["ladder"]
+            out.append(f"ladder: the best {r1['keep']} trained again on {r1['factor']}x the "
+                       f"images, the best {r2['keep']} of those re-trained with "
+                       f"{len(r2['seeds'])} fresh seeds each; the reported best is the confirmed "
+                       f"one (about {e['ladder_cost_units']:g} first-rung trainings in all)")
+        out.append("early stopping: ASHA on (reduction factor 3, grace period past the warm-up)"
+                   if e["asha"] else "early stopping: none (ASHA off)")
+    return out
+
+
+def best_line(best: dict | None, score: str) -> str:
+    if not best:
+        return "no architecture completed"
+    if best.get("confirmed"):
+        w = best["confirmation"]["winner"]
+        spread = f" +/- {w['std']:.4f} (std)" if w["std"] is not None else ""
+        return (f"confirmed best: trial {best['number']} ({human(best['macs'])} MACs), {score} "
+                f"{w['mean']:.4f}{spread} over {len(w['runs'])} fresh seeds "
+                f"({', '.join(f'{v:.4f}' for v in w['runs'])}); first-rung score "
+                f"{best.get(score, float('nan')):.4f}")
+    return (f"best (not confirmed: {best.get('note', 'single score')}): trial {best['number']} "
+            f"({human(best['macs'])} MACs), {score} {best[score]:.4f}")
 
 
 if __name__ == "__main__":

@@ -1,0 +1,18 @@
+"""Every use of a private Optuna API, in one place (no Ray here; Ray is used through its public
+``Searcher``/``Tuner`` API only).
+
+Tested against the versions bounded in ``pyproject.toml``; when Optuna changes one of these,
+this is the only file to mend.
+"""
+from __future__ import annotations
+
+import optuna
+
+
+def trial_by_number(study: optuna.Study, number: int) -> optuna.Trial:
+    """A live :class:`optuna.Trial` handle for the RUNNING trial ``number`` of ``study`` (Optuna
+    hands one out only from ``ask``; a resumed driver needs one for trials asked before it)."""
+    storage = study._storage
+    trial_id = storage.get_trial_id_from_study_id_trial_number(study._study_id, number)
+    return optuna.Trial(study, trial_id)
+

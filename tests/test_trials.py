@@ -1,0 +1,190 @@
+"""The trial book and the ladder on Optuna's in-memory storage: no Ray, no training, seconds."""
+from __future__ import annotations
+
+import optuna
+import pytest
+from optuna.trial import TrialState
+
+from igcv_nas.trials import (EVALUATED, Ladder, Objective, Rung, TrialBook, TrialStatus,
+                             ladder_cost, ladder_plan, status_of)
+
+optuna.logging.set_verbosity(optuna.logging.WARNING)
+CHOICES = list(range(12))
+
+
+def propose(trial):
+    """An 'architecture' is one categorical choice; its MACs are 10 x the choice."""
+    x = trial.suggest_categorical("x", CHOICES)
+    return {"arch_id": f"a{x}", "macs": 10 * x, "params": x}, x
+
+
+def budget(limit=80, floor=20):
+    def judge(attrs):
+        if attrs["macs"] > limit:
+            return TrialStatus.OVER_BUDGET, "over"
+        if attrs["macs"] < floor:
+            return TrialStatus.BELOW_BAND, "below"
+        return None
+    return judge
+
+
+def new_book(sampler=None, objective=None, storage=None):
+    study = optuna.create_study(sampler=sampler or optuna.samplers.RandomSampler(seed=0),
+                                direction="maximize", storage=storage, study_name="s",
+                                load_if_exists=True)
+    return TrialBook(study, objective or Objective())
+
+
+def test_rejected_samples_are_fail_never_complete():
+    book = new_book()
+    seen = []
+    for _ in range(7):  # the band holds exactly 7 architectures (MACs 20..80)
+        p = book.ask(propose, budget(), 100)
+        assert p is not None and 20 <= p.attrs["macs"] <= 80
+        assert p.attrs["arch_id"] not in seen  # never a duplicate handed out
+        seen.append(p.attrs["arch_id"])
+        book.complete(p.number, {"val_acc": p.payload / 100}, p.attrs["macs"])
+    states = {status_of(t): set() for t in book.trials()}
+    for t in book.trials():
+        states[status_of(t)].add(t.state)
+    assert states[TrialStatus.COMPLETE] == {TrialState.COMPLETE}
+    for st in (TrialStatus.OVER_BUDGET, TrialStatus.BELOW_BAND, TrialStatus.DUPLICATE):
+        assert states.get(st, {TrialState.FAIL}) == {TrialState.FAIL}
+    assert book.ask(propose, budget(), 100) is None  # the band is exhausted
+    # exactly the 7 evaluated architectures are COMPLETE: what a sampler learns from
+    complete = [t for t in book.trials() if t.state == TrialState.COMPLETE]
+    assert len(complete) == book.evaluated_count() == 7
+    assert sorted(t.value for t in complete) == sorted(int(a[1:]) / 100 for a in seen)
+    assert {t.user_attrs["arch_id"] for t in complete} == set(seen)
+    # duplicates name their original and show its scores in the table
+    rows = {r["number"]: r for r in book.rows()}
+    for t in book.trials():
+        if status_of(t) == TrialStatus.DUPLICATE:
+            orig = rows[t.user_attrs["duplicate_of"]]
+            assert rows[t.number]["arch_id"] == orig["arch_id"]
+            assert rows[t.number]["val_acc"] == orig["val_acc"]
+
+
+def test_samplers_see_only_evaluated_architectures():
+    """With multivariate TPE: however many samples are rejected in between, the study's COMPLETE
+    trials are exactly the evaluated architectures (TPE's start-up and its good/bad split count
+    COMPLETE and PRUNED trials only); when the band is exhausted ask() says so instead of
+    re-telling an old result."""
+    sampler = optuna.samplers.TPESampler(seed=1, n_startup_trials=4, multivariate=True, group=True)
+    book = new_book(sampler)
+    for _ in range(5):
+        p = book.ask(propose, budget(limit=100, floor=30), 300)
+        book.complete(p.number, {"val_acc": p.payload / 100}, p.attrs["macs"])
+    complete = [t for t in book.trials() if t.state == TrialState.COMPLETE]
+    assert len(complete) == book.evaluated_count() == 5
+    assert len(book.trials()) > 5  # rejections happened, as FAIL
+    assert all(t.state == TrialState.FAIL for t in book.trials() if t not in complete)
+    # only three architectures fit the band 30..50: then the draws end in duplicates or
+    # rejections and ask() reports exhaustion
+    book2 = new_book()
+    got = [book2.ask(propose, budget(limit=50, floor=30), 300) for _ in range(4)]
+    assert [g is None for g in got] == [False, False, False, True]
+    assert book2.evaluated_count() == 0 and book2.count(TrialStatus.EVALUATING) == 3
+
+
+def test_prune_fail_and_recover():
+    storage = optuna.storages.InMemoryStorage()
+    book = new_book(storage=storage)
+    a, b, c, d = (book.ask(propose, budget(limit=200, floor=0), 100) for _ in range(4))
+    book.complete(a.number, {"val_acc": 0.5}, a.attrs["macs"])
+    book.report(b.number, 0.2, 1)
+    book.prune(b.number, "asha", {"val_acc": 0.2, "epochs": 1.0})
+    book.fail(c.number, "NonFiniteLoss")
+    # d is left evaluating, and one more trial is asked but never decided (driver died)
+    lost = book.study.ask()
+    assert book.evaluated_count() == 3
+    again = new_book(storage=storage).recover(lambda n: n == d.number)
+    assert [p.number for p in again] == [d.number]
+    book2 = new_book(storage=storage)
+    assert status_of(book2.trials()[lost.number]) == TrialStatus.LOST
+    assert book2.trials()[lost.number].state == TrialState.FAIL
+    assert {status_of(t) for t in book2.trials()} >= set(EVALUATED)
+    assert book2.trials()[b.number].state == TrialState.PRUNED
+    assert book2.trials()[b.number].user_attrs["reason"] == "asha"
+
+
+def test_objective_signs_and_pareto_values():
+    assert Objective("val_loss", -1).values({"val_loss": 2.5}, 100) == -2.5
+    assert Objective("val_acc", 1, pareto=True).values({"val_acc": 0.3}, 100) == [0.3, 100.0]
+    assert Objective("tse", -1).of_row({"tse": 10.0}) == -10.0
+    assert Objective().of_row({"val_acc": float("nan")}) is None
+
+
+def test_ladder_plan_and_cost():
+    plan = ladder_plan(20)
+    assert plan == (Rung("promote", 5, 3, (0,)), Rung("confirm", 3, 3, (1, 2)))
+    assert ladder_cost(20, plan) == 20 + 5 * 3 + 3 * 3 * 2
+    assert ladder_plan(6) == (Rung("promote", 2, 3, (0,)), Rung("confirm", 2, 3, (1, 2)))
+
+
+def _run_ladder(storage, book, plan, scores_by_rung):
+    """Drive the ladder to the end: every training's score from scores_by_rung[rung][source]."""
+    lad = Ladder(optuna.create_study(storage=storage, study_name="lad", direction="maximize",
+                                     load_if_exists=True), book, plan)
+    while True:
+        jobs = lad.next_jobs(True)
+        if not jobs:
+            return lad
+        for source, rung, seed in jobs:
+            job = lad.start(source, rung, seed, {"arch_id": f"a{source}", "macs": 10})
+            lad.complete(job.number, {"val_acc": scores_by_rung[rung][source] + 0.001 * seed})
+
+
+def test_ladder_promotes_the_best_and_confirms_with_fresh_seeds():
+    storage = optuna.storages.InMemoryStorage()
+    book = new_book(storage=storage)
+    first = {}
+    for i in range(8):
+        p = book.ask(propose, budget(limit=200, floor=0), 100)
+        first[p.number] = [0.30, 0.10, 0.25, 0.50, 0.20, 0.45, 0.05, 0.40][i]
+        book.complete(p.number, {"val_acc": first[p.number]}, p.attrs["macs"])
+    plan = (Rung("promote", 3, 3, (0,)), Rung("confirm", 2, 3, (1, 2)))
+    top3 = sorted(first, key=lambda n: -first[n])[:3]
+    # rung 1 reorders the top three; the confirmation picks rung 1's top two
+    rung1 = {n: v for n, v in zip(top3, (0.2, 0.6, 0.5))}
+    rung2 = {top3[1]: 0.55, top3[2]: 0.58}
+    lad = _run_ladder(storage, book, plan, {1: rung1, 2: rung2})
+    runs = [(t.user_attrs["source"], t.user_attrs["rung"], t.user_attrs["seed"])
+            for t in lad.trials()]
+    assert sorted(r for r in runs if r[1] == 1) == sorted((n, 1, 0) for n in top3)
+    assert sorted(r for r in runs if r[1] == 2) == sorted(
+        (n, 2, s) for n in (top3[1], top3[2]) for s in (1, 2))
+    conf = lad.confirmed()
+    w = conf["winner"]
+    assert w["number"] == top3[2] and w["seeds"] == [1, 2] and w["complete"]
+    assert w["runs"] == [pytest.approx(0.581), pytest.approx(0.582)]
+    assert w["mean"] == pytest.approx(0.5815) and w["std"] == pytest.approx(0.000707, abs=1e-6)
+    assert lad.finished() == lad.planned() == 3 + 4
+    rows = lad.rows()
+    assert {(r["number"], r["rung"], r["seed"]) for r in rows} == set(runs)
+
+
+def test_ladder_waits_for_the_rung_below_and_resumes():
+    storage = optuna.storages.InMemoryStorage()
+    book = new_book(storage=storage)
+    for v in (0.1, 0.2, 0.3):
+        p = book.ask(propose, budget(limit=200, floor=0), 100)
+        book.complete(p.number, {"val_acc": v}, p.attrs["macs"])
+    plan = (Rung("promote", 2, 3, (0,)), Rung("confirm", 1, 3, (1, 2)))
+    lstudy = optuna.create_study(storage=storage, study_name="lad", direction="maximize")
+    lad = Ladder(lstudy, book, plan)
+    assert lad.next_jobs(False) == []  # the first rung is not done
+    jobs = lad.next_jobs(True)
+    assert len(jobs) == 2 and {j[1] for j in jobs} == {1}
+    j0 = lad.start(*jobs[0], {"arch_id": "x", "macs": 1})
+    lad.start(*jobs[1], {"arch_id": "y", "macs": 1})
+    lad.complete(j0.number, {"val_acc": 0.9})
+    assert lad.next_jobs(True) == []  # one promotion still running: confirmations wait
+    # the driver dies here; a new one re-issues the running promotion
+    lad2 = Ladder(optuna.load_study(storage=storage, study_name="lad"), book, plan)
+    again = lad2.recover(lambda n: True)
+    assert [(j.source, j.rung, j.seed) for j in again] == [jobs[1]]
+    lad2.complete(again[0].number, {"val_acc": 0.4})
+    nxt = lad2.next_jobs(True)
+    assert nxt == [(jobs[0][0], 2, 1), (jobs[0][0], 2, 2)]
+    assert lad2.confirmed() is None
