@@ -36,16 +36,28 @@ FLOAT_COLUMNS = ("latency_ms", "measured_latency_ms", "val_acc", "best_val_acc",
                  "train_seconds", "wall_seconds", "images_per_s")
 TEXT_COLUMNS = ("status", "arch_id", "node", "reason")
 TIME_COLUMNS = ("started", "finished")
-STATUS_ORDER = (COMPLETE, PRUNED, FAILED, OVER_BUDGET, DUPLICATE, RUNNING, LOST)
+BELOW_BAND = "below-band"  # runstore.BELOW_BAND: a sample under the MACs band floor, not trained
+STATUS_ORDER = (COMPLETE, PRUNED, FAILED, OVER_BUDGET, BELOW_BAND, DUPLICATE, RUNNING, LOST)
 
 # every PNG is FIGSIZE x DPI pixels: 960 x 600
 FIGSIZE, DPI = (8.0, 5.0), 120
 PARETO_MACS, PARETO_LATENCY, PROGRESS = "pareto_macs.png", "pareto_latency.png", "progress.png"
 REPORT_MD, REPORT_HTML, TRIALS_CSV = "report.md", "report.html", "trials.csv"
 LATENCY = "latency"  # column added for plots: measured latency where present, else predicted
-# cost axis: label, divisor
-_AXES = {"macs": ("MACs (millions)", 1e6),
-         LATENCY: ("latency, ms (measured where available, else predicted)", 1.0)}
+# cost axis: label (with its unit), divisor
+_AXES = {"macs": ("MACs (M, millions of multiply-accumulates at batch 1)", 1e6),
+         LATENCY: ("latency (ms; measured where available, else predicted)", 1.0)}
+# score axis: what each score's number is (igcv_nas.zero_cost documents the zero-cost ones)
+SCORE_UNITS = {"val_acc": "fraction", "best_val_acc": "fraction",
+               "val_loss": "cross-entropy, nats", "tse": "sum of training losses, nats",
+               "zc_synflow": "log10", "zc_naswot": "ln |det K|",
+               "zc_grad_norm": "sum of per-layer gradient L2 norms", "zc_zico": "sum of ln"}
+
+
+def score_label(score: str) -> str:
+    """The axis label of a score with its unit: ``val acc (fraction)``, ``zc_synflow (log10)``."""
+    name = score.replace("_", " ") if not score.startswith("zc_") else score
+    return f"{name} ({SCORE_UNITS.get(score, 'score, no unit')})"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -150,6 +162,12 @@ def plot_pareto(df: pd.DataFrame, score: str, cost: str = "macs", budget: float 
     """PNG: ``score`` vs ``cost`` (``macs``, in millions, or ``latency`` in ms) of the complete
     trials, pruned trials (score when stopped) in another marker, the Pareto front as a step
     line, the best trial annotated and the ``budget`` (in ``cost`` units) as a vertical line."""
+    return _png(pareto_figure(df, score, cost, budget, title))
+
+
+def pareto_figure(df: pd.DataFrame, score: str, cost: str = "macs", budget: float | None = None,
+                  title: str = ""):
+    """The matplotlib Figure of :func:`plot_pareto`."""
     label, div = _AXES[cost]
     fig, ax = _figure()
     done = scored(df, score)
@@ -184,16 +202,21 @@ def plot_pareto(df: pd.DataFrame, score: str, cost: str = "macs", budget: float 
         if not len(done) and not len(pruned):
             ax.set_xlim(0, 1.1 * budget / div)
     ax.set_xlabel(label)
-    ax.set_ylabel(score)
+    ax.set_ylabel(score_label(score))
     ax.set_title(title)
     ax.grid(True, alpha=0.3)
     _legend(fig, ax)
-    return _png(fig)
+    return fig
 
 
 def plot_progress(df: pd.DataFrame, score: str, title: str = "") -> bytes:
     """PNG: the best score so far (complete trials) vs the study's trial number -- the search's
     convergence -- over each trial's own score (pruned ones: the score when stopped)."""
+    return _png(progress_figure(df, score, title))
+
+
+def progress_figure(df: pd.DataFrame, score: str, title: str = ""):
+    """The matplotlib Figure of :func:`plot_progress`."""
     from matplotlib.ticker import MaxNLocator
     fig, ax = _figure()
     done = scored(df, score).sort_values("number")
@@ -210,12 +233,12 @@ def plot_progress(df: pd.DataFrame, score: str, title: str = "") -> bytes:
     else:
         _empty_note(ax, "no complete trials yet")
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-    ax.set_xlabel("trial number (study order; over-budget and duplicate samples included)")
-    ax.set_ylabel(score)
+    ax.set_xlabel("trial number (count, study order; over-budget and duplicate samples included)")
+    ax.set_ylabel(score_label(score))
     ax.set_title(title)
     ax.grid(True, alpha=0.3)
     _legend(fig, ax)
-    return _png(fig)
+    return fig
 
 
 # ---------------------------------------------------------------------------------------------
@@ -286,10 +309,16 @@ def _settings_table(meta: dict, score: str) -> pd.DataFrame:
     if proxy == "zero-cost":
         proxy_text = f"zero-cost ({s.get('zero_cost_metric')}); score {score}"
     else:
+        # what was asked for (a setting); what ran is the engine record's row
+        if "scheduler" in s:
+            asked = f"; scheduler requested: {s['scheduler']}"
+        elif "asha" in s:  # runs of older versions
+            asked = "; ASHA requested" if s["asha"] else "; ASHA not requested (--no-asha)"
+        else:
+            asked = ""
         proxy_text = (f"{proxy} on {s.get('dataset', '-')}: {length}, train fraction "
                       f"{tr.get('train_fraction', '-')}, batch {tr.get('batch_size', '-')}, "
-                      f"{b.get('val_size', '-')} validation images; score {score}; ASHA "
-                      f"{'on' if s.get('asha', True) else 'off'}")
+                      f"{b.get('val_size', '-')} validation images; score {score}{asked}")
     lat = s.get("latency_ms")
     rows = [
         ("space", f"{sp.get('name', s.get('space'))} (sha256 {str(sp.get('sha256', ''))[:12]})"),
@@ -299,12 +328,44 @@ def _settings_table(meta: dict, score: str) -> pd.DataFrame:
         ("target", str(s.get("target", "-"))),
         ("objective", str(s.get("objective", "-"))),
         ("proxy", proxy_text),
+        ("what ran", engine_text(meta)),
         ("sampler", str(s.get("sampler", "-"))),
         ("seed", str(s.get("seed", "-"))),
         ("trials", f"{s.get('trials', '-')} (time budget "
                    f"{_duration(s.get('time_budget_s')) if s.get('time_budget_s') else 'none'})"),
     ]
     return pd.DataFrame(rows, columns=["setting", "value"])
+
+
+def _rung(r: dict) -> str:
+    return (f"{r.get('name', '?')} (keep {r.get('keep', '?')}, x{r.get('factor', '?')} budget, "
+            f"{len(r.get('seeds') or []) or 1} seed(s))")
+
+
+def engine_text(meta: dict) -> str:
+    """What the search engine actually ran, from ``run.json``'s ``engine`` record; for a run
+    that has none (an older version) it says so instead of guessing from the settings."""
+    e = meta.get("engine")
+    if not isinstance(e, dict):
+        return ("not recorded in run.json (written by an older version): whether ASHA ran, "
+                "and with how many images, is unknown")
+    asha = e.get("asha")
+    parts = [("ASHA ran" if asha else "ASHA did not run") if asha is not None
+             else "ASHA not recorded"]
+    if e.get("proxy") == "zero-cost" or (e.get("proxy_images") == 0 and e.get("epochs") == 0):
+        parts.append("no training (zero-cost proxy)")
+    else:
+        def num(k):
+            v = e.get(k)
+            return f"{v:,}" if isinstance(v, int) else "?"
+        parts.append(f"{num('proxy_images')} proxy training images, {num('val_images')} "
+                     f"validation images, {num('epochs')} epochs = {num('steps')} steps per trial")
+    ladder = e.get("ladder")
+    if ladder:
+        parts.append(f"ladder of {len(ladder)} rungs: " + ", ".join(_rung(r) for r in ladder))
+    elif "ladder" in e:
+        parts.append("no ladder")
+    return "; ".join(parts)
 
 
 def _status_table(df: pd.DataFrame) -> pd.DataFrame:
@@ -326,8 +387,8 @@ def document(run: RunDir, df: pd.DataFrame, meta: dict, score: str, top: int,
                       f"{_duration(meta.get('elapsed_s'))}."))
     parts += [Heading("Settings"), Table(_settings_table(meta, score))]
     parts += [Heading("Trials"), Table(_status_table(df), ("trials",)),
-              Para("Complete, pruned and failed trials were evaluated; over-budget and "
-                   "duplicate samples were never trained.")]
+              Para("Complete, pruned and failed trials were evaluated; over-budget, "
+                   "below-band and duplicate samples were never trained.")]
     done = scored(df, score)
     parts.append(Heading("Best"))
     if len(done):

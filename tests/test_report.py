@@ -140,7 +140,13 @@ def test_settings_counts_and_elapsed(run, report):
     assert md.startswith(f"# igcv-search report: {run.name}\n")
     s = section(md, "Settings")
     assert f"small (sha256 {meta['space']['sha256'][:12]})" in s
-    assert "4.00M (4,000,000)" in s and "| tpe " in s and "ASHA off" in s
+    assert "4.00M (4,000,000)" in s and "| tpe " in s and "scheduler requested: none" in s
+    e = meta["engine"]  # what ran, as the search recorded it
+    assert e["asha"] is False
+    ran = (f"ASHA did not run; {e['proxy_images']:,} proxy training images, "
+           f"{e['val_images']:,} validation images, {e['epochs']} epochs = {e['steps']} steps "
+           "per trial")
+    assert re.search(rf"^\| what ran +\| {re.escape(ran)}(; no ladder)? +\|$", s, re.M), s
     counts = load_trials(run).status.value_counts()
     t = section(md, "Trials")
     assert re.search(rf"^\| complete +\| +{counts['complete']} \|$", t, re.M)
@@ -181,7 +187,7 @@ def test_load_run_dtypes_and_values(run):
         assert pd.api.types.is_datetime64_any_dtype(df[c])
         assert list(df[c]) == list(pd.to_datetime(raw[c]))
     assert pd.api.types.is_string_dtype(df.status) and set(df.status) <= {
-        "complete", "pruned", "failed", "over-budget", "duplicate"}
+        "complete", "pruned", "failed", "over-budget", "below-band", "duplicate"}
     assert (df.finished >= df.started).all()
     assert load_meta(run) == json.loads((run / "run.json").read_text())
 
@@ -273,3 +279,51 @@ def test_bad_inputs_exit_2_with_one_line_and_write_nothing(run, tmp_path, capsys
         main([str(run), "--top", "many"])
     assert e.value.code == 2
     assert "--top" in _one_error_line(capsys)
+
+
+def test_old_run_without_engine_record_says_it_is_unknown(run, tmp_path):
+    meta = json.loads((run / "run.json").read_text())
+    meta.pop("format")
+    meta.pop("engine", None)
+    meta["settings"].pop("scheduler", None)
+    meta["settings"]["asha"] = True  # asked for, but an old run does not say whether it ran
+    rd = RunDir.create(tmp_path / "old", meta, (run / "space.yaml").read_bytes())
+    rd.write_results(load_trials(run).to_dict("records"), None, [])
+    assert main([str(rd.path)]) == 0
+    s = section((rd.path / "report" / "report.md").read_text(), "Settings")
+    assert re.search(r"^\| what ran +\| not recorded in run.json \(written by an older version\): "
+                     r"whether ASHA ran, and with how many images, is unknown +\|$", s, re.M), s
+    assert "| ASHA ran" not in s and "ASHA requested" in s
+
+
+def test_engine_text_of_a_ladder_and_of_asha():
+    from igcv_nas.report import engine_text
+    e = {"proxy": "training", "asha": True, "proxy_images": 4500, "val_images": 1000,
+         "epochs": 5, "steps": 85, "ladder": [
+             {"name": "screen", "keep": 10, "factor": 1, "seeds": [0]},
+             {"name": "confirm", "keep": 3, "factor": 4, "seeds": [0, 1]}]}
+    assert engine_text({"engine": e}) == (
+        "ASHA ran; 4,500 proxy training images, 1,000 validation images, 5 epochs = 85 steps "
+        "per trial; ladder of 2 rungs: screen (keep 10, x1 budget, 1 seed(s)), confirm (keep 3, "
+        "x4 budget, 2 seed(s))")
+    z = {"proxy": "zero-cost", "asha": False, "proxy_images": 0, "val_images": 0, "epochs": 0,
+         "steps": 0, "ladder": None}
+    assert engine_text({"engine": z}) == ("ASHA did not run; no training (zero-cost proxy); "
+                                          "no ladder")
+
+
+@pytest.mark.parametrize("score,ylabel", [("val_acc", "val acc (fraction)"),
+                                           ("zc_synflow", "zc_synflow (log10)"),
+                                           ("zc_naswot", "zc_naswot (ln |det K|)")])
+def test_every_plot_axis_has_a_unit(run, score, ylabel):
+    from igcv_nas.report import pareto_figure, progress_figure, with_latency
+    df = with_latency(load_run(run))
+    if score not in df.columns:
+        df[score] = df["val_acc"]
+    axes = {"macs": pareto_figure(df, score, "macs", 4e6).axes[0],
+            "latency": pareto_figure(df, score, "latency", None).axes[0],
+            "progress": progress_figure(df, score).axes[0]}
+    assert axes["macs"].get_xlabel() == "MACs (M, millions of multiply-accumulates at batch 1)"
+    assert axes["latency"].get_xlabel() == "latency (ms; measured where available, else predicted)"
+    assert axes["progress"].get_xlabel().startswith("trial number (count, study order")
+    assert {ax.get_ylabel() for ax in axes.values()} == {ylabel}
