@@ -177,8 +177,8 @@ def export(spec: NetworkSpec, out_dir: str | Path, formats: tuple[str, ...] = FO
     model = _model(spec, state_dict, seed)
     with staged_dir(out_dir) as tmp:
         y = _write(spec, tmp, formats, model, doc, info, deploy_mode)
-        return verify(tmp, reference=y, model_for_missing_weights=None if "pt" in formats else model,
-                      _shown_as=Path(out_dir))
+        return verify(tmp, reference=y, _shown_as=Path(out_dir),
+                      model_for_missing_weights=None if "pt" in formats else model)
 
 
 def _write(spec: NetworkSpec, out: Path, formats: tuple[str, ...], model, doc: dict, info: dict,
@@ -282,7 +282,8 @@ def verify(out_dir: str | Path, reference: Any = None, model_for_missing_weights
         checks.extend(_verify_onnx(out / FILES["onnx"], x, y))
     weights = doc.get("weights")
     if weights is None and (out / FILES["pt"]).is_file():  # exported before this was recorded
-        weights = {"trained": bool(blob.get("trained")), "source": blob.get("source", "not recorded")}
+        weights = {"trained": bool(blob.get("trained")),
+                   "source": blob.get("source", "not recorded")}
     report = {"ok": all(c["ok"] is not False for c in checks), "arch_id": spec.arch_id,
               "weights": weights, "checks": checks,
               "skipped": [c["check"] for c in checks if c["ok"] is None],

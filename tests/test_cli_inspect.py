@@ -113,7 +113,8 @@ def test_tiny_rows_by_hand(tmp_path, tiny, capsys):
     assert main([str(p), "--json"]) == 0
     r = json.loads(capsys.readouterr().out)
     assert r["stem"] == {"label": "stem", "kind": "conv 3x3/2", "resolution": [8, 4],
-                         "macs": 9 * 3 * 8 * 16, "flops": 2 * 9 * 3 * 8 * 16, "params": 9 * 3 * 8 + 16}
+                         "macs": 9 * 3 * 8 * 16, "flops": 2 * 9 * 3 * 8 * 16,
+                         "params": 9 * 3 * 8 + 16}
     assert r["head"] is None
     assert r["classifier"]["kind"] == "avg pool, linear 8->10"
     assert (r["classifier"]["macs"], r["classifier"]["params"]) == (80, 90)

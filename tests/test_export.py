@@ -221,14 +221,16 @@ def test_trained_weights_are_recorded_with_their_source(small_net, tmp_path, cap
     uw = untrained / small_net.arch_id / "weights.pt"
     blob = torch.load(uw, weights_only=True)
     wf = tmp_path / "w.pt"  # as igcv-train writes them (these have informative outputs)
-    torch.save({"state_dict": blob["state_dict"], "arch_id": small_net.arch_id, "trained": True}, wf)
+    torch.save({"state_dict": blob["state_dict"], "arch_id": small_net.arch_id,
+                "trained": True}, wf)
     capsys.readouterr()
     out = tmp_path / "o"
     assert main([NET, "--weights", str(wf), "--format", "json,pt", "--out", str(out)]) == 0
     io = capsys.readouterr()
     d = out / small_net.arch_id
     assert io.out.startswith(f"{d}: weights trained: {wf}; checks: arch_id ok,") and io.err == ""
-    assert json.loads((d / "verify.json").read_text())["weights"] == {"trained": True, "source": str(wf)}
+    v = json.loads((d / "verify.json").read_text())
+    assert v["weights"] == {"trained": True, "source": str(wf)}
     assert torch.load(d / "weights.pt", weights_only=True)["source"] == str(wf)
     # an untrained igcv-export weights.pt given as --weights stays untrained, and says so
     out2 = tmp_path / "o2"
@@ -251,7 +253,8 @@ def test_a_check_that_cannot_run_is_skipped_not_ok(small_net, tmp_path):
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
     assert r.stdout.rstrip().endswith(
-        "onnx_checker ok, onnx_outputs skipped (onnxruntime not installed (pip install -e '.[deploy]'))")
+        "onnx_checker ok, onnx_outputs skipped (onnxruntime not installed "
+        "(pip install -e '.[deploy]'))")
     v = json.loads((out / small_net.arch_id / "verify.json").read_text())
     onnx_out = next(c for c in v["checks"] if c["check"] == "onnx_outputs")
     assert onnx_out == {"check": "onnx_outputs", "ok": None,
@@ -267,7 +270,8 @@ def test_verify_without_weights_skips_the_model_checks(exported, tmp_path):
     (d / "model.onnx").write_bytes((out / "model.onnx").read_bytes())
     rep = verify(d)
     assert rep["ok"] is True
-    assert rep["skipped"] == ["outputs_informative", "rebuilt_outputs", "fvcore_macs", "onnx_outputs"]
+    assert rep["skipped"] == ["outputs_informative", "rebuilt_outputs", "fvcore_macs",
+                              "onnx_outputs"]
     assert all(c["ok"] is None and c["skipped"].startswith("no weights.pt")
                for c in rep["checks"] if c["check"] in rep["skipped"])
 

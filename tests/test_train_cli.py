@@ -84,7 +84,8 @@ BAD = [
     (["--weight-decay", "-1"], "--weight-decay -1.0; accepted: a number >= 0"),
     (["--label-smoothing", "1"], "--label-smoothing 1.0; accepted: 0 <= value < 1"),
     (["--train-fraction", "2"], "--train-fraction 2.0; accepted: 0 < value <= 1"),
-    (["--epochs", "1", "--warmup-epochs", "1"], "--warmup-epochs 1.0; accepted: 0 <= value < --epochs (1)"),
+    (["--epochs", "1", "--warmup-epochs", "1"],
+     "--warmup-epochs 1.0; accepted: 0 <= value < --epochs (1)"),
     (["--batch-size", "0"], "--batch-size 0; accepted: an integer >= 1"),
 ]
 
@@ -101,8 +102,8 @@ def test_out_states(tmp_path, capsys):
     f = tmp_path / "afile"
     f.write_text("x")
     assert main([NET, "--out", str(f)]) == 2
-    assert capsys.readouterr().err == (f"igcv-train: error: --out {f} exists (not an empty folder); "
-                                       "accepted: a new or empty folder\n")
+    assert capsys.readouterr().err == (f"igcv-train: error: --out {f} exists (not an empty "
+                                       "folder); accepted: a new or empty folder\n")
     (tmp_path / "o.partial").mkdir()
     assert main([NET, "--out", str(tmp_path / "o")]) == 2
     assert capsys.readouterr().err == (
@@ -149,8 +150,8 @@ def test_one_epoch_at_chance_warns_instead_of_reporting(tmp_path, cifar_dir, cap
         rf"epoch 1/1  steps 7/7  loss \d+\.\d{{4}}  val acc {r['val_acc']:.4f}  [\d,]+ img/s  "
         r"\d+ s  ETA 0:00:00", epoch[0])
     assert lines[-2] == "igcv-train: scoring the 10,000 test images"
-    assert lines[-1].startswith(f"igcv-train: val acc {r['val_acc']:.4f}, test acc {r['test_acc']:.4f} "
-                                "(10,000 test images, ")
+    assert lines[-1].startswith(f"igcv-train: val acc {r['val_acc']:.4f}, test acc "
+                                f"{r['test_acc']:.4f} (10,000 test images, ")
     assert " -- NOT a result, see the warnings above; weights in " in lines[-1]
     assert r["val_acc"] <= 0.15 and r["test_acc"] <= 0.15 and r["chance_acc"] == 0.1
     chance = (f"val acc {r['val_acc']:.4f} and test acc {r['test_acc']:.4f} are at chance level "

@@ -1,11 +1,11 @@
-"""igcv-export SOURCE [--trial N | --top K | --pareto] [--format json,pt,torchscript,onnx] --out DIR
+"""igcv-export SOURCE [--trial N | --top K | --pareto] [--format json,pt,torchscript,onnx] --out OUT
 
 Export discovered architectures as verified artifacts. SOURCE is a run directory of igcv-search
 (default: its best trial), a spec JSON file or a zoo network name. Each architecture goes to
-DIR/<trial>-<arch id>/ (DIR/<arch id>/ for a spec), with verify.json beside the artifacts. The
+OUT/<trial>-<arch id>/ (OUT/<arch id>/ for a spec), with verify.json beside the artifacts. The
 weights are the initialisation (untrained; a search keeps no trained weights) unless --weights
 gives trained ones: train with igcv-train SPEC --out T, then igcv-export T/spec.json --weights
-T/weights.pt --out DIR. An export that fails leaves no directory behind. Exit code 1 when a
+T/weights.pt --out OUT. An export that fails leaves no directory behind. Exit code 1 when a
 verification fails, 2 on bad input.
 """
 from __future__ import annotations
@@ -100,7 +100,8 @@ def _load_weights(path: str) -> tuple[dict, bool]:
     except FileNotFoundError:
         raise ValueError(f"--weights {path}: no such file") from None
     except IsADirectoryError:
-        raise ValueError(f"--weights {path}: a folder, not a file; accepted: {ACCEPTED_WEIGHTS}") from None
+        raise ValueError(f"--weights {path}: a folder, not a file; accepted: "
+                         f"{ACCEPTED_WEIGHTS}") from None
     except Exception as e:  # noqa: BLE001 - whatever unpickling a foreign file raises
         if isinstance(e, pickle.UnpicklingError) and "weights_only" in str(e):
             e = ValueError("it holds objects other than tensors and plain containers")
@@ -114,7 +115,8 @@ def _load_weights(path: str) -> tuple[dict, bool]:
         blob = blob["state_dict"]
     elif isinstance(blob, dict) and isinstance(blob.get("model"), dict):
         blob = blob["model"]
-    if not (isinstance(blob, dict) and blob and all(isinstance(v, torch.Tensor) for v in blob.values())):
+    tensors = isinstance(blob, dict) and all(isinstance(v, torch.Tensor) for v in blob.values())
+    if not (tensors and blob):
         raise ValueError(f"--weights {path}: holds no state_dict; accepted: {ACCEPTED_WEIGHTS}")
     return blob, trained
 
@@ -127,7 +129,8 @@ def _check_fits(state: dict, spec, path: str) -> None:
     except RuntimeError as e:
         lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
         why = lines[1] if len(lines) > 1 else lines[0]
-        raise ValueError(f"--weights {path}: not weights of arch {spec.arch_id} ({why[:200]})") from None
+        raise ValueError(f"--weights {path}: not weights of arch {spec.arch_id} "
+                         f"({why[:200]})") from None
 
 
 def _check_words(rep: dict) -> str:
@@ -140,7 +143,8 @@ def _train_hint(specs: list[tuple[Path, str]], out: str) -> list[str]:
     lines = []
     for spec_json, name in specs:
         t = Path("trained") / name
-        lines += [f"  igcv-train {shlex.quote(str(spec_json))} --epochs 200 --out {shlex.quote(str(t))}",
+        lines += [f"  igcv-train {shlex.quote(str(spec_json))} --epochs 200 --out "
+                  f"{shlex.quote(str(t))}",
                   f"  igcv-export {shlex.quote(str(t / 'spec.json'))} --weights "
                   f"{shlex.quote(str(t / 'weights.pt'))} --out {shlex.quote(out)}"]
     return lines
@@ -190,7 +194,8 @@ def main(argv: list[str] | None = None) -> int:
             out = out_root / name
             try:
                 rep = export(spec, out, formats, state, prov, deploy_mode=args.deploy,
-                             weights_source=args.weights, trained=trained if state is not None else None)
+                             weights_source=args.weights,
+                             trained=trained if state is not None else None)
             except ExportError as e:
                 failed += 1
                 print(f"{PROG}: {' '.join(str(e).split())}", file=sys.stderr)
@@ -199,7 +204,8 @@ def main(argv: list[str] | None = None) -> int:
             what = f"weights {'trained' if w['trained'] else 'UNTRAINED'}: {w['source']}"
             print(f"{out}: {what}; checks: {_check_words(rep)}", flush=True)
             if not w["trained"]:
-                untrained.append((out / FILES["json"] if "json" in formats else Path(args.source), name))
+                spec_json = out / FILES["json"] if "json" in formats else Path(args.source)
+                untrained.append((spec_json, name))
     except KeyboardInterrupt:
         print(f"{PROG}: interrupted; the export in progress was removed", file=sys.stderr)
         return 130

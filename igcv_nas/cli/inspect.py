@@ -39,8 +39,9 @@ def _outer_rows(spec: NetworkSpec, blocks: tuple) -> dict:
         w = last * spec.head_chs
         rows["head"] = _layer("head", "conv 1x1", (res, res), w * res * res, w + 2 * spec.head_chs)
         last = spec.head_chs
-    rows["classifier"] = _layer("classifier", f"avg pool, linear {last}->{spec.num_classes}", (res, 1),
-                                last * spec.num_classes, last * spec.num_classes + spec.num_classes)
+    k = spec.num_classes
+    rows["classifier"] = _layer("classifier", f"avg pool, linear {last}->{k}", (res, 1),
+                                last * k, last * k + k)
     return rows
 
 
@@ -88,7 +89,8 @@ def _print_table(r: dict) -> None:
         paths = f"{b['paths'][0]}..{b['paths'][1]}" if "paths" in b else "-"
         bal = f"{b['balance']:.2f}" if b.get("balance") is not None else "-"
         t.add_row(b["label"], b["kind"], res, b.get("complementary") or "-", paths, bal,
-                  f"{b['macs']:,}" if "macs" in b else "-", f"{b['params']:,}" if "params" in b else "-",
+                  f"{b['macs']:,}" if "macs" in b else "-",
+                  f"{b['params']:,}" if "params" in b else "-",
                   end_section=b["label"] == "classifier")
     if r["valid"]:
         t.add_row("total", "", "", "", "", "", f"{r['macs']:,}", f"{r['params']:,}")

@@ -233,7 +233,8 @@ def main(argv: list[str] | None = None) -> int:
         spec = valid_spec(resolve_spec(args.spec), args.spec)
         _check_out(out, args.resume)
         device = pick_device(args.device)
-        warmup = args.warmup_epochs if args.warmup_epochs is not None else default_warmup(args.epochs)
+        warmup = (args.warmup_epochs if args.warmup_epochs is not None
+                  else default_warmup(args.epochs))
         extra = {}
         if "data_seed" in {f.name for f in fields(TrainConfig)}:
             extra["data_seed"] = args.seed
@@ -279,7 +280,8 @@ def main(argv: list[str] | None = None) -> int:
             except ValueError as e:
                 return fail(PROG, f"--resume: {e}")
             print(f"{PROG}: resuming at epoch {trainer.epoch + 1}/{trainer.epochs}", flush=True)
-        print(f"{PROG}: {trainer.epochs} epoch{'s' if trainer.epochs != 1 else ''} of {trainer.steps_per_epoch} steps (batch "
+        print(f"{PROG}: {trainer.epochs} epoch{'s' if trainer.epochs != 1 else ''} of "
+              f"{trainer.steps_per_epoch} steps (batch "
               f"{cfg.batch_size}, {len(trainer.train.y):,} training images, {trainer.val.n:,} "
               f"validation images), warm-up {warmup:g} epochs, peak lr {cfg.lr:g}, on {device}",
               flush=True)
