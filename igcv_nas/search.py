@@ -172,14 +172,22 @@ class Settings:
         return (self.scheduler == "asha" and self.proxy != "zero-cost"
                 and self.objective == "accuracy" and epochs >= ASHA_MIN_EPOCHS)
 
-    def proxy_budget(self):
-        """The :class:`igcv_nas.proxy.ProxyBudget` of this search (first rung)."""
-        from .proxy import ProxyBudget, default_budget
+    def proxy_budget(self, space_name: str | None = None):
+        """The :class:`igcv_nas.proxy.ProxyBudget` of this search (first rung). With
+        ``--proxy both`` and ``space_name``, only the zero-cost proxies that the fidelity
+        benchmark found to rank positively in that space are computed beside training
+        (:func:`igcv_nas.proxy.validated_zero_cost`)."""
+        from .proxy import ProxyBudget, default_budget, validated_zero_cost
         if self.budget is not None:
             b = ProxyBudget.from_dict(self.budget)
             b = replace(b, mode=self.proxy)
         else:
             b = default_budget("cuda" if self.gpus_per_trial > 0 else "cpu", self.proxy)
+        if self.proxy == "both" and space_name is not None:
+            ok = validated_zero_cost(space_name)
+            b = replace(b, zero_cost=tuple(z for z in b.zero_cost if z in ok))
+            if not b.zero_cost:
+                b = replace(b, mode="training")
         if self.scheduler == "asha" and not b.train.eval_each_epoch:  # ASHA needs epoch scores
             b = replace(b, train=replace(b.train, eval_each_epoch=True))
         return b
@@ -362,7 +370,7 @@ class Engine:
         from .trials import LADDER_STUDY, STUDY_NAME, Ladder, TrialBook, ladder_plan
         self.run, self.settings, self.space = run, settings, space
         self.num_classes, self.attempt, self.lut, self.on_change = num_classes, attempt, lut, on_change
-        self.budget = settings.proxy_budget()
+        self.budget = settings.proxy_budget(space.name)
         self.epochs = epochs
         self.objective = settings.objective_fn
         self.started = time.time()
@@ -703,7 +711,7 @@ def engine_record(settings: Settings, budget, n_train: int, epochs: int, steps: 
     plan = ladder_plan(settings.trials) if settings.uses_ladder else None
     images = min(n_train, max(t.batch_size, int(n_train * t.train_fraction))) \
         if t.train_fraction < 1 else n_train
-    return {"proxy": settings.proxy, "proxy_images": images if settings.proxy != "zero-cost" else 0,
+    return {"proxy": budget.mode, "proxy_images": images if settings.proxy != "zero-cost" else 0,
             "val_images": budget.val_size if settings.proxy != "zero-cost" else 0,
             "epochs": epochs if settings.proxy != "zero-cost" else 0,
             "steps": steps if settings.proxy != "zero-cost" else 0,
@@ -744,7 +752,7 @@ def run_search(run, settings: Settings, space: SearchSpace, splits: Any,
     resources = raytune.connect(settings.address, quiet)
     meta = run.meta
     attempt = len(meta.get("attempts", [])) + 1
-    budget = settings.proxy_budget()
+    budget = settings.proxy_budget(space.name)
     _, steps, epochs = plan(len(splits.train), budget.train)
     run.update_meta(status="running", engine=engine_record(settings, budget, len(splits.train),
                                                             epochs, steps),

@@ -1,8 +1,8 @@
 """The trial book: what each sampled architecture became, kept in an Optuna study (no Ray here).
 
 The search's bookkeeping over an :class:`optuna.Study`, so that it can be unit-tested with
-Optuna's in-memory storage and used by any runner (the Ray Tune adapter in
-:mod:`igcv_nas.search` is a thin layer over it).
+Optuna's in-memory storage and used by any runner (:class:`igcv_nas.search.Engine` drives it;
+:mod:`igcv_nas.raytune` adapts the engine to Ray Tune).
 
 What a sampler learns from is what was *evaluated*: only trained architectures are told
 COMPLETE (with their score) or PRUNED. Everything else is told FAIL, with the reason in the

@@ -349,7 +349,7 @@ def main(argv: list[str] | None = None) -> int:
 def startup_lines(settings: Settings, space, splits) -> list[str]:
     """What the search will actually do, in words (proxy images, epochs, ladder, ASHA)."""
     from ..train import plan
-    b = settings.proxy_budget()
+    b = settings.proxy_budget(space.name)
     _, steps, epochs = plan(len(splits.train), b.train)
     e = engine_record(settings, b, len(splits.train), epochs, steps)
     band = f", MACs band floor {human(e['flops_min'])}" if e["flops_min"] else ""
@@ -374,6 +374,11 @@ def startup_lines(settings: Settings, space, splits) -> list[str]:
                        f"one (about {e['ladder_cost_units']:g} first-rung trainings in all)")
         out.append("early stopping: ASHA on (reduction factor 3, grace period past the warm-up)"
                    if e["asha"] else "early stopping: none (ASHA off)")
+        if settings.proxy == "both":
+            out.append(f"zero-cost beside training: {', '.join(b.zero_cost)}" if b.mode == "both"
+                       else f"zero-cost beside training: none (no zero-cost proxy ranked "
+                            f"positively in the fidelity benchmark for space {space.name}; "
+                            f"README 'Fidelity')")
     return out
 
 
