@@ -51,7 +51,8 @@ class ProxyBudget:
             raise ValueError(f"proxy mode {self.mode!r}; accepted: {', '.join(MODES)}")
         unknown = [z for z in self.zero_cost if z not in PROXIES]
         if unknown:
-            raise ValueError(f"unknown zero-cost proxy {unknown[0]!r}; accepted: {', '.join(PROXIES)}")
+            raise ValueError(f"unknown zero-cost proxy {unknown[0]!r}; "
+                             f"accepted: {', '.join(PROXIES)}")
 
     def to_dict(self) -> dict:
         return {"mode": self.mode, "train": self.train.to_dict(), "zero_cost": list(self.zero_cost),

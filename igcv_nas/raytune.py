@@ -31,10 +31,9 @@ def connect(address: str | None, quiet: bool = True) -> dict:
         os.environ.setdefault("RAY_DEDUP_LOGS", "0")
         kw: dict[str, Any] = dict(include_dashboard=False, log_to_driver=not quiet,
                                   logging_level=logging.ERROR, configure_logging=True)
-        if address:
-            ray.init(address=address, **kw)
-        else:
-            ray.init(**kw)
+        # without an address always a new local instance: ray.init() alone would join a cluster
+        # that `ray start` left running on this machine
+        ray.init(address=address or "local", **kw)
     return ray.cluster_resources()
 
 

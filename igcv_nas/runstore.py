@@ -123,11 +123,67 @@ class RunDir:
             raise RunError(f"{p / RUN_JSON}: format {meta.get('format')!r}; accepted: {RUN_FORMAT}")
         return run
 
+    def check_resumable(self) -> None:
+        """Check the whole run directory before a resume starts or writes anything; RunError
+        (one line naming the file and what is wrong) when it cannot be resumed safely:
+
+        * ``run.json``: a JSON object of this format with ``settings`` (an object), ``space``
+          (with its ``sha256``), ``attempts`` (a list);
+        * ``space.yaml``: present, its SHA-256 equal to the one ``run.json`` recorded;
+        * ``study.journal``: present whenever trials were recorded (``trials.csv`` rows or trial
+          folders) -- a run directory with trials but no study is never resumed into a new
+          study -- and every record but a torn last one (which is repaired) a JSON object with
+          an ``op_code``.
+        """
+        meta = self.meta
+        f = self.path / RUN_JSON
+        if not isinstance(meta, dict):
+            raise RunError(f"{f}: not a JSON object")
+        for key, kind in (("settings", dict), ("space", dict), ("attempts", list)):
+            if not isinstance(meta.get(key), kind):
+                raise RunError(f"{f}: '{key}' is missing or not a {kind.__name__}; "
+                               f"this run directory cannot be resumed")
+        want = meta["space"].get("sha256")
+        if not self.space_file.is_file():
+            raise RunError(f"{self.space_file} is missing; the run's space cannot be checked")
+        import hashlib
+        have = hashlib.sha256(self.space_file.read_bytes()).hexdigest()
+        if have != want:
+            raise RunError(f"{self.space_file} was changed since the run was created (sha256 "
+                           f"{have[:12]}, run.json records {str(want)[:12]}); restore it or "
+                           f"start a new run")
+        trial_dirs = [d for d in (self.path / "trials").glob("*") if d.is_dir()] \
+            if (self.path / "trials").is_dir() else []
+        has_rows = (self.path / TRIALS_CSV).is_file() and len(
+            (self.path / TRIALS_CSV).read_text(encoding="utf-8").splitlines()) > 1
+        j = self.journal
+        if not j.is_file() or j.stat().st_size == 0:
+            if trial_dirs or has_rows:
+                raise RunError(f"{j} is missing or empty but the run has recorded trials; "
+                               f"refusing to resume into a new study (restore the journal)")
+            return
+        with open(j, "rb") as fh:
+            lines = fh.read().split(b"\n")
+        last = len(lines) - 1  # the piece after the final newline: empty, or a torn record
+        for i, line in enumerate(lines):
+            if not line.strip() or i == last:
+                continue
+            try:
+                rec = json.loads(line)
+            except ValueError:
+                rec = None
+            if not isinstance(rec, dict) or "op_code" not in rec:
+                raise RunError(f"{j}: record {i + 1} (line {i + 1}) is not a journal record; "
+                               f"the study cannot be read (restore the journal)")
+
     # -- metadata --------------------------------------------------------------------------------
     @property
     def meta(self) -> dict:
         try:
-            return json.loads((self.path / RUN_JSON).read_text(encoding="utf-8"))
+            meta = json.loads((self.path / RUN_JSON).read_text(encoding="utf-8"))
+            if not isinstance(meta, dict):
+                raise ValueError("not a JSON object")
+            return meta
         except (OSError, ValueError) as e:
             raise RunError(f"{self.path / RUN_JSON} cannot be read: {e}") from None
 

@@ -53,6 +53,7 @@ FLOPS_MIN_FRACTION = 0.7  # default floor of the MACs band: 0.7 x --flops
 ASHA_MIN_EPOCHS = 3
 ASHA_REDUCTION = 3
 RUNG0_TIME_SHARE = 0.55  # with --time-budget and the ladder: new architectures until 55% of it
+MAX_SEED = 2**31 - 1  # sampler seed + 7919 per resumed attempt stays below 2**32 for 2e5 attempts
 MAX_DRAWS = 2000  # samples tried per suggestion before the space counts as exhausted
 # settings a resume may change; any other change is refused unless forced
 RESUME_MUTABLE = ("trials", "time_budget_s", "cpus_per_trial", "gpus_per_trial",
@@ -118,6 +119,9 @@ class Settings:
             raise bad("--max-concurrent", self.max_concurrent, "an integer >= 1")
         if self.max_failures < 0:
             raise bad("--max-failures", self.max_failures, "an integer >= 0")
+        if not 0 <= self.seed <= MAX_SEED:
+            raise bad("--seed", self.seed, f"an integer from 0 to {MAX_SEED:,} (a resume adds "
+                                           f"7919 per attempt; samplers take 32-bit seeds)")
         if self.scheduler not in SCHEDULERS:
             raise bad("--scheduler", self.scheduler, ", ".join(SCHEDULERS))
         if self.score_by not in TRAINING_SCORES:

@@ -18,10 +18,11 @@ orders. With the same seeds two CPU runs give identical weights.
 
 Scores: the mean validation loss beside the accuracy (:meth:`ProxyTrainer.evaluate_full`), and
 ``tse``, the sum of the training losses of every mini-batch (Ru et al. 2021, "training speed
-estimation"; lower is better). With ``eval_each_epoch=False`` only the last epoch is scored. The full training state (model,
-optimizer, schedule, generator and global RNG states, history) is a dict from
-:meth:`ProxyTrainer.state_dict`, saved atomically by :meth:`ProxyTrainer.save` after any epoch;
-:meth:`ProxyTrainer.load` resumes so that the rest of the run matches an uninterrupted one.
+estimation"; lower is better). With ``eval_each_epoch=False`` only the last epoch is scored.
+The full training state (model, optimizer, schedule, generator and global RNG states, history)
+is a dict from :meth:`ProxyTrainer.state_dict`, saved atomically by :meth:`ProxyTrainer.save`
+after any epoch; :meth:`ProxyTrainer.load` resumes so that the rest of the run matches an
+uninterrupted one.
 """
 from __future__ import annotations
 
@@ -79,6 +80,19 @@ class TrainConfig:
             raise ValueError(f"epochs={self.epochs} must be >= 1 (or give steps)")
         if self.batch_size < 1:
             raise ValueError(f"batch_size={self.batch_size} must be >= 1")
+        if self.steps is not None and self.steps < 1:
+            raise ValueError(f"steps={self.steps} must be >= 1")
+        for name in ("lr", "momentum", "weight_decay", "warmup", "label_smoothing"):
+            v = getattr(self, name)
+            if not isinstance(v, (int, float)) or not math.isfinite(v) or v < 0:
+                raise ValueError(f"{name}={v} must be a finite number >= 0")
+        if self.lr <= 0:
+            raise ValueError(f"lr={self.lr} must be > 0")
+        if not self.warmup < 1 or not self.label_smoothing < 1 or not self.momentum < 1:
+            raise ValueError(f"warmup={self.warmup}, label_smoothing={self.label_smoothing} "
+                             f"and momentum={self.momentum} must each be below 1")
+        if self.eval_batch_size < 1:
+            raise ValueError(f"eval_batch_size={self.eval_batch_size} must be >= 1")
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -181,8 +195,8 @@ class GpuBatches:
             ar = torch.arange(h, device=self.device)
             rows = (oy[:, None] + ar)[:, None, :, None]
             cols = (ox[:, None] + ar)[:, None, None, :]
-            xb = self.x_pad[idx[:, None, None, None], torch.arange(3, device=self.device)[None, :, None, None],
-                            rows, cols]
+            chans = torch.arange(3, device=self.device)[None, :, None, None]
+            xb = self.x_pad[idx[:, None, None, None], chans, rows, cols]
         else:
             xb = self.x[idx]
         if self.flip:
@@ -214,8 +228,10 @@ class ProxyTrainer:
             g = torch.Generator().manual_seed(cfg.data_seed + 7)
             sel = torch.randperm(len(tr), generator=g)[:k]
             tr = tr.subset(sel.sort().values.numpy())
-        self.train = GpuBatches(tr.x, tr.y, splits.mean, splits.std, self.device, cfg.crop_padding, cfg.flip)
-        self.val = GpuBatches(splits.val.x, splits.val.y, splits.mean, splits.std, self.device, 0, False)
+        self.train = GpuBatches(tr.x, tr.y, splits.mean, splits.std, self.device,
+                                cfg.crop_padding, cfg.flip)
+        self.val = GpuBatches(splits.val.x, splits.val.y, splits.mean, splits.std, self.device,
+                              0, False)
         self.steps_per_epoch, self.total_steps, self.epochs = plan(len(splits.train), cfg)
 
         self.model = model.to(self.device)
@@ -232,7 +248,8 @@ class ProxyTrainer:
         self.use_amp = cfg.amp and self.device.type == "cuda"
         self.amp_dtype = (torch.bfloat16 if self.use_amp and torch.cuda.is_bf16_supported()
                           else torch.float16)
-        self.scaler = torch.amp.GradScaler("cuda", enabled=self.use_amp and self.amp_dtype == torch.float16)
+        self.scaler = torch.amp.GradScaler(
+            "cuda", enabled=self.use_amp and self.amp_dtype == torch.float16)
         self.criterion = nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
         self.epoch = 0
         self.step = 0
@@ -277,8 +294,9 @@ class ProxyTrainer:
             self.step += 1
             total += loss.detach()
             if on_step is not None:
-                on_step(StepReport(self.step, self.total_steps, self.epoch + 1, float(loss.detach()),
-                                   self.step * bs, self.seconds + time.perf_counter() - t0))
+                on_step(StepReport(self.step, self.total_steps, self.epoch + 1,
+                                   float(loss.detach()), self.step * bs,
+                                   self.seconds + time.perf_counter() - t0))
         self.tse += float(total)
         mean = float(total) / max(1, n_steps)
         if not math.isfinite(mean):

@@ -308,6 +308,14 @@ BAD = [
     (["--flops", "300M", "--flops-min", "abc"], "--flops-min 'abc'"),
     (["--flops", "5G", "--flops-min", "4G"], "above the most expensive architecture"),
     (["--scheduler", "hyperband"], "invalid choice: 'hyperband'"),
+    (["--latency", "15"], "--latency '15' has no unit; accepted: a duration with its unit, e.g. 15ms"),
+    (["--seed", "-1"], "--seed -1; accepted: an integer from 0 to 2,147,483,647"),
+    (["--seed", str(2**40)], "--seed 1099511627776"),
+    (["--lr", "nan"], "lr=nan must be a finite number >= 0"),
+    (["--steps", "-3"], "steps=-3 must be >= 1"),
+    (["--gpus-per-trial", "1"], "--gpus-per-trial 1; this machine has 0 CUDA GPUs"),
+    (["--cpus-per-trial", "999"], "--cpus-per-trial 999; this machine has"),
+    (["--address", "127.0.0.1:1"], "--address 127.0.0.1:1: no Ray head answers there"),
     (["--sampler", "evolution", "--objective", "pareto"], "--sampler evolution is single-objective"),
     (["--dataset", "/nonexistent/folder"], "/nonexistent/folder"),
 ]
@@ -510,3 +518,61 @@ def test_evolution_sampler_children_stay_in_the_band(tmp_path, cifar_dir, local_
     assert set(children.parent.astype(int)) <= set(ev.number)
     # the accept hook keeps children in the band: no child was rejected
     assert df[df.parent.notna()].status.isin(["complete"]).all()
+
+
+def _copy_run(src: Path, dst: Path) -> Path:
+    import shutil
+    shutil.copytree(src, dst, ignore=shutil.ignore_patterns("ray"))
+    return dst
+
+
+def _snapshot(d: Path) -> dict:
+    return {p.relative_to(d): p.read_bytes() for p in sorted(d.rglob("*")) if p.is_file()
+            and p.name != ".lock"}
+
+
+RESUME_BAD = [
+    ("no-journal", lambda d: (d / "study.journal").unlink(),
+     "is missing or empty but the run has recorded trials; refusing to resume into a new study"),
+    ("garbled-journal", lambda d: (d / "study.journal").write_bytes(
+        (d / "study.journal").read_bytes().replace(b'{"op_code"', b'{"op_c0de', 1).replace(
+            b'"op_code":0', b'"op_c0de":0', 1)), "record 1 (line 1) is not a journal record"),
+    ("edited-space", lambda d: (d / "space.yaml").write_text(
+        (d / "space.yaml").read_text().replace("expand: [2, 4]", "expand: [2, 6]")),
+     "was changed since the run was created"),
+    ("run-json-list", lambda d: (d / "run.json").write_text("[1, 2]"), "not a JSON object"),
+    ("run-json-no-settings", lambda d: (d / "run.json").write_text(json.dumps(
+        {**json.loads((d / "run.json").read_text()), "settings": 3})),
+     "'settings' is missing or not a dict"),
+]
+
+
+@pytest.mark.parametrize("name,damage,needle", RESUME_BAD, ids=[r[0] for r in RESUME_BAD])
+def test_resume_of_a_damaged_run_dir_changes_no_byte(small_run, tmp_path, capsys, name, damage,
+                                                    needle):
+    d = _copy_run(small_run, tmp_path / "run")
+    damage(d)
+    before = _snapshot(d)
+    t0 = time.time()
+    assert main(["--resume", str(d), "--quiet"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and needle in err, err
+    assert time.time() - t0 < 5
+    assert _snapshot(d) == before
+
+
+def test_sigterm_is_handled_like_ctrl_c(tmp_path, cifar_dir):
+    d = tmp_path / "run"
+    p = _cli("--space", SMALL, "--flops", "4M", "--trials", "8", "--seed", "4", "--no-asha",
+             "--data-dir", str(cifar_dir), "--run-dir", str(d), *FAST)
+    wait_for_table(d, lambda df: (df.status == "complete").sum() >= 1, timeout=240)
+    p.send_signal(signal.SIGTERM)
+    out, err = p.communicate(timeout=120)
+    assert p.returncode == 143, err[-2000:]
+    assert f"terminated (SIGTERM); continue with: igcv-search --resume {d}" in out
+    assert "Traceback" not in err
+    assert json.loads((d / "run.json").read_text())["status"] == "interrupted"
+    r = _cli("--resume", str(d), "--data-dir", str(cifar_dir), "--quiet")
+    out, err = r.communicate(timeout=300)
+    assert r.returncode == 0, err[-2000:]
+    assert len(evaluated(load_trials(d))) == 8

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import platform
+import signal
 import sys
 import time
 from dataclasses import replace
@@ -99,6 +100,9 @@ def _budgets(args) -> dict:
     if args.params is not None:
         out["params"] = parse_count(args.params, "--params")
     if args.latency is not None:
+        if str(args.latency).strip().replace(".", "", 1).isdigit():
+            raise SearchError(f"--latency {args.latency!r} has no unit; accepted: a duration "
+                              f"with its unit, e.g. {args.latency}ms or {args.latency}s")
         out["latency_ms"] = parse_duration(args.latency, "--latency") * 1000.0
     if args.device is not None:
         if args.device not in ("cpu", "cuda") and not args.device.startswith("cuda:"):
@@ -177,7 +181,10 @@ def _resume_settings(run: RunDir, given: dict, force: bool) -> Settings:
         k = changed[0]
         raise RunError(f"--resume {run.path}: {k} was {stored.get(k)!r}, now {given[k]!r}; "
                        f"only {', '.join(RESUME_MUTABLE)} may change (or pass --force)")
-    return Settings.from_dict({**stored, **given, "space": stored["space"]})
+    try:
+        return Settings.from_dict({**stored, **given, "space": stored["space"]})
+    except (TypeError, KeyError) as e:
+        raise RunError(f"{run.path}/run.json: the recorded settings cannot be read ({e})") from None
 
 
 def _load_space_for(run: RunDir | None, given: dict, force: bool):
@@ -233,9 +240,13 @@ def main(argv: list[str] | None = None) -> int:
                 raise SearchError("give either --resume RUN_DIR or --run-dir, not both")
             run = RunDir.open(args.resume)
             run.lock()  # before anything else: a live search on it is refused at once
+            run.check_resumable()
             settings = _resume_settings(run, given, args.force)
         else:
             settings = Settings.from_dict({"space": DEFAULT_SPACE, **given})
+        check_local_resources(settings)  # every setting is checked before Ray starts
+        if settings.address:
+            check_reachable(settings.address)
         space = _load_space_for(run, given, args.force)
         if not args.resume:
             _proxy_budget(settings, args)  # bad overrides fail here, before any work
@@ -273,10 +284,17 @@ def main(argv: list[str] | None = None) -> int:
     from ..raytune import connect
     try:
         resources = connect(settings.address, quiet=True)
+    except KeyboardInterrupt:
+        if run is not None:
+            run.unlock()
+        print(f"{PROG}: interrupted while Ray was starting; nothing was searched", file=sys.stderr)
+        return 130
     except Exception as e:  # noqa: BLE001 - any connection failure is the user's address
         if run is not None:
             run.unlock()
-        return fail(PROG, f"cannot start or reach Ray{' at ' + settings.address if settings.address else ''}: {e}")
+        where = f" at {settings.address}" if settings.address else ""
+        return fail(PROG, f"cannot start or reach Ray{where}: {e}")
+    signal.signal(signal.SIGTERM, _terminate)  # after ray.init, which installs its own
     gpus = resources.get("GPU", 0)
     if args.gpus_per_trial is None and not args.resume and gpus > 0:
         settings = replace(settings, gpus_per_trial=1.0)
@@ -326,6 +344,13 @@ def main(argv: list[str] | None = None) -> int:
         prog.close()
         run.unlock()
         return fail(PROG, str(e))
+    except KeyboardInterrupt:  # outside Ray's loop (start-up, writing results)
+        prog.close()
+        run.update_meta(status="interrupted")
+        run.unlock()
+        how = "terminated (SIGTERM)" if _TERMINATED else "interrupted"
+        print(f"{PROG}: {how}; continue with: {PROG} --resume {run.path}")
+        return 143 if _TERMINATED else 130
     finally:
         prog.close()
         if lut is not None and lut_path is not None:
@@ -336,14 +361,63 @@ def main(argv: list[str] | None = None) -> int:
     if sm.message:
         print(f"{PROG}: {sm.message}")
     if out.interrupted:
-        print(f"{PROG}: interrupted; continue with: {PROG} --resume {run.path}")
-        return 130
+        how = "terminated (SIGTERM)" if _TERMINATED else "interrupted"
+        print(f"{PROG}: {how}; continue with: {PROG} --resume {run.path}")
+        return 143 if _TERMINATED else 130
     print(f"{PROG}: {sm.done} trials evaluated ({sm.complete} complete, {sm.pruned} pruned, "
           f"{sm.failed} failed; {sm.over_budget} over budget, {sm.below_band} below the band and "
           f"{sm.duplicates} duplicates never trained); best in {run.path / 'best.json'}; table "
           f"in {run.path / 'trials.csv'}")
     print(f"{PROG}: {best_line(out.best, settings.score)}")
     return 0
+
+
+_TERMINATED = False
+
+
+def _terminate(signum, frame) -> None:
+    """SIGTERM is handled like Ctrl-C: trainings stop, the run is marked interrupted, exit 143."""
+    global _TERMINATED
+    _TERMINATED = True
+    raise KeyboardInterrupt
+
+
+ADDRESS_TIMEOUT_S = 5.0  # an --address that does not answer within this is refused
+
+
+def check_reachable(address: str) -> None:
+    """Refuse an --address whose host:port does not accept a connection within
+    :data:`ADDRESS_TIMEOUT_S` (ray.init would otherwise wait a long time)."""
+    import socket
+    host, _, port = address.rpartition(":")
+    if address in ("auto", "local"):
+        return
+    if not host or not port.isdigit():
+        raise SearchError(f"--address {address!r}; accepted: HOST:PORT of a Ray head "
+                          f"(ray start --head --port 6379), auto or local")
+    try:
+        socket.create_connection((host.removeprefix("ray://"), int(port)),
+                                 timeout=ADDRESS_TIMEOUT_S).close()
+    except OSError as e:
+        raise SearchError(f"--address {address}: no Ray head answers there within "
+                          f"{ADDRESS_TIMEOUT_S:g} s ({e.strerror or e})") from None
+
+
+def check_local_resources(settings: Settings) -> None:
+    """Without --address the search starts its own Ray instance on this machine: a trial's
+    CPUs and GPUs must exist here (checked before Ray starts)."""
+    if settings.address:
+        return
+    cpus = os.cpu_count() or 1
+    if settings.cpus_per_trial > cpus:
+        raise SearchError(f"--cpus-per-trial {settings.cpus_per_trial:g}; this machine has "
+                          f"{cpus} CPUs")
+    if settings.gpus_per_trial > 0:
+        import torch
+        n = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if settings.gpus_per_trial > n:
+            raise SearchError(f"--gpus-per-trial {settings.gpus_per_trial:g}; this machine has "
+                              f"{n} CUDA GPUs (use --address for a cluster with GPUs)")
 
 
 def startup_lines(settings: Settings, space, splits) -> list[str]:
