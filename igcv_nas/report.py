@@ -4,7 +4,7 @@ Pure functions over a run directory (:mod:`igcv_nas.runstore`); no Ray, no train
 study journal stays the source of truth: everything here is read from ``run.json`` and
 ``trials.csv``, which the search rewrites from the journal after every trial.
 
-* :func:`load_run` -- the trials table with useful dtypes (numbers numeric, times as datetimes);
+* the trials table with its dtypes: :func:`igcv_nas.runstore.load_trials` (the one loader);
   :func:`load_meta` -- ``run.json``.
 * :func:`render` -- every report file as bytes, in memory (nothing written):
   ``pareto_macs.png`` (score vs MACs, Pareto front, best trial, MACs budget),
@@ -31,11 +31,6 @@ if TYPE_CHECKING:
     import pandas as pd
 
 # dtypes of the trials table's columns (zc_* scores are floats too)
-INT_COLUMNS = ("number", "macs", "params", "attempt", "resumed_in", "duplicate_of")
-FLOAT_COLUMNS = ("latency_ms", "measured_latency_ms", "val_acc", "best_val_acc", "epochs",
-                 "train_seconds", "wall_seconds", "images_per_s")
-TEXT_COLUMNS = ("status", "arch_id", "node", "reason")
-TIME_COLUMNS = ("started", "finished")
 BELOW_BAND = "below-band"  # runstore.BELOW_BAND: a sample under the MACs band floor, not trained
 STATUS_ORDER = (COMPLETE, PRUNED, FAILED, OVER_BUDGET, BELOW_BAND, DUPLICATE, RUNNING, LOST)
 
@@ -66,29 +61,6 @@ def score_label(score: str) -> str:
 def load_meta(run_dir: str | os.PathLike) -> dict:
     """``run.json`` of a run directory (RunError when ``run_dir`` is not one)."""
     return RunDir.open(run_dir).meta
-
-
-def load_run(run_dir: str | os.PathLike) -> pd.DataFrame:
-    """The trials table of a run (:func:`igcv_nas.runstore.load_trials`) with useful dtypes:
-    counts and ids as nullable integers (``Int64``), scores, latencies and times in seconds as
-    floats, ``started``/``finished`` as datetimes (local time of the driver), text as strings.
-    RunError when ``run_dir`` is not a run directory or its ``trials.csv`` not a trials table."""
-    import pandas as pd
-    df = load_trials(run_dir)
-    missing = [c for c in TABLE_COLUMNS if c not in df.columns]
-    if missing:
-        raise RunError(f"{Path(run_dir) / 'trials.csv'} is not a trials table (no column "
-                       f"{missing[0]!r})")
-    for c in df.columns:
-        if c in INT_COLUMNS:
-            df[c] = pd.to_numeric(df[c], errors="coerce").astype("Int64")
-        elif c in FLOAT_COLUMNS or c.startswith("zc_"):
-            df[c] = pd.to_numeric(df[c], errors="coerce").astype("float64")
-        elif c in TIME_COLUMNS:
-            df[c] = pd.to_datetime(df[c], format="ISO8601", errors="coerce")
-        elif c in TEXT_COLUMNS:
-            df[c] = df[c].astype("string")
-    return df
 
 
 def score_column(meta: dict) -> str:
@@ -418,8 +390,8 @@ def document(run: RunDir, df: pd.DataFrame, meta: dict, score: str, top: int,
                    "from optuna.storages.journal import JournalFileBackend\n\n"
                    f"study = optuna.load_study(study_name={STUDY_NAME!r}, storage=JournalStorage(\n"
                    f"    JournalFileBackend({str(journal)!r})))\n\n"
-                   "from igcv_nas.report import load_run  # the trials table as a DataFrame\n"
-                   f"df = load_run({str(run.path)!r})")]
+                   "from igcv_nas.runstore import load_trials  # the trials table, typed\n"
+                   f"df = load_trials({str(run.path)!r})")]
     return parts
 
 
@@ -479,7 +451,7 @@ def render(run_dir: str | os.PathLike, top: int = 10) -> dict[str, str | bytes]:
     meta = run.meta
     score = score_column(meta)
     raw = load_trials(run.path)
-    df = with_latency(load_run(run.path))
+    df = with_latency(raw[raw.rung == 0].copy())  # one point per architecture (ladder rows aside)
     if score not in df.columns:
         df[score] = float("nan")
     settings = meta.get("settings") or {}
@@ -494,7 +466,9 @@ def render(run_dir: str | os.PathLike, top: int = 10) -> dict[str, str | bytes]:
         images.append((PARETO_LATENCY, f"{score} vs latency"))
     files[PROGRESS] = plot_progress(df, score, f"{name}: best {score} so far")
     images.append((PROGRESS, f"best {score} so far vs trial number"))
-    files[TRIALS_CSV] = raw.to_csv(index=False)
+    src = run.path / TRIALS_CSV
+    files[TRIALS_CSV] = (src.read_text(encoding="utf-8") if src.is_file()
+                         else raw.to_csv(index=False))  # the run's table, byte for byte
     parts = document(run, df, meta, score, top, images)
     files[REPORT_MD] = to_markdown(parts)
     files[REPORT_HTML] = to_html(parts)

@@ -61,6 +61,15 @@ TABLE_COLUMNS = ["number", "rung", "seed", "status", "arch_id", "macs", "params"
                  "duplicate_of", "parent", "ladder_trial", "reason", "started", "finished"]
 
 
+# dtypes of the trials table as load_trials returns it
+INT_COLUMNS = ("number", "rung", "seed", "macs", "params", "attempt", "resumed_in",
+               "duplicate_of", "parent", "ladder_trial")
+FLOAT_COLUMNS = ("latency_ms", "measured_latency_ms", "val_acc", "val_loss", "tse",
+                 "best_val_acc", "epochs", "train_seconds", "wall_seconds", "images_per_s")
+TEXT_COLUMNS = ("status", "arch_id", "node", "reason")
+TIME_COLUMNS = ("started", "finished")
+
+
 class RunError(ValueError):
     """A run directory that cannot be used as asked (one line: path and what is wrong)."""
 
@@ -295,13 +304,38 @@ def table(rows: Iterable[dict]) -> pd.DataFrame:
 
 
 def load_trials(run_dir: str | os.PathLike) -> pd.DataFrame:
-    """The trials table of a run as a pandas DataFrame (for notebooks and reports)."""
+    """The trials table of a run (``trials.csv``) as a pandas DataFrame -- the one loader, for
+    notebooks, reports and exports: counts, ids, rungs and seeds as nullable integers
+    (``Int64``), scores, latencies and seconds as ``float64``, ``started``/``finished`` as
+    datetimes (the driver's local time), text as strings; every column of
+    :data:`TABLE_COLUMNS` present. RunError when ``run_dir`` is not a run directory or its
+    ``trials.csv`` is not a trials table."""
     import pandas as pd
     run = RunDir.open(run_dir)
     f = run.path / TRIALS_CSV
     if not f.is_file():
-        return table([])
-    return pd.read_csv(f)
+        df = table([])
+    else:
+        try:
+            df = pd.read_csv(f)
+        except (ValueError, pd.errors.ParserError) as e:
+            raise RunError(f"{f} cannot be read as a table: {e}") from None
+        if "rung" not in df.columns and "number" in df.columns:  # written before the ladder
+            df["rung"] = 0
+        missing = [c for c in ("number", "status", "arch_id", "macs") if c not in df.columns]
+        if missing:
+            raise RunError(f"{f} is not a trials table (no column {missing[0]!r})")
+        df = table(df.to_dict("records"))
+    for c in df.columns:
+        if c in INT_COLUMNS:
+            df[c] = pd.to_numeric(df[c], errors="coerce").round().astype("Int64")
+        elif c in FLOAT_COLUMNS or c.startswith("zc_"):
+            df[c] = pd.to_numeric(df[c], errors="coerce").astype("float64")
+        elif c in TIME_COLUMNS:
+            df[c] = pd.to_datetime(df[c], format="ISO8601", errors="coerce")
+        elif c in TEXT_COLUMNS:
+            df[c] = df[c].astype("string")
+    return df
 
 
 def pareto_front(rows: list[dict], score: str = "val_acc", cost: str = "macs",

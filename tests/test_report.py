@@ -13,8 +13,11 @@ import pandas as pd
 import pytest
 
 from igcv_nas.cli.report import main
-from igcv_nas.report import load_meta, load_run
+from igcv_nas.report import load_meta
 from igcv_nas.runstore import RunDir, load_trials
+
+# nearly every test reads the run of a real Ray search on the CIFAR-10 copy
+pytestmark = pytest.mark.integration
 
 SMALL = str(Path(__file__).parent / "spaces" / "small.yaml")
 PNG_SHAPE = (600, 960)  # report.FIGSIZE (8 x 5 in) at report.DPI (120)
@@ -131,7 +134,8 @@ def test_pareto_table_is_the_runs_front(run, report):
 
 
 def test_trials_csv_equals_the_runs_table(run, report):
-    pd.testing.assert_frame_equal(pd.read_csv(report / "trials.csv"), pd.read_csv(run / "trials.csv"))
+    pd.testing.assert_frame_equal(pd.read_csv(report / "trials.csv"),
+                                  pd.read_csv(run / "trials.csv"))
 
 
 def test_settings_counts_and_elapsed(run, report):
@@ -174,13 +178,13 @@ def test_python_note_opens_the_study(run, report):
     assert list(ns["df"].number) == list(load_trials(run).number)
 
 
-def test_load_run_dtypes_and_values(run):
-    raw, df = load_trials(run), load_run(run)
+def test_load_trials_dtypes_and_values(run):
+    raw, df = pd.read_csv(run / "trials.csv"), load_trials(run)
     assert list(df.columns) == list(raw.columns)
-    for c in ("number", "macs", "params", "attempt"):
+    for c in ("number", "rung", "macs", "params", "attempt"):
         assert str(df[c].dtype) == "Int64"
         assert list(df[c]) == list(raw[c])
-    for c in ("val_acc", "best_val_acc", "wall_seconds", "latency_ms"):
+    for c in ("val_acc", "best_val_acc", "wall_seconds", "latency_ms", "val_loss", "tse"):
         assert pd.api.types.is_float_dtype(df[c])
     pd.testing.assert_series_equal(df.val_acc, raw.val_acc.astype(float))
     for c in ("started", "finished"):
@@ -317,7 +321,7 @@ def test_engine_text_of_a_ladder_and_of_asha():
                                            ("zc_naswot", "zc_naswot (ln |det K|)")])
 def test_every_plot_axis_has_a_unit(run, score, ylabel):
     from igcv_nas.report import pareto_figure, progress_figure, with_latency
-    df = with_latency(load_run(run))
+    df = with_latency(load_trials(run))
     if score not in df.columns:
         df[score] = df["val_acc"]
     axes = {"macs": pareto_figure(df, score, "macs", 4e6).axes[0],

@@ -79,8 +79,11 @@ def test_pareto_front_and_table():
             {"number": 2, "val_acc": 0.4, "macs": 100}, {"number": 3, "val_acc": 0.6, "macs": 250},
             {"number": 4, "val_acc": 0.7, "macs": 400}]
     assert [r["number"] for r in pareto_front(rows)] == [2, 1, 4]
+    # a lower-is-better score (val_loss): sign -1
+    loss = [{"number": r["number"], "val_loss": 1 - r["val_acc"], "macs": r["macs"]} for r in rows]
+    assert [r["number"] for r in pareto_front(loss, "val_loss", sign=-1)] == [2, 1, 4]
     df = table(rows)
-    assert list(df.columns[:4]) == ["number", "status", "arch_id", "macs"]
+    assert list(df.columns[:5]) == ["number", "rung", "seed", "status", "arch_id"]
     assert len(df) == 5
 
 
@@ -88,3 +91,37 @@ def test_load_trials_of_a_run_without_trials(tmp_path):
     RunDir.create(tmp_path / "r", {}, b"")
     df = load_trials(tmp_path / "r")
     assert len(df) == 0 and "val_acc" in df.columns
+
+
+def _run_with_trials(tmp_path, text: str):
+    import hashlib
+    raw = b"name: s\n"
+    run = RunDir.create(tmp_path / "r", {"settings": {}, "space": {
+        "sha256": hashlib.sha256(raw).hexdigest()}, "attempts": []}, raw)
+    (run.path / "trials.csv").write_text(text)
+    return run
+
+
+def test_load_trials_types_and_old_tables(tmp_path):
+    run = _run_with_trials(tmp_path, "number,status,arch_id,macs,val_acc,started\n"
+                                     "0,complete,ab,100,0.5,2026-12-01T08:00:00\n"
+                                     "1,over-budget,cd,900,,2026-12-01T08:00:01\n")
+    df = load_trials(run.path)
+    assert str(df.number.dtype) == "Int64" and str(df.rung.dtype) == "Int64"
+    assert list(df.rung) == [0, 0]  # a table written before the ladder: all first rung
+    assert str(df.val_acc.dtype) == "float64" and df.val_acc.isna().tolist() == [False, True]
+    assert str(df.started.dtype).startswith("datetime64") and df.status.dtype == "string"
+
+
+def test_check_resumable(tmp_path):
+    run = _run_with_trials(tmp_path, "number,status,arch_id,macs\n0,complete,ab,100\n")
+    with pytest.raises(RunError, match="is missing or empty but the run has recorded trials"):
+        run.check_resumable()
+    run.journal.write_bytes(b'{"op_code": 0}\nnot json\n{"op_code": 1}\n{"op_')
+    with pytest.raises(RunError, match="record 2 \\(line 2\\) is not a journal record"):
+        run.check_resumable()
+    run.journal.write_bytes(b'{"op_code": 0}\n{"op_code": 1}\n{"op_')  # torn last: repairable
+    run.check_resumable()
+    run.space_file.write_bytes(b"name: t\n")
+    with pytest.raises(RunError, match="was changed since the run was created"):
+        run.check_resumable()
