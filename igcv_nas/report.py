@@ -347,9 +347,20 @@ def _status_table(df: pd.DataFrame) -> pd.DataFrame:
     return counts.rename_axis("status").reset_index(name="trials")
 
 
+def _best_json(run: RunDir) -> dict | None:
+    import json
+    f = run.path / "best.json"
+    try:
+        b = json.loads(f.read_text(encoding="utf-8")) if f.is_file() else None
+    except (OSError, ValueError):
+        return None
+    return b if isinstance(b, dict) else None
+
+
 def document(run: RunDir, df: pd.DataFrame, meta: dict, score: str, top: int,
              images: list[tuple[str, str]]) -> list[Part]:
     """The report as parts (headings, paragraphs, tables, images, code)."""
+    import pandas as pd
     name = run.path.name
     journal = run.path / JOURNAL
     parts: list[Part] = [Heading(f"igcv-search report: {name}")]
@@ -363,11 +374,27 @@ def document(run: RunDir, df: pd.DataFrame, meta: dict, score: str, top: int,
                    "below-band and duplicate samples were never trained.")]
     done = scored(df, score)
     parts.append(Heading("Best"))
-    if len(done):
+    best = _best_json(run)
+    if best and best.get("confirmed"):
+        w = best["confirmation"]["winner"]
+        spread = f" +/- {w['std']:.4f} (std)" if w.get("std") is not None else ""
+        runs = ", ".join(f"{v:.4f}" for v in w["runs"])
+        parts.append(Para(f"Confirmed best: trial {best['number']}, {score} {w['mean']:.4f}"
+                          f"{spread} over {len(w['runs'])} fresh-seed re-trainings ({runs}; "
+                          f"seed offsets {w['seeds']}), {human(best['macs'])} MACs, "
+                          f"{human(best['params'])} params, arch id {best['arch_id']}; its "
+                          f"first-rung score was {best.get(score, float('nan')):.4f}."))
+        cands = best["confirmation"]["candidates"]
+        parts.append(Table(pd.DataFrame([{"trial": c["number"], f"mean {score}": f"{c['mean']:.4f}",
+                                          "std": "-" if c["std"] is None else f"{c['std']:.4f}",
+                                          "runs": ", ".join(f"{v:.4f}" for v in c["runs"])}
+                                         for c in cands]), ("trial",)))
+    elif len(done):
         b = done.iloc[0]
-        parts.append(Para(f"Best: trial {b['number']}, {score} {b[score]:.4f}, "
-                          f"{human(b['macs'])} MACs, {human(b['params'])} params, "
-                          f"arch id {b['arch_id']}."))
+        why = best.get("note") if best else None
+        parts.append(Para(f"Best (not confirmed{': ' + why if why else ''}): trial {b['number']}, "
+                          f"{score} {b[score]:.4f}, {human(b['macs'])} MACs, "
+                          f"{human(b['params'])} params, arch id {b['arch_id']}."))
     else:
         parts.append(Para("No complete trials yet."))
     parts.append(Heading(f"Top {top} by {score}"))

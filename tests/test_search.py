@@ -495,6 +495,9 @@ def test_ladder_confirms_a_winner_and_survives_kill_9(tmp_path, cifar_dir):
     assert best["number"] == w["number"] and best["spec"] == json.loads(
         load(RunDir(d).spec_file(w["number"])).to_json())
     assert "confirmed best: trial" in out
+    from igcv_nas.report import render
+    md = render(d)["report.md"]
+    assert f"Confirmed best: trial {w['number']}, val_acc {w['mean']:.4f}" in md
     for name in (STUDY_NAME, "igcv-search/ladder"):
         st = optuna.load_study(study_name=name, storage=JournalStorage(
             JournalFileBackend(str(d / "study.journal"))))
