@@ -3,7 +3,8 @@
 Blocks (all stride 1, in == out channels, residual, at the same resolution):
 
 * ``igc``         -- IGCV2 chain (``zoo.igc_chain``): channel-wise 3x3, then 1x1 group convs with
-                     8 channels per group and interleave (channel shuffle) permutations between them.
+                     8 channels per group and interleave (channel shuffle) permutations between
+                     them.
 * ``igcv3``       -- IGCV3 block (``zoo.igcv3_block``), t = 6, G1 = G2 = 2.
 * ``igc-uneven``  -- channel-wise 3x3, then two 1x1 convs with uneven groups (8 and 24 channels)
                      and a ``complement`` permutation (an index gather, not a shuffle).

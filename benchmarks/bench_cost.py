@@ -28,7 +28,8 @@ from igcv_nas.space import available_spaces, load_space
 def cpu_name() -> str:
     try:
         with open("/proc/cpuinfo") as f:
-            return next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
+            return next(line.split(":", 1)[1].strip() for line in f
+                        if line.startswith("model name"))
     except (OSError, StopIteration):
         return platform.processor() or platform.machine()
 
@@ -59,9 +60,9 @@ def main() -> None:
         study = optuna.create_study(sampler=RandomSampler(seed=0))
         specs = [sp.sample(study.ask()) for _ in range(args.n)]
         rows.append((name, specs))
-    rows.append(("zoo (8 nets)", [zoo.get(n) for n in ("mobilenet_v2", "mobilenet_v2_0.5", "igcv3_d",
-                                                       "igcv3_d_0.7", "mobilenet_v1", "igcv2",
-                                                       "igcv2_0.5", "mobilenet_v2_1.4")]))
+    zoo_names = ("mobilenet_v2", "mobilenet_v2_0.5", "igcv3_d", "igcv3_d_0.7", "mobilenet_v1",
+                 "igcv2", "igcv2_0.5", "mobilenet_v2_1.4")
+    rows.append(("zoo (8 nets)", [zoo.get(n) for n in zoo_names]))
     for name, specs in rows:
         ours = rate(count, specs)
         sub = specs[: args.n_fvcore]
@@ -69,14 +70,16 @@ def main() -> None:
         def fv(spec):
             m = fvcore_macs(build_model(spec), spec.input_size)
             if m != count(spec).macs:
-                raise SystemExit(f"MISMATCH on {spec.arch_id}: fvcore {m} != ours {count(spec).macs}")
+                raise SystemExit(f"MISMATCH on {spec.arch_id}: fvcore {m} != "
+                                 f"ours {count(spec).macs}")
 
         theirs = rate(fv, sub)
         n_blocks = sum(sum(len(s) for s in spec.stages) for spec in specs) / len(specs)
         mean_macs = sum(count(s).macs for s in specs) / len(specs)
         print(f"{name:<16}{n_blocks:>7.1f}{mean_macs / 1e6:>12.1f}M{ours:>18,.0f}{theirs:>16,.2f}"
               f"{ours / theirs:>8,.0f}x")
-    print(f"# fvcore counts (conv + linear) equal ours on all {args.n_fvcore} x {len(rows)} architectures checked")
+    print(f"# fvcore counts (conv + linear) equal ours on all {args.n_fvcore} x {len(rows)} "
+          "architectures checked")
 
 
 if __name__ == "__main__":

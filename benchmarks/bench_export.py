@@ -39,7 +39,8 @@ def main() -> None:
     ap.add_argument("--warmup", type=int, default=10)
     a = ap.parse_args()
     torch.manual_seed(0)
-    print(f"# bench_export: {platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, "
+    print(f"# bench_export: {platform.machine()}, {os.cpu_count()} cores, "
+          f"torch {torch.__version__}, "
           f"{a.threads} thread(s), batch 1, {a.res}x{a.res}, median of {a.reps}")
     print(f"{'block':<12}{'config':<38}{'chains':>7}{'built ms':>10}{'folded ms':>11}"
           f"{'collapsed ms':>14}{'collapsed/folded':>18}{'1x1 MACs sparse->dense':>25}  auto")
@@ -59,8 +60,8 @@ def main() -> None:
              for k, m in (("built", blk), ("folded", folded), ("dense", dense))}
         macs = block_cost(spec, a.res)
         pw = [op for op in spec.ops if op.kernel == 1]
-        sparse_pw = sum(op.in_chs * op.out_chs // sum(c for c, _, _ in op.groups) for op in pw) * a.res ** 2 \
-            if n else 0
+        sparse_pw = (sum(op.in_chs * op.out_chs // sum(c for c, _, _ in op.groups) for op in pw)
+                     * a.res ** 2 if n else 0)
         dense_pw = pw[0].in_chs * pw[-1].out_chs * a.res ** 2 if n else 0
         choice = "-" if not n else ("collapse" if t["dense"] < t["folded"] else "keep sparse")
         ratio = f"{t['dense'] / t['folded']:.2f}x" if n else "-"

@@ -129,7 +129,8 @@ def main(argv=None) -> int:
     print(f"measured {len(rows)} whole networks in {time.perf_counter() - t2:.1f} s; "
           f"latency {min(r[2] for r in rows):.1f} .. {max(r[2] for r in rows):.1f} ms "
           f"(median {statistics.median(r[2] for r in rows):.1f}); MACs "
-          f"{min(macs(r[1]) for r in rows) / 1e6:.0f}M .. {max(macs(r[1]) for r in rows) / 1e6:.0f}M")
+          f"{min(macs(r[1]) for r in rows) / 1e6:.0f}M .. "
+          f"{max(macs(r[1]) for r in rows) / 1e6:.0f}M")
     print(f"{'all':>8} n={len(rows):3d}  {_summary([r[4] for r in rows])}")
     for name in spaces:
         errs = [r[4] for r in rows if r[0] == name]

@@ -36,7 +36,8 @@ def main() -> None:
     proxy = default_budget(args.device)
     splits = load_splits("cifar10", args.data_dir, val_size=5000, seed=0)
     t = proxy.train
-    print(f"# bench_proxy_budget: {platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, "
+    print(f"# bench_proxy_budget: {platform.machine()}, {os.cpu_count()} cores, "
+          f"torch {torch.__version__}, "
           f"{torch.get_num_threads()} threads, device {t.device}")
     print(f"# default budget: {t.epochs} epochs x {t.train_fraction:.3f} of 45,000 images, batch "
           f"{t.batch_size}, channels_last={t.channels_last}, {proxy.val_size} validation images")
@@ -54,7 +55,8 @@ def main() -> None:
         dt = time.perf_counter() - t0
         times.append(dt)
         done += 1
-        print(f"{spec.arch_id:<18}{m / 1e6:>9.1f}M{count(cifar).macs / 1e6:>9.1f}M{r['images_per_s']:>8.1f}"
+        print(f"{spec.arch_id:<18}{m / 1e6:>9.1f}M{count(cifar).macs / 1e6:>9.1f}M"
+              f"{r['images_per_s']:>8.1f}"
               f"{r['val_acc']:>9.3f}{dt:>9.1f}", flush=True)
     mean = sum(times) / len(times)
     print(f"# mean {mean:.0f} s per trial -> a 20-trial search: about {20 * mean / 60:.0f} minutes "

@@ -146,7 +146,8 @@ def main() -> None:
                 secs[i].append(r.run(args.steps))
         base, prox, prox_cl = (args.steps * args.batch / statistics.median(t) for t in secs)
         ratios = [b / min(p, c) for b, p, c in zip(*secs)]  # same steps: time ratio
-        print(f"{spec.name:<22}{count(spec).macs / 1e6:>9.1f}M{base:>16.0f}{prox:>14.0f}{prox_cl:>18.0f}"
+        print(f"{spec.name:<22}{count(spec).macs / 1e6:>9.1f}M{base:>16.0f}{prox:>14.0f}"
+              f"{prox_cl:>18.0f}"
               f"{max(prox, prox_cl) / base:>9.2f}x  ({min(ratios):.2f}-{max(ratios):.2f}x)")
 
 

@@ -67,7 +67,7 @@ def block_cost(b: Block, res: int) -> tuple[int, int, int, int, int]:
     held = b.in_chs * res * res if b.residual else 0
     macs = params = perm_bytes = peak = 0
     live_in = b.in_chs * res * res  # the first op's input is the held tensor itself
-    for cin, cout, k, stride, groups, _, perm in b.ops:  # hot path: plain locals only
+    for _cin, cout, k, stride, groups, _, perm in b.ops:  # hot path: plain locals only
         if len(groups) == 1:
             n, gi, go = groups[0]
             w = k * k * n * gi * go

@@ -16,8 +16,10 @@ CONV_LINEAR_OPS = ("conv", "linear", "addmm", "matmul")
 
 
 def fvcore_by_operator(model: nn.Module, input_size: int, in_chs: int = 3) -> dict[str, int]:
-    """fvcore's per-operator counts for one ``in_chs x input_size x input_size`` image (eval mode)."""
-    with warnings.catch_warnings():  # fvcore uses torch.jit.script at import (deprecated in torch 2.x)
+    """fvcore's per-operator counts for one ``in_chs x input_size x input_size`` image (eval
+    mode)."""
+    # fvcore uses torch.jit.script at import (deprecated in torch 2.x)
+    with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         from fvcore.nn import FlopCountAnalysis
         was_training = model.training

@@ -147,7 +147,8 @@ def _unpickle(path: Path) -> dict:
 
 
 def _check_batch(b: dict, path: Path, key: str, n_classes: int) -> tuple[np.ndarray, np.ndarray]:
-    """(data (N, 3072) uint8, labels (N,) int64) of one CIFAR batch, or DataError naming the file."""
+    """(data (N, 3072) uint8, labels (N,) int64) of one CIFAR batch, or DataError naming the
+    file."""
     for k in ("data", key):
         if k not in b:
             raise DataError(f"{path}: no {k!r} entry (has {show(sorted(map(str, b)))}); accepted: "
@@ -215,7 +216,8 @@ def download(name: str, data_dir: Path, url: str | None = None, md5: str | None 
     try:
         data_dir.mkdir(parents=True, exist_ok=True)
     except OSError as e:
-        raise DataError(f"data directory {data_dir} cannot be created ({e.strerror}); {how}") from None
+        raise DataError(f"data directory {data_dir} cannot be created ({e.strerror}); "
+                        f"{how}") from None
     with tempfile.TemporaryDirectory(dir=data_dir, prefix=".download-") as tmp:
         archive = Path(tmp) / os.path.basename(url)
         try:
@@ -234,7 +236,8 @@ def download(name: str, data_dir: Path, url: str | None = None, md5: str | None 
             tar.extractall(unpack, filter="data")
         src = unpack / arc.folder
         if not _complete(src, name):
-            raise DataError(f"archive {url} does not contain {arc.folder}/ with {', '.join(_FILES[name])}")
+            raise DataError(f"archive {url} does not contain {arc.folder}/ with "
+                            f"{', '.join(_FILES[name])}")
         dest = data_dir / arc.folder
         if dest.exists():
             shutil.rmtree(dest)
@@ -246,7 +249,8 @@ def load_cifar(name: str, data_dir: str | os.PathLike | None = None, download_ok
                ) -> tuple[Dataset, Dataset]:
     """(train, test) of ``cifar10`` or ``cifar100`` from the standard python layout."""
     if name not in ARCHIVES:
-        raise DataError(f"unknown data set {name!r}; accepted: cifar10, cifar100 or an image folder path")
+        raise DataError(f"unknown data set {name!r}; "
+                        "accepted: cifar10, cifar100 or an image folder path")
     root = resolve_data_dir(data_dir)
     folder = root / ARCHIVES[name].folder
     if not _complete(folder, name):
@@ -280,8 +284,8 @@ def load_cifar(name: str, data_dir: str | os.PathLike | None = None, download_ok
 _IMG_EXT = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".ppm", ".gif", ".tif", ".tiff"}
 
 
-def load_image_folder(root: str | os.PathLike, resolution: int, classes: tuple[str, ...] | None = None,
-                      ) -> Dataset:
+def load_image_folder(root: str | os.PathLike, resolution: int,
+                      classes: tuple[str, ...] | None = None) -> Dataset:
     """Every image under ``root/<class>/`` resized (bilinear, whole image) to ``resolution``.
     DataError naming the file for anything that is not a readable image of at most
     MAX_IMAGE_PIXELS pixels (checked from the header, before decoding)."""
@@ -296,10 +300,12 @@ def load_image_folder(root: str | os.PathLike, resolution: int, classes: tuple[s
     root = Path(root)
     if not root.is_dir():
         raise DataError(f"image folder {root} does not exist")
-    found = tuple(sorted(d.name for d in root.iterdir() if d.is_dir() and not d.name.startswith(".")))
+    found = tuple(sorted(d.name for d in root.iterdir()
+                         if d.is_dir() and not d.name.startswith(".")))
     classes = classes or found
     if not classes:
-        raise DataError(f"image folder {root} has no class sub-folders (expected {root}/<class>/<image>)")
+        raise DataError(f"image folder {root} has no class sub-folders "
+                        f"(expected {root}/<class>/<image>)")
     xs, ys = [], []
     for label, cls in enumerate(classes):
         d = root / cls
@@ -343,7 +349,8 @@ def make_splits(train: Dataset, test: Dataset, val_size: int | float = 0.1, seed
     n = len(train)
     k = int(round(val_size * n)) if isinstance(val_size, float) else int(val_size)
     if not 0 < k < n:
-        raise DataError(f"validation size {val_size} must leave images in both splits (train has {n})")
+        raise DataError(f"validation size {val_size} must leave images in both splits "
+                        f"(train has {n})")
     rng = np.random.default_rng(seed)
     val_idx = []
     for c in range(train.num_classes):
@@ -362,8 +369,9 @@ def make_splits(train: Dataset, test: Dataset, val_size: int | float = 0.1, seed
     return Splits(tr, va, test, mean_std[0], mean_std[1])
 
 
-def load_splits(dataset: str, data_dir: str | os.PathLike | None = None, val_size: int | float = 5000,
-                seed: int = 0, resolution: int = 32, download_ok: bool = True) -> Splits:
+def load_splits(dataset: str, data_dir: str | os.PathLike | None = None,
+                val_size: int | float = 5000, seed: int = 0, resolution: int = 32,
+                download_ok: bool = True) -> Splits:
     """Train/val/test for ``cifar10``, ``cifar100`` or an image-folder path."""
     if dataset in ARCHIVES:
         train, test = load_cifar(dataset, data_dir, download_ok)
@@ -376,7 +384,8 @@ def load_splits(dataset: str, data_dir: str | os.PathLike | None = None, val_siz
     sub = {d.name for d in root.iterdir() if d.is_dir()}
     if "train" in sub and ({"test", "val"} & sub):
         train = load_image_folder(root / "train", resolution)
-        test = load_image_folder(root / ("test" if "test" in sub else "val"), resolution, train.classes)
+        test = load_image_folder(root / ("test" if "test" in sub else "val"), resolution,
+                                 train.classes)
     else:
         full = load_image_folder(root, resolution)
         rng = np.random.default_rng(seed + 1)

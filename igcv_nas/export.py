@@ -20,8 +20,9 @@ verified: a failed export (bad weights, a failed check, an interruption) leaves 
 :func:`verify` rebuilds the model from ``spec.json`` alone, loads ``weights.pt`` and checks:
 the rebuilt model's outputs equal those recorded at export (max abs diff <= 1e-5, fp32); fvcore's
 conv + linear count of the rebuilt model equals the spec's MACs; the TorchScript outputs match
-PyTorch's (<= 1e-5; <= 1e-4 in the deployment form, whose sums run in another order); the ONNX outputs match (<= 1e-4: other kernels) with onnxruntime where it is
-installed, and the ONNX checker passes otherwise.
+PyTorch's (<= 1e-5; <= 1e-4 in the deployment form, whose sums run in another order); the ONNX
+outputs match (<= 1e-4: other kernels) with onnxruntime where it is installed, and the ONNX
+checker passes otherwise.
 """
 from __future__ import annotations
 
@@ -88,7 +89,8 @@ def staged_dir(final: str | os.PathLike) -> Iterator[Path]:
 
 def versions() -> dict:
     import torch
-    return {"igcv_nas": __version__, "torch": torch.__version__, "python": platform.python_version()}
+    return {"igcv_nas": __version__, "torch": torch.__version__,
+            "python": platform.python_version()}
 
 
 def document(spec: NetworkSpec, provenance: dict | None = None) -> dict:
@@ -100,7 +102,8 @@ def document(spec: NetworkSpec, provenance: dict | None = None) -> dict:
     return {"format": EXPORT_FORMAT, "arch_id": spec.arch_id, "spec": spec.to_dict(),
             "cost": {"input_size": spec.input_size, "num_classes": spec.num_classes,
                      "macs": c.macs, "flops": c.flops, "params": c.params,
-                     "convention": "conv + linear multiply-accumulates at batch 1; FLOPs = 2 x MACs"},
+                     "convention": "conv + linear multiply-accumulates at batch 1; "
+                                   "FLOPs = 2 x MACs"},
             "complementary": rep.mode,
             "provenance": {**(provenance or {}), "exported_with": versions()}}
 
@@ -259,7 +262,8 @@ def verify(out_dir: str | Path, reference: Any = None, model_for_missing_weights
         add("outputs_informative", spread > 1e-4, output_std=spread, minimum=1e-4)
         if reference is not None:
             diff = float((y - reference).abs().max())
-            add("rebuilt_outputs", diff <= TOL["rebuilt"], max_abs_diff=diff, tolerance=TOL["rebuilt"])
+            add("rebuilt_outputs", diff <= TOL["rebuilt"], max_abs_diff=diff,
+                tolerance=TOL["rebuilt"])
         else:  # verifying later, from the files alone: the recorded reference output
             rec = torch.tensor(doc["reference"]["output"], dtype=y.dtype)
             diff = float((y - rec).abs().max())
@@ -291,8 +295,9 @@ def verify(out_dir: str | Path, reference: Any = None, model_for_missing_weights
     write_json(out / "verify.json", report)
     bad = [c for c in checks if c["ok"] is False]
     if bad:
+        detail = ", ".join(f"{k}={v}" for k, v in bad[0].items() if k not in ("check", "ok"))
         raise ExportError(f"{_shown_as or out}: verification failed: {bad[0]['check']} "
-                          f"({', '.join(f'{k}={v}' for k, v in bad[0].items() if k not in ('check', 'ok'))})")
+                          f"({detail})")
     return report
 
 

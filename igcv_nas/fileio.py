@@ -30,7 +30,8 @@ def _failpoint(path: str) -> None:
             os._exit(99)
 
 
-def atomic_write(path: str | os.PathLike, write: Callable[[IO], None], binary: bool = False) -> None:
+def atomic_write(path: str | os.PathLike, write: Callable[[IO], None],
+                 binary: bool = False) -> None:
     """Call ``write(f)`` on a temporary file beside ``path``, fsync it, and rename it over
     ``path``. The temporary file is removed when ``write`` raises."""
     path = os.fspath(path)
@@ -39,7 +40,8 @@ def atomic_write(path: str | os.PathLike, write: Callable[[IO], None], binary: b
     fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".tmp", dir=folder)
     try:
         os.fchmod(fd, 0o666 & ~_UMASK)  # mkstemp creates 0600; give the file normal permissions
-        with os.fdopen(fd, "wb" if binary else "w", **({} if binary else {"encoding": "utf-8"})) as f:
+        text_kw = {} if binary else {"encoding": "utf-8"}
+        with os.fdopen(fd, "wb" if binary else "w", **text_kw) as f:
             write(f)
             f.flush()
             os.fsync(f.fileno())

@@ -43,8 +43,8 @@ Prediction (:class:`LUT`, :func:`build_lut`, :func:`predict`)
     The LUT file is JSON (``format: igcv-nas/latency-lut@1``): the measurement settings (device
     and its name, threads, batch, channels_last, warm-up, reps, statistic, torch version),
     ``entries`` (key -> median / p90 / fastest ms), ``calibration`` and ``correction``; it is
-    written atomically (temporary file + ``os.replace``). A key missing from the LUT raises :class:`MissingKey`
-    naming it, unless :func:`predict` is asked to measure it on the LUT's device
+    written atomically (temporary file + ``os.replace``). A key missing from the LUT raises
+    :class:`MissingKey` naming it, unless :func:`predict` is asked to measure it on the LUT's device
     (``measure_missing=True`` or a ``device`` argument), which adds it to the LUT.
 
 Nothing here runs at import time; torch is imported lazily by the measuring functions only
@@ -114,12 +114,14 @@ def resolve_device(device: Any):
     try:
         dev = torch.device(device)
     except (RuntimeError, TypeError) as e:
-        raise LatencyError(f"device {device!r} is not a torch device (e.g. cpu, cuda, cuda:0): {e}") from None
+        raise LatencyError(f"device {device!r} is not a torch device (e.g. cpu, cuda, cuda:0): "
+                           f"{e}") from None
     if dev.type == "cuda":
         if not torch.cuda.is_available():
             raise LatencyError(f"device {device!r}: CUDA is not available on this machine")
         if dev.index is not None and dev.index >= torch.cuda.device_count():
-            raise LatencyError(f"device {device!r}: only {torch.cuda.device_count()} CUDA device(s)")
+            raise LatencyError(f"device {device!r}: only {torch.cuda.device_count()} "
+                               "CUDA device(s)")
     elif dev.type != "cpu":
         raise LatencyError(f"device {device!r}: accepted: cpu, cuda, cuda:N")
     return dev
@@ -435,14 +437,16 @@ class LUT:
                                f"{e.msg}") from None
         if not isinstance(d, dict) or d.get("format") != LUT_FORMAT:
             fmt = d.get("format") if isinstance(d, dict) else None
-            raise LatencyError(f"{path}: not a latency LUT (format={fmt!r}; expected {LUT_FORMAT!r})")
+            raise LatencyError(f"{path}: not a latency LUT "
+                               f"(format={fmt!r}; expected {LUT_FORMAT!r})")
         try:
             lut = cls(d["device"], d.get("threads"), int(d["batch"]), bool(d["channels_last"]),
                       int(d.get("warmup", 5)), int(d.get("reps", 20)), d.get("device_name", ""),
                       d.get("torch", ""), d.get("statistic", "median"))
             entries = d["entries"]
             if not isinstance(entries, dict) or not all(
-                    isinstance(v, dict) and isinstance(v.get("ms"), (int, float)) for v in entries.values()):
+                    isinstance(v, dict) and isinstance(v.get("ms"), (int, float))
+                    for v in entries.values()):
                 raise TypeError("entries must map keys to {'ms': number, ...}")
             lut.entries = entries
             lut.calibration = list(d.get("calibration", []))
@@ -506,7 +510,8 @@ class LUT:
         if len(ranked) <= n:
             chosen = ranked
         else:
-            idx = sorted({round(i * (len(ranked) - 1) / (n - 1)) for i in range(n)}) if n > 1 else [len(ranked) // 2]
+            idx = (sorted({round(i * (len(ranked) - 1) / (n - 1)) for i in range(n)}) if n > 1
+                   else [len(ranked) // 2])
             chosen = [ranked[i] for i in idx]
         seen = {c["arch_id"] for c in self.calibration}
         for spec in chosen:
@@ -592,7 +597,8 @@ def build_lut(specs: Iterable[NetworkSpec], device: Any = "cpu", threads: int | 
     return lut
 
 
-def predict(spec: NetworkSpec, lut: LUT, device: Any = None, measure_missing: bool = False) -> float:
+def predict(spec: NetworkSpec, lut: LUT, device: Any = None,
+            measure_missing: bool = False) -> float:
     """Predicted latency in ms of ``spec`` on the LUT's device: ``scale * sum(entries) +
     offset_ms``. A piece missing from the LUT raises :class:`MissingKey`, unless ``device`` is
     given (it must be the LUT's device) or ``measure_missing`` is True: then it is measured and

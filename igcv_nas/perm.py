@@ -9,7 +9,8 @@ Schemes a search space or a hand-written spec may name:
 * ``identity``            -- ``[0, 1, ..., C-1]``.
 * ``interleave`` (G)      -- ShuffleNet channel shuffle: view (G, C/G), transpose, flatten.
                              ``interleave(12, 2) == [0,6,1,7,2,8,3,9,4,10,5,11]``.
-* ``stride`` (k)          -- take every k-th channel, then wrap: ``stride(C, k) == interleave(C, C // k)``.
+* ``stride`` (k)          -- take every k-th channel, then wrap:
+                             ``stride(C, k) == interleave(C, C // k)``.
 * ``complement``          -- the "deal" between two group convolutions (even or uneven groups):
                              every group of the later conv receives channels from every group of
                              the earlier one, so the pair is complementary (exactly when each
@@ -40,7 +41,8 @@ def interleave(c: int, g: int) -> tuple[int, ...]:
 
 
 def stride(c: int, k: int) -> tuple[int, ...]:
-    """Every k-th channel, wrapping around: ``[0, k, 2k, ..., 1, k+1, ...]`` (``k`` divides ``c``)."""
+    """Every k-th channel, wrapping around: ``[0, k, 2k, ..., 1, k+1, ...]`` (``k`` divides
+    ``c``)."""
     if k <= 0 or c % k:
         raise ValueError(f"stride: k={k} must divide channels={c}")
     return interleave(c, c // k)
@@ -71,7 +73,8 @@ def complement(prev_sizes: Sequence[int], next_sizes: Sequence[int]) -> tuple[in
     """
     m, n = len(prev_sizes), len(next_sizes)
     if sum(prev_sizes) != sum(next_sizes):
-        raise ValueError(f"complement: channel counts differ ({sum(prev_sizes)} vs {sum(next_sizes)})")
+        raise ValueError("complement: channel counts differ "
+                         f"({sum(prev_sizes)} vs {sum(next_sizes)})")
     if min(next_sizes) < m or min(prev_sizes) < n:
         raise ValueError(
             f"complement: cannot connect {m} groups {list(prev_sizes)[:8]} to {n} groups "
@@ -114,9 +117,9 @@ def complement(prev_sizes: Sequence[int], next_sizes: Sequence[int]) -> tuple[in
     for j in range(n):
         # round-robin over the earlier groups still owed channels: round r takes one channel of
         # every group i with table[i][j] > r, in group order (O(C log C), not O(C * m))
-        for _, i in sorted((r, i) for i in range(m) for r in range(table[i][j])):
-            perm.append(nxt[i])
-            nxt[i] += 1
+        for _, g in sorted((r, i) for i in range(m) for r in range(table[i][j])):
+            perm.append(nxt[g])
+            nxt[g] += 1
     return tuple(perm)
 
 
@@ -125,7 +128,8 @@ def is_permutation(p: Sequence[int], c: int) -> bool:
 
 
 def interleave_groups(p: Sequence[int]) -> int | None:
-    """The G for which ``p == interleave(len(p), G)``, else None (used by the builder's fast path)."""
+    """The G for which ``p == interleave(len(p), G)``, else None (used by the builder's fast
+    path)."""
     c = len(p)
     if c < 2 or p[0] != 0:
         return None
@@ -145,7 +149,8 @@ def _indices(v: Any) -> tuple[int, ...]:
         raise ValueError(f"permutation of {len(v):,} channels; accepted: at most {MAX_CHANNELS:,} "
                          "(MAX_CHANNELS)")
     if not all(isinstance(x, int) and not isinstance(x, bool) for x in v):
-        raise ValueError(f"permutation must be a list of channel indices (ints), got {show(list(v))}")
+        raise ValueError("permutation must be a list of channel indices (ints), "
+                         f"got {show(list(v))}")
     return tuple(v)
 
 

@@ -48,10 +48,10 @@ conv's groups between them (as :func:`igcv_nas.zoo.igc_chain` for power-of-two w
 Valid by construction: at load time every local combination a sample can contain -- each
 block kind with each in/out width pair it can see (previous stage's widths for the first block
 of a stage), each expansion, group and K/L choice -- is built and its conv chain is checked with
-:func:`igcv_nas.validation.complementary`; strides are checked against the resolution at the target (and in the
-CIFAR form when it is first asked for). A file with any invalid combination is rejected with a
-one-line :class:`SpaceError` naming it, so :meth:`SearchSpace.sample` never rejects or
-resamples.
+:func:`igcv_nas.validation.complementary`; strides are checked against the resolution at the
+target (and in the CIFAR form when it is first asked for). A file with any invalid combination
+is rejected with a one-line :class:`SpaceError` naming it, so :meth:`SearchSpace.sample` never
+rejects or resamples.
 
 Files: a bare name resolves to ``search_spaces/<name>.yaml`` at the repository root (source
 checkouts, editable installs), else to ``igcv_nas/spaces/<name>.yaml`` inside the installed
@@ -796,7 +796,8 @@ def parse_yaml(raw: bytes, source: str) -> Any:
         # a value YAML's resolvers accept but cannot construct: 2001-13-45 as a date, an integer
         # of more digits than Python converts
         msg = " ".join(str(e).split())[:200]
-        raise SpaceError(f"{source}: a YAML value cannot be read ({type(e).__name__}: {msg})") from None
+        raise SpaceError(f"{source}: a YAML value cannot be read "
+                         f"({type(e).__name__}: {msg})") from None
 
 
 def load_space(name_or_path: str | Path) -> SearchSpace:

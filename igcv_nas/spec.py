@@ -47,22 +47,26 @@ class SpecError(ValueError):
 # group runs
 
 def make_runs(groups: Any, in_chs: int, out_chs: int, where: str) -> Runs:
-    """Canonical run-length groups from an int G (even groups) or a list of runs / [in, out] pairs."""
+    """Canonical run-length groups from an int G (even groups) or a list of runs / [in, out]
+    pairs."""
     if isinstance(groups, bool):
-        raise SpecError(f"{where}: groups={show(groups)}; expected an int or a list of [count, in, out]")
+        raise SpecError(f"{where}: groups={show(groups)}; "
+                        "expected an int or a list of [count, in, out]")
     if isinstance(groups, int):
         if groups <= 0 or in_chs % groups or out_chs % groups:
             raise SpecError(f"{where}: groups={show(groups)} must divide in_chs={show(in_chs)} "
                             f"and out_chs={show(out_chs)}")
         return ((groups, in_chs // groups, out_chs // groups),)
     if not isinstance(groups, (list, tuple)) or not groups:
-        raise SpecError(f"{where}: groups={show(groups)}; expected an int or a list of [count, in, out]")
+        raise SpecError(f"{where}: groups={show(groups)}; "
+                        "expected an int or a list of [count, in, out]")
     runs: list[list[int]] = []
     tot_in = tot_out = 0
     for r in groups:
         if not isinstance(r, (list, tuple)) or len(r) not in (2, 3) or not all(
                 isinstance(v, int) and not isinstance(v, bool) for v in r):
-            raise SpecError(f"{where}: group run {show(r)}; expected [count, in, out] or [in, out] of ints")
+            raise SpecError(f"{where}: group run {show(r)}; "
+                            "expected [count, in, out] or [in, out] of ints")
         c, i, o = (1, *r) if len(r) == 2 else r
         if c <= 0 or i <= 0 or o <= 0:
             raise SpecError(f"{where}: group run {show(list(r))} has a non-positive size")
@@ -316,7 +320,8 @@ class NetworkSpec:
     def to_json(self, indent: int | None = 1) -> str:
         return json.dumps(self.to_dict(), indent=indent)
 
-    def with_target(self, input_size: int | None = None, num_classes: int | None = None) -> NetworkSpec:
+    def with_target(self, input_size: int | None = None,
+                    num_classes: int | None = None) -> NetworkSpec:
         import dataclasses
         return dataclasses.replace(self, input_size=input_size or self.input_size,
                                    num_classes=num_classes or self.num_classes)
@@ -342,7 +347,8 @@ def _check_keys(d: Any, allowed: set[str], where: str, required: tuple[str, ...]
         raise SpecError(f"{where}: expected an object, got {type(d).__name__}")
     extra = sorted(set(d) - allowed)
     if extra:
-        raise SpecError(f"{where}: unknown key {show(extra[0])}; accepted: {', '.join(sorted(allowed))}")
+        raise SpecError(f"{where}: unknown key {show(extra[0])}; "
+                        f"accepted: {', '.join(sorted(allowed))}")
     for k in required:
         if k not in d:
             raise SpecError(f"{where}: missing key {k!r}")
@@ -381,7 +387,8 @@ def _resolve_perm(p: Any, c: int, prev: Runs | None, nxt: Runs | None, where: st
     if p is None:
         return None
     try:
-        out = _perm.resolve(p, c, _sizes(prev, 2) if prev else None, _sizes(nxt, 1) if nxt else None)
+        out = _perm.resolve(p, c, _sizes(prev, 2) if prev else None,
+                            _sizes(nxt, 1) if nxt else None)
     except (ValueError, TypeError, OverflowError) as e:
         raise SpecError(f"{where}: {e}") from None
     # the identity is no permutation: one canonical form, so equal architectures share an id
@@ -392,7 +399,8 @@ def block_from_dict(d: Any, where: str = "block") -> Block:
     kind = d.get("kind") if isinstance(d, dict) else None
     if not isinstance(kind, str) or kind not in _BLOCK_KINDS_SET:
         kind = d.get("kind") if isinstance(d, dict) else d
-        raise SpecError(f"{where}: unknown block kind {show(kind)}; accepted: {', '.join(BLOCK_KINDS)}")
+        raise SpecError(f"{where}: unknown block kind {show(kind)}; "
+                        f"accepted: {', '.join(BLOCK_KINDS)}")
     kind = d["kind"]
     _check_keys(d, _BLOCK_KEYS[kind], where, tuple(sorted(_BLOCK_KEYS[kind] - {
         "kind", "require", "residual", "perm_expand", "perm_project", "expand_chs", "kernel"})))

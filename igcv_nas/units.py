@@ -41,7 +41,8 @@ _SECONDS = {"ms": 1e-3, "s": 1.0, "m": 60.0, "min": 60.0, "h": 3600.0, "d": 8640
 
 
 def parse_duration(text: str, what: str = "duration") -> float:
-    """Seconds from ``'15ms'``, ``'90s'``, ``'30m'``, ``'2h'``, ``'1d'`` or a bare number of seconds."""
+    """Seconds from ``'15ms'``, ``'90s'``, ``'30m'``, ``'2h'``, ``'1d'`` or a bare number of
+    seconds."""
     m = _DURATION.match(str(text))
     if not m:
         raise ValueError(f"{what} {text!r} is not a duration; expected a positive number with "
@@ -60,7 +61,8 @@ def parse_duration(text: str, what: str = "duration") -> float:
 # memory or a few seconds before it is refused. A value above a limit is refused with a one-line
 # SpecError / SpaceError / DataError naming the value and the limit.
 
-MAX_SPEC_BYTES = 16 * 2**20       # spec / export JSON file (igcv3_d 1.4 with explicit perms: ~0.2 MB)
+# spec / export JSON file (igcv3_d 1.4 with explicit perms: ~0.2 MB)
+MAX_SPEC_BYTES = 16 * 2**20
 MAX_SPACE_BYTES = 1 * 2**20       # search-space YAML file (shipped: < 4 KB)
 MAX_NESTING = 64                  # JSON / YAML nesting depth (a spec needs 8, an export ~10)
 MAX_YAML_NODES = 200_000          # scalars + collections in one YAML document (shipped: < 1,000)
@@ -98,7 +100,9 @@ class _ShortRepr(reprlib.Repr):
         return repr(x)
 
     def repr_str(self, x: str, level: int) -> str:
-        return super().repr_str(x, level) if len(x) <= self.maxstring else repr(x[:self.maxstring]) + "..."
+        if len(x) <= self.maxstring:
+            return super().repr_str(x, level)
+        return repr(x[:self.maxstring]) + "..."
 
 
 _REPR = _ShortRepr()
@@ -121,7 +125,8 @@ def read_bounded(path: str | os.PathLike, limit: int, what: str,
     try:
         st = os.fstat(fd)
         if not stat.S_ISREG(st.st_mode):
-            kind = ("a directory" if stat.S_ISDIR(st.st_mode) else "a FIFO" if stat.S_ISFIFO(st.st_mode)
+            kind = ("a directory" if stat.S_ISDIR(st.st_mode)
+                    else "a FIFO" if stat.S_ISFIFO(st.st_mode)
                     else "a device" if stat.S_ISCHR(st.st_mode) or stat.S_ISBLK(st.st_mode)
                     else "a socket" if stat.S_ISSOCK(st.st_mode) else "not a regular file")
             raise error(f"{path}: cannot read {what} (it is {kind}; accepted: a regular file)")

@@ -50,7 +50,8 @@ class BlockCheck:
     example: tuple[int, int] | None = None  # an (out, in) pair with no path, when violated
     min_paths: int = 0
     max_paths: int = 0
-    balance: float | None = None  # max/min of (S*K_1, K_2, ..., K_L) for even igc chains; 1 = balanced
+    # max/min of (S*K_1, K_2, ..., K_L) for even igc chains; 1 = balanced
+    balance: float | None = None
 
 
 @dataclass
@@ -225,7 +226,8 @@ def _check_op(op: ConvOp, where: str, res: int, out: list[Violation]) -> None:
     if op.stride < 1:
         out.append(Violation(where, f"stride={op.stride} must be >= 1"))
     elif res % op.stride:
-        out.append(Violation(where, f"stride={op.stride} does not divide the input resolution {res}"))
+        out.append(Violation(where, f"stride={op.stride} does not divide the input "
+                                    f"resolution {res}"))
     if op.in_chs <= 0 or op.out_chs <= 0:
         out.append(Violation(where, f"channels {op.in_chs}->{op.out_chs} must be positive"))
     g, gi, go = runs_sum(op.groups)
@@ -273,15 +275,17 @@ def check(spec: NetworkSpec) -> Report:
     for label, b in spec.blocks():
         n_before = len(v)
         if b.in_chs != c:
-            v.append(Violation(label, f"in_chs={b.in_chs} but the previous layer gives {c} channels"))
+            v.append(Violation(label, f"in_chs={b.in_chs} but the previous layer gives "
+                                      f"{c} channels"))
         ops = b.ops
         if isinstance(b, IGCBlock):
             if len(ops) < 2:
                 v.append(Violation(label, f"an igc block needs L >= 2 group convs, has {len(ops)}"))
             for li, op in enumerate(ops[1:], start=1):
                 if op.kernel != 1 or op.stride != 1:
-                    v.append(Violation(f"{label}.layer{li}", f"kernel={op.kernel} stride={op.stride}: "
-                                       "only the first layer of an igc chain may be spatial or strided"))
+                    v.append(Violation(f"{label}.layer{li}",
+                                       f"kernel={op.kernel} stride={op.stride}: only the first "
+                                       "layer of an igc chain may be spatial or strided"))
             if b.residual and (b.stride != 1 or b.in_chs != b.out_chs):
                 v.append(Violation(label, f"residual needs stride 1 and in_chs == out_chs "
                                           f"(stride {b.stride}, {b.in_chs}->{b.out_chs})"))
@@ -304,8 +308,9 @@ def check(spec: NetworkSpec) -> Report:
                 v.append(Violation(label, f"complementary condition violated: output channel {o} "
                                           f"has no path to input channel {i} (require={req})"))
             elif bc.mode == "relaxed" and req == "exact":
-                v.append(Violation(label, f"complementary condition is relaxed, not exact: some "
-                                          f"(out, in) pairs have {bc.max_paths} paths (require=exact)"))
+                v.append(Violation(label, "complementary condition is relaxed, not exact: some "
+                                          f"(out, in) pairs have {bc.max_paths} paths "
+                                          "(require=exact)"))
             if isinstance(b, IGCBlock):
                 bc.balance = _balance(b)
         rep.blocks.append(bc)
@@ -314,7 +319,8 @@ def check(spec: NetworkSpec) -> Report:
 
 
 def validate(spec: NetworkSpec) -> Report:
-    """Return the report when ``spec`` is valid; raise :class:`ValidationError` with all violations."""
+    """Return the report when ``spec`` is valid; raise :class:`ValidationError` with all
+    violations."""
     rep = check(spec)
     if rep.violations:
         raise ValidationError(rep.violations)

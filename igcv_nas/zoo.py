@@ -2,13 +2,15 @@
 
 Each entry is a function ``(width=1.0, cifar=False, num_classes=None) -> NetworkSpec``:
 
-* ``mobilenet_v2``  -- MobileNetV2 (torchvision's layout; 1.0 at 224: 3,504,872 params, 300,774,272 MACs).
+* ``mobilenet_v2``  -- MobileNetV2 (torchvision's layout; 1.0 at 224: 3,504,872 params,
+                       300,774,272 MACs).
 * ``mobilenet_v1``  -- MobileNetV1 (depthwise-separable blocks, no head conv).
 * ``igcv3_d``       -- IGCV3-D: MobileNetV2's table with depths (1,4,6,8,6,6,1) and IGCV3 blocks,
                        G1 = G2 = 2 (group expansion and projection), interleave permutations.
-* ``igcv2``         -- IGCV2 on MobileNetV1's layout: every depthwise-separable block becomes a chain
-                       of a channel-wise 3x3 (K_1 = 1) and 1x1 group convs with K = 8 channels per
-                       group, L = ceil(log_8 C) + 1 layers, interleave permutations between them.
+* ``igcv2``         -- IGCV2 on MobileNetV1's layout: every depthwise-separable block becomes a
+                       chain of a channel-wise 3x3 (K_1 = 1) and 1x1 group convs with K = 8
+                       channels per group, L = ceil(log_8 C) + 1 layers, interleave
+                       permutations between them.
 
 ImageNet form: 224x224, 1000 classes. CIFAR form (``cifar=True``): 32x32, 10 classes, stem stride 1
 and no downsampling in the second stage.
@@ -31,7 +33,8 @@ MBV1_TABLE = ((64, 1), (128, 2), (128, 1), (256, 2), (256, 1), (512, 2), (512, 1
 
 
 def make_divisible(v: float, divisor: int = 8) -> int:
-    """Round channels to a multiple of ``divisor``, never more than 10% down (torchvision's rule)."""
+    """Round channels to a multiple of ``divisor``, never more than 10% down (torchvision's
+    rule)."""
     new = max(divisor, int(v + divisor / 2) // divisor * divisor)
     if new < 0.9 * v:
         new += divisor
@@ -58,7 +61,8 @@ def _net(name: str, cifar: bool, num_classes: int | None, stem: int, stages: lis
                       "stages": stages, "head_chs": head, "dropout": dropout})
 
 
-def mobilenet_v2(width: float = 1.0, cifar: bool = False, num_classes: int | None = None) -> NetworkSpec:
+def mobilenet_v2(width: float = 1.0, cifar: bool = False,
+                 num_classes: int | None = None) -> NetworkSpec:
     width = check_width(width, 'mobilenet_v2')
     c_in = make_divisible(32 * width)
     head = make_divisible(1280 * max(1.0, width))
@@ -105,7 +109,8 @@ def igcv3_d(width: float = 1.0, cifar: bool = False, num_classes: int | None = N
                 make_divisible(32 * width), stages, head)
 
 
-def mobilenet_v1(width: float = 1.0, cifar: bool = False, num_classes: int | None = None) -> NetworkSpec:
+def mobilenet_v1(width: float = 1.0, cifar: bool = False,
+                 num_classes: int | None = None) -> NetworkSpec:
     width = check_width(width, 'mobilenet_v1')
     c_in = make_divisible(32 * width)
     strides = _stage_strides([s for _, s in MBV1_TABLE], cifar)
@@ -215,7 +220,8 @@ def names() -> list[str]:
 
 
 def scale_to_macs(name: str, macs: int, input_size: int = 224, num_classes: int = 1000,
-                  lo: float = 0.1, hi: float = 4.0, step: float = 0.005) -> tuple[float, NetworkSpec]:
+                  lo: float = 0.1, hi: float = 4.0,
+                  step: float = 0.005) -> tuple[float, NetworkSpec]:
     """``(width, spec)``: the width-scaled hand-designed baseline at a budget: of the width
     multipliers ``lo, lo + step, .. hi`` of zoo network ``name``, the one whose MACs at
     ``input_size`` / ``num_classes`` come closest to ``macs`` without exceeding it (MACs are

@@ -7,7 +7,8 @@ import pytest
 
 def tiny_dict() -> dict:
     """8x8 RGB input, stem 3x3/2 to 8 channels, one IGCV1 block (3x3 group conv with 4 groups of
-    K_1 = 2, interleave, 1x1 with 2 groups of K_2 = 4: exact, 2 * 4 = 8), no head, 10 classes. Costs are worked out by hand in test_cost."""
+    K_1 = 2, interleave, 1x1 with 2 groups of K_2 = 4: exact, 2 * 4 = 8), no head, 10 classes.
+    Costs are worked out by hand in test_cost."""
     return {
         "name": "tiny", "input_size": 8, "num_classes": 10, "act": "relu",
         "stem": {"out_chs": 8, "kernel": 3, "stride": 2},

@@ -6,7 +6,6 @@ returns within a few seconds; ``test_worst_inputs_stay_within_1_gb`` replays the
 child process whose address space is capped."""
 from __future__ import annotations
 
-import io
 import json
 import os
 import pickle
@@ -74,7 +73,8 @@ def _block(**kw) -> dict:
 SPEC_TEXTS = [
     ("[" * 100_000, "JSON nested deeper than 64 levels; accepted: at most 64"),
     ("[" * 100 + "]" * 100, "JSON nested deeper than 64 levels"),
-    ('{"input_size": ' + "9" * 50 + "}", "a number with 50 digits; accepted: integers of at most 40"),
+    ('{"input_size": ' + "9" * 50 + "}",
+     "a number with 50 digits; accepted: integers of at most 40"),
     ('{"input_size": ' + "9" * 5000 + "}", "a number with 5,000 digits"),
     (b'{"name": "\xff"}', "not UTF-8 text (byte 10)"),
     ('{"input_size": 32,', "malformed JSON at line 1"),
@@ -94,7 +94,8 @@ SPEC_DICTS = [
     (_layer0(perm={"scheme": "custom", "indices": list(range(100_000))}),
      "permutation of 100,000 channels"),
     (_layer0(perm={"scheme": "interleave", "groups": 1e300}), "groups=1e+300 must be an integer"),
-    (_layer0(perm={"scheme": "interleave", "groups": float("inf")}), "groups=inf must be an integer"),
+    (_layer0(perm={"scheme": "interleave", "groups": float("inf")}),
+     "groups=inf must be an integer"),
     (_layer0(perm={"scheme": "interleave"}), "permutation scheme 'interleave' needs key 'groups'"),
     (_layer0(perm={"scheme": "custom", "indices": 5}), "permutation 5: expected a list"),
     (_layer0(out_chs=100_000), "s0.b0.layer0: out_chs=100000 is out of range; accepted: 1..16,384"),
@@ -142,7 +143,8 @@ def test_special_files_are_refused_without_reading(tmp_path):
         f.truncate(20 * 2**30)
     for path, fragment in (("/dev/zero", "/dev/zero: cannot read spec file (it is a device; "
                                           "accepted: a regular file)"),
-                           (_fifo(tmp_path / "fifo.json"), "(it is a FIFO; accepted: a regular file)"),
+                           (_fifo(tmp_path / "fifo.json"),
+                            "(it is a FIFO; accepted: a regular file)"),
                            (tmp_path, "(it is a directory"),
                            (big, "spec file is larger than 16,777,216 bytes; accepted: at most "
                                  "16,777,216 bytes")):
@@ -330,10 +332,12 @@ def _batch(**kw) -> dict:
 CIFAR_CASES = [
     ({"data_batch_3": _batch(labels=[0] * 9 + [10])},
      "data_batch_3: label 10 is outside the class range; accepted: 0..9"),
-    ({"test_batch": _batch(labels=[-1] + [0] * 9)}, "test_batch: label -1 is outside the class range"),
+    ({"test_batch": _batch(labels=[-1] + [0] * 9)},
+     "test_batch: label -1 is outside the class range"),
     ({"data_batch_1": _batch(labels=list(range(9)))},
      "data_batch_1: 9 labels for 10 images; accepted: one label per image"),
-    ({"data_batch_1": _batch(labels=["a"] * 10)}, "data_batch_1: 'labels' is not a flat list of integers"),
+    ({"data_batch_1": _batch(labels=["a"] * 10)},
+     "data_batch_1: 'labels' is not a flat list of integers"),
     ({"data_batch_1": _batch(labels=5)}, "'labels' is a int; accepted: a list of N integer labels"),
     ({"data_batch_2": _batch(data=np.zeros((10, 3072), np.float32))},
      "data_batch_2: 'data' is a float32 array of shape (10, 3072); accepted: a uint8 array of "

@@ -61,6 +61,7 @@ ZOO_NETS = ["mobilenet_v2", "mobilenet_v2_0.5", "igcv3_d", "igcv3_d_0.7", "igcv2
             "igcv2_cifar", "igcv2_0.5_cifar", "mobilenet_v1_cifar", "mobilenet_v1_0.5_cifar"]
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize("name", ZOO_NETS)
 def test_zoo_params_and_macs_match_cost_model(name):
     spec = zoo.get(name)
@@ -79,6 +80,7 @@ def test_uneven_network_params_and_macs_match_cost_model():
     assert conv_linear_macs(fvcore_by_operator(model, 32)) == cost.count(spec).macs
 
 
+@pytest.mark.integration
 def test_mobilenet_v2_matches_published_numbers():
     model = build_model(zoo.get("mobilenet_v2"))
     assert n_params(model) == 3_504_872  # torchvision mobilenet_v2

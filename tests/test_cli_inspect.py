@@ -41,7 +41,8 @@ def test_spec_file_table(tmp_path, tiny, capsys):
     ('{"input_size": 8,', "malformed JSON at line 1"),
     (None, "unknown block kind 'conv9'"),
     ("perm", "s0.b0.layer0: not a permutation of 0..7"),
-    ("identity", "s0.b0: complementary condition violated: output channel 0 has no path to input channel 4"),
+    ("identity", "s0.b0: complementary condition violated: "
+                 "output channel 0 has no path to input channel 4"),
 ])
 def test_bad_specs_exit_2_with_one_line(tmp_path, tiny, capsys, content, msg):
     if content is None:
@@ -66,7 +67,8 @@ def test_unknown_name_exit_2(capsys):
 def test_console_script_installed():
     exe = Path(sys.executable).parent / "igcv-inspect"
     assert exe.exists(), "igcv-inspect is not installed beside python: pip install -e '.[test]'"
-    r = subprocess.run([str(exe), "igcv3_d_cifar", "--json"], capture_output=True, text=True, check=True)
+    r = subprocess.run([str(exe), "igcv3_d_cifar", "--json"], capture_output=True, text=True,
+                       check=True)
     assert json.loads(r.stdout)["params"] == count(zoo.igcv3_d(cifar=True)).params
 
 

@@ -10,6 +10,8 @@ from igcv_nas.cost import count
 from igcv_nas.crosscheck import fvcore_macs, n_params
 from igcv_nas.space import available_spaces, load_space
 
+pytestmark = pytest.mark.integration  # fvcore traces of 200 nets per shipped space
+
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 N = 200  # per space; ~0.3 s each on 2 cores (fvcore's trace dominates)
 

@@ -15,6 +15,7 @@ from igcv_nas import data
 from igcv_nas.data import DataError, download, load_cifar, load_splits, make_splits
 
 
+@pytest.mark.integration
 def test_reads_the_standard_cifar10_layout(cifar_dir):
     train, test = load_cifar("cifar10", cifar_dir, download_ok=False)
     assert train.x.shape == (50000, 3, 32, 32) and train.x.dtype == np.uint8
@@ -25,6 +26,7 @@ def test_reads_the_standard_cifar10_layout(cifar_dir):
     assert np.bincount(test.y).tolist() == [1000] * 10
 
 
+@pytest.mark.integration
 def test_validation_split_is_held_out_stratified_and_fixed_by_seed(cifar_dir):
     a = load_splits("cifar10", cifar_dir, val_size=5000, seed=3, download_ok=False)
     b = load_splits("cifar10", cifar_dir, val_size=5000, seed=3, download_ok=False)
@@ -81,7 +83,8 @@ def http_archive(tmp_path):
     srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), H)
     t = threading.Thread(target=srv.serve_forever, daemon=True)
     t.start()
-    yield f"http://127.0.0.1:{srv.server_port}/cifar-10-python.tar.gz", hashlib.md5(payload).hexdigest()
+    url = f"http://127.0.0.1:{srv.server_port}/cifar-10-python.tar.gz"
+    yield url, hashlib.md5(payload).hexdigest()
     srv.shutdown()
 
 
@@ -130,6 +133,7 @@ def test_image_folder_is_resized_and_labelled_by_sorted_class_names(tmp_path):
     assert cat[2].min() == 255 and cat[0].max() == 0
 
 
+@pytest.mark.integration
 def test_split_sizes_must_leave_both_sides(cifar_dir):
     train, test = load_cifar("cifar10", cifar_dir, download_ok=False)
     with pytest.raises(DataError, match="validation size 50000"):

@@ -33,7 +33,8 @@ def igcv2():
 def test_chains_of_the_igcv2_net(igcv2):
     # every IGCV2 block is dw3x3 followed by L-1 = 2 or 3 linear 1x1 group convs
     runs = [chains(b) for b in igcv2.blocks]
-    assert all(len(r) == 1 and r[0][0] == 1 and r[0][1] == len(b.ops) for r, b in zip(runs, igcv2.blocks))
+    assert all(len(r) == 1 and r[0][0] == 1 and r[0][1] == len(b.ops)
+               for r, b in zip(runs, igcv2.blocks))
     igcv3 = _model("igcv3_d_0.25_cifar")
     assert all(chains(b) == [] for b in igcv3.blocks)  # activations between its 1x1 convs
 
@@ -86,6 +87,7 @@ def test_auto_asks_the_timer_for_each_chain(igcv2):
         assert (d(x) - igcv2(x)).abs().max() <= 1e-5 * max(1.0, float(igcv2(x).abs().max()))
 
 
+@pytest.mark.integration
 def test_export_in_deployment_form_verifies(tmp_path):
     assert export_main(["igcv2_0.5_cifar", "--deploy", "all", "--format", "json,pt,torchscript",
                         "--out", str(tmp_path)]) == 0

@@ -28,6 +28,7 @@ def exported(small_net, tmp_path_factory):
     return out, rep
 
 
+@pytest.mark.integration
 def test_all_artifacts_written_and_verified(exported, small_net):
     out, rep = exported
     assert sorted(p.name for p in out.iterdir()) == [
@@ -42,13 +43,15 @@ def test_all_artifacts_written_and_verified(exported, small_net):
     assert checks["outputs_informative"]["output_std"] > 1e-2
 
 
+@pytest.mark.integration
 def test_spec_json_is_self_contained(exported, small_net):
     out, _ = exported
     doc = json.loads((out / "spec.json").read_text())
     assert doc["format"] == "igcv-nas/export@1" and doc["arch_id"] == small_net.arch_id
     assert from_dict(doc["spec"]) == small_net
     c = cost.count(small_net)
-    assert (doc["cost"]["macs"], doc["cost"]["flops"], doc["cost"]["params"]) == (c.macs, 2 * c.macs, c.params)
+    got = (doc["cost"]["macs"], doc["cost"]["flops"], doc["cost"]["params"])
+    assert got == (c.macs, 2 * c.macs, c.params)
     assert doc["complementary"] == "relaxed"  # IGCV3 blocks
     # explicit group sizes and permutation indices, not scheme names
     blocks = [b for st in doc["spec"]["stages"] for b in st]
@@ -60,6 +63,7 @@ def test_spec_json_is_self_contained(exported, small_net):
     assert len(doc["reference"]["output"]) == 2 and len(doc["reference"]["output"][0]) == 10
 
 
+@pytest.mark.integration
 def test_verify_from_the_files_alone_and_a_tampered_spec_fails(exported, tmp_path):
     out, _ = exported
     assert verify(out)["ok"]
@@ -78,6 +82,7 @@ def test_verify_from_the_files_alone_and_a_tampered_spec_fails(exported, tmp_pat
     assert json.loads((bad / "verify.json").read_text())["ok"] is False
 
 
+@pytest.mark.integration
 def test_a_wrong_mac_count_fails_verification(exported, tmp_path):
     out, _ = exported
     bad = tmp_path / "bad"
@@ -118,8 +123,10 @@ def run_dir(tmp_path_factory, cifar_dir):
     ray.shutdown()
 
 
+@pytest.mark.integration
 def test_export_from_a_run(run_dir, tmp_path, capsys):
-    assert main([str(run_dir), "--top", "2", "--format", "json,pt,onnx", "--out", str(tmp_path)]) == 0
+    argv = [str(run_dir), "--top", "2", "--format", "json,pt,onnx", "--out", str(tmp_path)]
+    assert main(argv) == 0
     df = load_trials(run_dir)
     done = df[df.status == "complete"].sort_values(["val_acc", "macs"], ascending=[False, True])
     want = [f"{int(r.number):05d}-{r.arch_id}" for r in done.head(2).itertuples()]
@@ -133,9 +140,11 @@ def test_export_from_a_run(run_dir, tmp_path, capsys):
     assert "onnx_outputs ok" in capsys.readouterr().out
 
 
+@pytest.mark.integration
 def test_export_best_by_default_and_proxy_variant(run_dir, tmp_path):
     best = json.loads((run_dir / "best.json").read_text())
-    assert main([str(run_dir), "--variant", "proxy", "--format", "json", "--out", str(tmp_path)]) == 0
+    argv = [str(run_dir), "--variant", "proxy", "--format", "json", "--out", str(tmp_path)]
+    assert main(argv) == 0
     (d,) = list(tmp_path.iterdir())
     assert d.name.startswith(f"{best['number']:05d}-")
     doc = json.loads((d / "spec.json").read_text())
@@ -149,6 +158,7 @@ BAD = [
 ]
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize("argv,needle", BAD, ids=[a[1] if len(a) > 1 else a[0] for a, _ in BAD])
 def test_bad_input(run_dir, tmp_path, capsys, argv, needle):
     out = tmp_path / "out"
@@ -192,6 +202,7 @@ def test_bad_spec_files_are_one_line_errors(small_net, tmp_path, capsys):
 NET = "igcv3_d_0.25_cifar"
 
 
+@pytest.mark.integration
 def test_untrained_export_says_so(small_net, tmp_path, capsys):
     out = tmp_path / "o"
     assert main([NET, "--format", "json,pt,torchscript", "--out", str(out)]) == 0
@@ -242,6 +253,7 @@ def test_trained_weights_are_recorded_with_their_source(small_net, tmp_path, cap
     assert "WARNING: this export holds the initialisation" in io.err
 
 
+@pytest.mark.integration
 def test_a_check_that_cannot_run_is_skipped_not_ok(small_net, tmp_path):
     """onnxruntime made unimportable in a child process: onnx_outputs is skipped, not passed."""
     import subprocess
@@ -262,6 +274,7 @@ def test_a_check_that_cannot_run_is_skipped_not_ok(small_net, tmp_path):
     assert v["ok"] is True and v["skipped"] == ["onnx_outputs"]
 
 
+@pytest.mark.integration
 def test_verify_without_weights_skips_the_model_checks(exported, tmp_path):
     out, _ = exported
     d = tmp_path / "spec_only"
@@ -318,6 +331,7 @@ def test_a_failed_verification_leaves_no_directory(small_net, tmp_path, capsys):
     assert list(out.iterdir()) == []
 
 
+@pytest.mark.integration
 def test_re_export_replaces_the_old_directory_whole(small_net, tmp_path):
     out = tmp_path / "net"
     export(small_net, out, ("json", "pt", "torchscript"))

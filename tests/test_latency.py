@@ -231,7 +231,8 @@ def test_cli_build_lut_fastest_pass_statistic(tmp_path, capsys):
     assert lut.statistic == "min" and json.loads(out.read_text())["statistic"] == "min"
     assert all(e["min"] <= e["ms"] for e in lut.entries.values())
     spec = _samples(2, space="igcv3")[0]
-    assert lut.raw_sum(spec) == pytest.approx(sum(lut.entries[k]["min"] for k in network_keys(spec)))
+    fastest = sum(lut.entries[k]["min"] for k in network_keys(spec))
+    assert lut.raw_sum(spec) == pytest.approx(fastest)
     median = LUT.load(out)
     median.statistic = "median"
     assert median.raw_sum(spec) > lut.raw_sum(spec)
@@ -262,7 +263,8 @@ def _write(tmp_path, name, text):
     (lambda t: [TARGET, "--lut", str(t / "absent.json")], "cannot read LUT file"),
     (lambda t: [TARGET, "--lut", _write(t, "x.json", "[1")], "malformed LUT JSON"),
     (lambda t: [TARGET, "--lut", _write(t, "y.json", '{"format": "z"}')], "not a latency LUT"),
-    (lambda t: ["build-lut", "--out", str(t / "o.json"), "--space", "nope"], "no such search space"),
+    (lambda t: ["build-lut", "--out", str(t / "o.json"), "--space", "nope"],
+     "no such search space"),
     (lambda t: ["build-lut", "--out", str(t / "o.json"), "--n", "0"], "nothing to measure"),
     (lambda t: ["build-lut", "--out", str(t / "o.json"), "--device", "tpu"], "device 'tpu'"),
 ])

@@ -29,10 +29,12 @@ BUDGET = ProxyBudget(mode="both", train=TrainConfig(epochs=2, batch_size=64, dev
 def test_cpu_default_budget_is_the_documented_one():
     b = default_budget("cpu")
     assert b == replace(CPU_BUDGET, mode="training")
-    assert (b.train.epochs, b.train.train_fraction, b.train.batch_size, b.val_size) == (1, 0.06, 32, 5000)
+    got = (b.train.epochs, b.train.train_fraction, b.train.batch_size, b.val_size)
+    assert got == (1, 0.06, 32, 5000)
     assert b.train.device == "cpu" and b.dropout == 0.0 and not b.train.eval_each_epoch
 
 
+@pytest.mark.integration
 def test_evaluate_both_gives_training_and_zero_cost_scores(splits):
     s = evaluate(from_dict(small_spec()), splits, BUDGET)
     assert set(s) == {f"zc_{n}" for n in PROXIES} | {
@@ -42,21 +44,25 @@ def test_evaluate_both_gives_training_and_zero_cost_scores(splits):
     assert abs(s["val_acc"] * 200 - round(s["val_acc"] * 200)) < 1e-9
 
 
+@pytest.mark.integration
 def test_zero_cost_only_trains_nothing(splits):
     s = evaluate(from_dict(small_spec()), splits, replace(BUDGET, mode="zero-cost"))
     assert set(s) == {f"zc_{n}" for n in PROXIES}
 
 
+@pytest.mark.integration
 def test_checkpoint_resume_through_evaluate(splits, tmp_path):
     ck = str(tmp_path / "trial.pt")
     b = replace(BUDGET, mode="training")
     full = evaluate(from_dict(small_spec()), splits, b)
-    part = evaluate(from_dict(small_spec()), splits, b, on_epoch=lambda r: r.epoch >= 1, checkpoint=ck)
+    part = evaluate(from_dict(small_spec()), splits, b, on_epoch=lambda r: r.epoch >= 1,
+                    checkpoint=ck)
     assert part["epochs"] == 1
     resumed = evaluate(from_dict(small_spec()), splits, b, checkpoint=ck, resume=True)
     assert resumed["epochs"] == 2 and resumed["val_acc"] == full["val_acc"]
 
 
+@pytest.mark.integration
 def test_class_count_mismatch_is_refused(splits):
     d = small_spec()
     d["num_classes"] = 100
@@ -69,16 +75,19 @@ def test_bad_budget():
         ProxyBudget(mode="fast")
 
 
+@pytest.mark.integration
 def test_scores_are_from_the_last_epoch_on_the_val_subset(splits):
     b = replace(BUDGET, mode="training", train=replace(BUDGET.train, eval_each_epoch=False))
     seen = []
     s = evaluate(from_dict(small_spec()), splits, b, on_epoch=seen.append)
     assert [r.epoch for r in seen] == [1, 2]
     assert math.isnan(seen[0].val_acc) and math.isnan(seen[0].val_loss)  # not validated
-    assert (seen[1].val_acc, seen[1].val_loss, seen[1].tse) == (s["val_acc"], s["val_loss"], s["tse"])
+    got = (seen[1].val_acc, seen[1].val_loss, seen[1].tse)
+    assert got == (s["val_acc"], s["val_loss"], s["tse"])
     assert s["val_loss"] > 0 and s["tse"] > 0
 
 
+@pytest.mark.integration
 def test_proxy_trains_without_dropout_unless_told(splits):
     d = small_spec()
     d["dropout"] = 0.5

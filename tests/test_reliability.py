@@ -19,6 +19,8 @@ from igcv_nas.runstore import RunDir, load_trials
 
 from .test_search import FAST, SMALL, evaluated, study
 
+pytestmark = pytest.mark.integration  # real Ray searches on the CIFAR-10 copy
+
 
 def _search(d: Path, cifar_dir: Path, *extra: str) -> subprocess.Popen:
     return subprocess.Popen(
@@ -30,7 +32,8 @@ def _search(d: Path, cifar_dir: Path, *extra: str) -> subprocess.Popen:
 
 def _cmdline(pid: int) -> str:
     try:
-        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        raw = Path(f"/proc/{pid}/cmdline").read_bytes()
+        return raw.replace(b"\0", b" ").decode(errors="replace")
     except OSError:
         return ""
 

@@ -16,10 +16,13 @@ from igcv_nas.runstore import load_trials
 
 from .test_search import wait_for_table
 
+pytestmark = pytest.mark.integration  # a real 2-node Ray cluster
+
 SMALL = str(Path(__file__).parent / "spaces" / "small.yaml")
 
 
-def _search_cmd(address: str, run_dir: Path, cifar_dir: Path, trials: int, epochs: int) -> list[str]:
+def _search_cmd(address: str, run_dir: Path, cifar_dir: Path, trials: int,
+                epochs: int) -> list[str]:
     """igcv-search on the cluster at ``address``: two trials at a time, one CPU each."""
     return [sys.executable, "-m", "igcv_nas.cli.search", "--address", address, "--space", SMALL,
             "--flops", "4M", "--trials", str(trials), "--max-concurrent", "2",
@@ -31,7 +34,8 @@ def _search_cmd(address: str, run_dir: Path, cifar_dir: Path, trials: int, epoch
 @pytest.fixture
 def two_nodes():
     from ray.cluster_utils import Cluster
-    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1, "resources": {"head": 1}})
+    cluster = Cluster(initialize_head=True,
+                      head_node_args={"num_cpus": 1, "resources": {"head": 1}})
     worker = cluster.add_node(num_cpus=1, resources={"worker": 1})
     cluster.wait_for_nodes()
     try:

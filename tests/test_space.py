@@ -109,7 +109,7 @@ def test_mixed_space_contains_igcv3_blocks(spaces):
     # same blocks as IGCV3-D at MobileNetV2's depths
     ref = zoo.igcv3_d().to_dict()
     ref["stages"] = [s[:n] for s, n in zip(ref["stages"], MBV2_DEPTHS)]
-    for s, n in zip(ref["stages"], MBV2_DEPTHS):  # the first block of a stage keeps its in_chs
+    for s, _n in zip(ref["stages"], MBV2_DEPTHS):  # the first block of a stage keeps its in_chs
         for b in s[1:]:
             b["in_chs"] = b["out_chs"]
     assert spec.arch_id == from_dict(ref).arch_id

@@ -11,7 +11,8 @@ from igcv_nas import zoo
 from igcv_nas.spec import SpecError, from_dict, from_json, load
 
 
-@pytest.mark.parametrize("name", ["mobilenet_v2", "igcv3_d_0.7_cifar", "igcv2", "mobilenet_v1_cifar"])
+@pytest.mark.parametrize("name", ["mobilenet_v2", "igcv3_d_0.7_cifar", "igcv2",
+                                  "mobilenet_v1_cifar"])
 def test_json_round_trip_is_identity(name):
     spec = zoo.get(name)
     again = from_json(spec.to_json())

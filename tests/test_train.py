@@ -49,6 +49,7 @@ def _run(splits, cfg, stop_after=None, resume_from=None, save_to=None):
 CFG = TrainConfig(epochs=3, batch_size=64, lr=0.1, seed=1, device="cpu")
 
 
+@pytest.mark.integration
 def test_training_learns_and_reports_every_epoch(small_splits):
     _, res = _run(small_splits, CFG)
     assert [h.epoch for h in res.history] == [1, 2, 3]
@@ -58,6 +59,7 @@ def test_training_learns_and_reports_every_epoch(small_splits):
     assert res.best_val_acc >= res.val_acc
 
 
+@pytest.mark.integration
 def test_same_seed_same_weights_on_cpu(small_splits):
     a, ra = _run(small_splits, CFG)
     b, rb = _run(small_splits, CFG)
@@ -66,6 +68,7 @@ def test_same_seed_same_weights_on_cpu(small_splits):
         assert ka == kb and torch.equal(va, vb), ka
 
 
+@pytest.mark.integration
 def test_restore_from_checkpoint_equals_uninterrupted_run(small_splits, tmp_path):
     ck = tmp_path / "ck.pt"
     full, r_full = _run(small_splits, CFG)
@@ -77,6 +80,7 @@ def test_restore_from_checkpoint_equals_uninterrupted_run(small_splits, tmp_path
         assert torch.equal(v, resumed.model.state_dict()[k]), k
 
 
+@pytest.mark.integration
 def test_step_budget_and_train_fraction(small_splits):
     cfg = TrainConfig(steps=10, batch_size=32, train_fraction=0.5, lr=0.05, device="cpu")
     tr, res = _run(small_splits, cfg)
@@ -84,6 +88,7 @@ def test_step_budget_and_train_fraction(small_splits):
     assert res.steps == 10 and res.epochs == 1
 
 
+@pytest.mark.integration
 def test_nan_loss_raises(small_splits):
     cfg = TrainConfig(epochs=1, batch_size=64, lr=1e30, device="cpu")
     with pytest.raises(NonFiniteLoss, match="training loss is nan"):
@@ -97,6 +102,7 @@ def test_bad_config_is_rejected():
         TrainConfig(train_fraction=0)
 
 
+@pytest.mark.integration
 def test_lr_schedules_warm_up_and_decay(small_splits):
     for sched in ("onecycle", "linear"):
         tr = ProxyTrainer(build_model(from_dict(small_spec())), small_splits,
@@ -121,6 +127,7 @@ def test_full_size_cifar10_epoch(cifar_dir):
     assert res.val_acc > 0.35
 
 
+@pytest.mark.integration
 def test_data_seed_and_init_seed_are_separate(small_splits):
     """Same data_seed: the same subset, order and augmentation whatever the init seed (common
     random numbers); another data_seed: another order."""
@@ -137,6 +144,7 @@ def test_data_seed_and_init_seed_are_separate(small_splits):
     assert not torch.equal(wa, next(b.model.parameters()))  # other initial weights
 
 
+@pytest.mark.integration
 def test_tse_is_the_sum_of_step_losses_and_on_step_counts(small_splits):
     cfg = TrainConfig(epochs=2, batch_size=64, lr=0.1, device="cpu", eval_each_epoch=False)
     seed_everything(0)

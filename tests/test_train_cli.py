@@ -14,8 +14,8 @@ from igcv_nas.cli.export import main as export_main
 from igcv_nas.cli.train import main
 
 NET = "igcv3_d_0.25_cifar"
-QUICK = ["--epochs", "2", "--train-fraction", "0.01", "--batch-size", "64", "--warmup-epochs", "0.5",
-         "--val-size", "500",
+QUICK = ["--epochs", "2", "--train-fraction", "0.01", "--batch-size", "64",
+         "--warmup-epochs", "0.5", "--val-size", "500",
          "--device", "cpu"]
 
 
@@ -26,17 +26,20 @@ def trained(tmp_path_factory, cifar_dir):
     return d
 
 
+@pytest.mark.integration
 def test_outputs_of_a_training(trained):
     r = json.loads((trained / "result.json").read_text())
     assert r["epochs"] == 2 and 0.0 <= r["test_acc"] <= 1.0 and 0.0 <= r["val_acc"] <= 1.0
     assert r["train_images"] == 450  # 1% of the 45,000-image training split
-    assert r["recipe"]["lr"] == 0.1 and r["recipe"]["nesterov"] and r["recipe"]["label_smoothing"] == 0.1
+    rec = r["recipe"]
+    assert rec["lr"] == 0.1 and rec["nesterov"] and rec["label_smoothing"] == 0.1
     hist = (trained / "history.csv").read_text().splitlines()
     assert hist[0] == "epoch,steps,train_loss,val_acc,seconds" and len(hist) == 3
     w = torch.load(trained / "weights.pt", weights_only=True)
     assert w["trained"] is True and w["arch_id"] == r["arch_id"]
 
 
+@pytest.mark.integration
 def test_resume_after_a_kill_ends_like_an_uninterrupted_run(trained, tmp_path, cifar_dir):
     d = tmp_path / "resumed"
     cmd = [sys.executable, "-m", "igcv_nas.cli.train", NET, *QUICK, "--data-dir", str(cifar_dir),
@@ -58,14 +61,18 @@ def test_resume_after_a_kill_ends_like_an_uninterrupted_run(trained, tmp_path, c
     assert ra["test_acc"] == rb["test_acc"]
 
 
+@pytest.mark.integration
 def test_trained_weights_export_and_verify(trained, tmp_path):
     out = tmp_path / "exp"
-    assert export_main([str(trained / "spec.json"), "--weights", str(trained / "weights.pt"), "--out", str(out)]) == 0
+    argv = [str(trained / "spec.json"), "--weights", str(trained / "weights.pt"),
+            "--out", str(out)]
+    assert export_main(argv) == 0
     (d,) = list(out.iterdir())
     assert json.loads((d / "verify.json").read_text())["ok"]
     assert torch.load(d / "weights.pt", weights_only=True)["trained"] is True
 
 
+@pytest.mark.integration
 def test_bad_input(trained, tmp_path, capsys, cifar_dir):
     assert main([NET, "--epochs", "0", "--out", str(tmp_path / "a")]) == 2
     assert "--epochs 0; accepted: an integer >= 1" in capsys.readouterr().err
@@ -121,6 +128,7 @@ def test_help_is_plain_text_and_documents_the_warmup():
     assert "OUT is written only when the training ends" in text
 
 
+@pytest.mark.integration
 def test_one_epoch_at_chance_warns_instead_of_reporting(tmp_path, cifar_dir, capsys, monkeypatch):
     """--epochs 1 with the default warm-up (0.1 epoch); a learning rate too small to learn
     anything: the accuracy is at chance and igcv-train says so. Plain progress lines (capsys is
@@ -162,6 +170,7 @@ def test_one_epoch_at_chance_warns_instead_of_reporting(tmp_path, cifar_dir, cap
     assert sorted(p.name for p in tmp_path.iterdir()) == ["one"]
 
 
+@pytest.mark.integration
 def test_divergence_is_an_error_and_leaves_nothing(tmp_path, cifar_dir, capsys):
     out = tmp_path / "div"
     assert main([NET, "--epochs", "1", "--lr", "1e20", "--train-fraction", "0.01", "--batch-size",
@@ -174,6 +183,7 @@ def test_divergence_is_an_error_and_leaves_nothing(tmp_path, cifar_dir, capsys):
     assert list(tmp_path.iterdir()) == []
 
 
+@pytest.mark.integration
 def test_ctrl_c_before_the_first_epoch_leaves_nothing(tmp_path, cifar_dir):
     import signal
     out = tmp_path / "int"

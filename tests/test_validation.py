@@ -96,7 +96,8 @@ def test_every_violation_is_reported_with_block_and_layer(tiny):
     rep = check(spec)
     text = [str(v) for v in rep.violations]
     assert text == [
-        "s0.b0.layer1: kernel=3 stride=1: only the first layer of an igc chain may be spatial or strided",
+        "s0.b0.layer1: kernel=3 stride=1: "
+        "only the first layer of an igc chain may be spatial or strided",
         "s0.b0: residual needs stride 1 and in_chs == out_chs (stride 3, 8->8)",
         "s0.b0.layer0: stride=3 does not divide the input resolution 4",
         "s0.b0.layer1: not a permutation of 0..7 (index 6 out of range or repeated)",
@@ -118,7 +119,8 @@ def test_chaining_and_group_sums_are_checked(tiny):
 
 def test_non_complementary_block_is_a_violation_unless_require_none(tiny):
     tiny["stages"][0][0]["layers"][0]["perm"] = None
-    tiny["stages"][0][0]["layers"][0]["groups"] = 2   # groups of 4, then groups of 4: block diagonal
+    # groups of 4, then groups of 4: block diagonal
+    tiny["stages"][0][0]["layers"][0]["groups"] = 2
     rep = check(from_dict(tiny))
     assert rep.blocks[0].mode == "violated"
     assert [str(v) for v in rep.violations] == [
@@ -167,4 +169,5 @@ def test_dwsep_is_exact_and_mbconv_relaxed():
     v1 = check(zoo.mobilenet_v1())
     assert {b.mode for b in v1.blocks} == {"exact"}
     v2 = check(zoo.mobilenet_v2())
-    assert v2.blocks[1].mode == "relaxed" and v2.blocks[1].max_paths == 96  # 16 * 6 expanded channels
+    # 16 * 6 expanded channels
+    assert v2.blocks[1].mode == "relaxed" and v2.blocks[1].max_paths == 96

@@ -29,7 +29,8 @@ def _parser() -> OneLineParser:
     sel = ap.add_mutually_exclusive_group()
     sel.add_argument("--trial", type=int, help="this trial of the run")
     sel.add_argument("--top", type=int, help="the K best complete trials of the run")
-    sel.add_argument("--pareto", action="store_true", help="the run's Pareto front (accuracy vs MACs)")
+    sel.add_argument("--pareto", action="store_true",
+                     help="the run's Pareto front (accuracy vs MACs)")
     ap.add_argument("--format", default=",".join(FORMATS),
                     help=f"comma-separated subset of {','.join(FORMATS)} (default all)")
     ap.add_argument("--variant", choices=("target", "proxy"), default="target",
@@ -50,7 +51,8 @@ def _formats(text: str) -> tuple[str, ...]:
     fs = tuple(f.strip() for f in text.split(",") if f.strip())
     bad = [f for f in fs if f not in FORMATS]
     if bad or not fs:
-        raise ValueError(f"--format {text!r}; accepted: a comma-separated subset of {','.join(FORMATS)}")
+        raise ValueError(f"--format {text!r}; accepted: a comma-separated subset of "
+                         f"{','.join(FORMATS)}")
     return fs
 
 
@@ -77,7 +79,8 @@ def _run_selection(run: RunDir, args) -> list[dict]:
         nums = [r["number"] for r in json.loads((run.path / PARETO_JSON).read_text())]
         rows = df[df.number.isin(nums)]
     else:
-        best = json.loads((run.path / BEST_JSON).read_text()) if (run.path / BEST_JSON).is_file() else None
+        best_file = run.path / BEST_JSON
+        best = json.loads(best_file.read_text()) if best_file.is_file() else None
         if best is None:
             raise RunError(f"{run.path} has no complete trial to export yet")
         rows = df[df.number == best["number"]]
@@ -161,9 +164,11 @@ def main(argv: list[str] | None = None) -> int:
             meta = run.meta
             for row in _run_selection(run, args):
                 n = int(row["number"])
-                f = run.spec_file(n) if args.variant == "target" else run.trial_dir(n) / "proxy_spec.json"
+                f = (run.spec_file(n) if args.variant == "target"
+                     else run.trial_dir(n) / "proxy_spec.json")
                 prov = {"run": str(run.path), "trial": n, "variant": args.variant,
-                        "scores": {k: row[k] for k in row if k in ("val_acc", "best_val_acc", "epochs")
+                        "scores": {k: row[k] for k in row
+                                   if k in ("val_acc", "best_val_acc", "epochs")
                                    or str(k).startswith("zc_")},
                         "trial_row": {k: row[k] for k in ("status", "macs", "params", "latency_ms",
                                                           "measured_latency_ms", "node")},
@@ -171,7 +176,8 @@ def main(argv: list[str] | None = None) -> int:
                         "search_versions": meta.get("versions")}
                 jobs.append((f"{n:05d}-{row['arch_id']}", load(f), prov))
         else:
-            if any(v is not None and v is not False for v in (args.trial, args.top, args.pareto or None)):
+            selectors = (args.trial, args.top, args.pareto or None)
+            if any(v is not None and v is not False for v in selectors):
                 raise ValueError("--trial/--top/--pareto select trials of a run directory, "
                                  f"and {args.source} is not one")
             spec = valid_spec(resolve_spec(args.source), args.source)
@@ -179,7 +185,8 @@ def main(argv: list[str] | None = None) -> int:
         state, trained = None, False
         if args.weights:
             if len(jobs) != 1:
-                raise ValueError(f"--weights applies to a single export; this selection has {len(jobs)}")
+                raise ValueError("--weights applies to a single export; "
+                                 f"this selection has {len(jobs)}")
             state, trained = _load_weights(args.weights)
             _check_fits(state, jobs[0][1], args.weights)
         out_root = Path(args.out)

@@ -83,7 +83,8 @@ def _print_table(r: dict) -> None:
     t = Table(title=f"{r['name'] or 'spec'}  id {r['arch_id']}  @ {r['input_size']}x"
                     f"{r['input_size']}, {r['num_classes']} classes")
     for col in ("block", "kind", "res", "complementary", "paths", "balance", "MACs", "params"):
-        t.add_column(col, justify="right" if col in ("MACs", "params", "paths", "balance") else "left")
+        numeric = col in ("MACs", "params", "paths", "balance")
+        t.add_column(col, justify="right" if numeric else "left")
     for b in rows(r):
         res = f"{b['resolution'][0]}->{b['resolution'][1]}" if "resolution" in b else "-"
         paths = f"{b['paths'][0]}..{b['paths'][1]}" if "paths" in b else "-"
@@ -114,10 +115,12 @@ def _print_table(r: dict) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="igcv-inspect", description=__doc__.split("\n\n")[1])
-    ap.add_argument("source", help="a spec JSON file or a zoo name (e.g. mobilenet_v2, igcv3_d_0.7_cifar)")
+    ap.add_argument("source",
+                    help="a spec JSON file or a zoo name (e.g. mobilenet_v2, igcv3_d_0.7_cifar)")
     ap.add_argument("--target", type=int, default=None,
                     help="input resolution at which to count (default: the spec's own)")
-    ap.add_argument("--classes", type=int, default=None, help="number of classes (default: the spec's)")
+    ap.add_argument("--classes", type=int, default=None,
+                    help="number of classes (default: the spec's)")
     ap.add_argument("--json", action="store_true", help="print the report as JSON")
     args = ap.parse_args(argv)
     try:

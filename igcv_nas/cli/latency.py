@@ -33,7 +33,8 @@ USAGE = ("igcv-latency SPEC.json|ZOO_NAME [--lut FILE] [options]\n"
 
 def _positive(flag: str, v: int | None, zero_ok: bool = False) -> None:
     if v is not None and (v < 0 if zero_ok else v <= 0):
-        raise ValueError(f"{flag} {v} must be a {'non-negative' if zero_ok else 'positive'} integer")
+        kind = "non-negative" if zero_ok else "positive"
+        raise ValueError(f"{flag} {v} must be a {kind} integer")
 
 
 def _check_common(args: argparse.Namespace) -> None:
@@ -44,7 +45,8 @@ def _check_common(args: argparse.Namespace) -> None:
 
 
 def _common(ap: argparse.ArgumentParser) -> None:
-    ap.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default cpu; with --lut: the LUT's)")
+    ap.add_argument("--device", default=None,
+                    help="cpu, cuda or cuda:N (default cpu; with --lut: the LUT's)")
     ap.add_argument("--threads", type=int, default=None, help="CPU threads (default: torch's)")
     ap.add_argument("--batch", type=int, default=1, help="batch size (default 1)")
     ap.add_argument("--channels-last", action="store_true", help="channels_last model and input")
@@ -58,8 +60,10 @@ def _build_lut(argv: list[str]) -> int:
     ap.add_argument("--out", required=True, help="LUT JSON file to write (extended if it exists)")
     ap.add_argument("--space", action="append", default=None,
                     help="search space to sample (repeatable; default: every shipped space)")
-    ap.add_argument("--zoo", action="append", default=[], help="zoo network to include (repeatable)")
-    ap.add_argument("--n", type=int, default=20, help="architectures sampled per space (default 20)")
+    ap.add_argument("--zoo", action="append", default=[],
+                    help="zoo network to include (repeatable)")
+    ap.add_argument("--n", type=int, default=20,
+                    help="architectures sampled per space (default 20)")
     ap.add_argument("--cifar", action="store_true", help="sample the CIFAR form (32x32)")
     ap.add_argument("--seed", type=int, default=0, help="sampling seed (default 0)")
     ap.add_argument("--calibrate", type=int, default=6,

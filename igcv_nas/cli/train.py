@@ -49,7 +49,8 @@ def default_warmup(epochs: int) -> float:
 def _parser() -> OneLineParser:
     ap = OneLineParser(prog=PROG, description=__doc__.split("\n\n")[1])
     ap.add_argument("spec", help="spec JSON file or zoo network name")
-    ap.add_argument("--dataset", default="cifar10", help="cifar10 (default), cifar100 or an image folder")
+    ap.add_argument("--dataset", default="cifar10",
+                    help="cifar10 (default), cifar100 or an image folder")
     ap.add_argument("--data-dir", help="default $IGCV_DATA_DIR or ~/.cache/igcv-nas/data")
     ap.add_argument("--epochs", type=int, default=200, help="training epochs (default 200)")
     ap.add_argument("--batch-size", type=int, default=128, help="default 128")
@@ -256,7 +257,8 @@ def main(argv: list[str] | None = None) -> int:
     if (spec.input_size, spec.num_classes) != (res, splits.num_classes):
         spec = to_cifar(spec, splits.num_classes, res)
         print(f"{PROG}: training the {args.dataset} variant ({res}x{res}, stem stride 1, stage 2 "
-              f"not downsampling, {splits.num_classes} classes): arch id {spec.arch_id}", flush=True)
+              f"not downsampling, {splits.num_classes} classes): arch id {spec.arch_id}",
+              flush=True)
     if args.resume:
         try:
             trained = from_dict(json.loads((part / "spec.json").read_text())["spec"])
