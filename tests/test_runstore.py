@@ -27,7 +27,8 @@ def test_create_writes_everything_or_nothing(tmp_path):
 def test_an_existing_run_dir_is_never_overwritten(tmp_path):
     RunDir.create(tmp_path / "r", {}, b"")
     before = (tmp_path / "r" / "run.json").read_bytes()
-    with pytest.raises(RunError, match="already exists and is not empty; continue it with --resume"):
+    with pytest.raises(RunError,
+                       match="already exists and is not empty; continue it with --resume"):
         RunDir.create(tmp_path / "r", {"other": 1}, b"")
     assert (tmp_path / "r" / "run.json").read_bytes() == before
     (tmp_path / "empty").mkdir()
@@ -47,7 +48,8 @@ def test_open_refuses_what_is_not_a_run(tmp_path):
 def test_lock_is_exclusive_across_processes_and_released_when_the_holder_dies(tmp_path):
     RunDir.create(tmp_path / "r", {}, b"")
     holder = ("import sys, time\nfrom igcv_nas.runstore import RunDir\n"
-              f"RunDir({str(tmp_path / 'r')!r}).lock()\nprint('locked', flush=True)\ntime.sleep(60)\n")
+              f"RunDir({str(tmp_path / 'r')!r}).lock()\n"
+              "print('locked', flush=True)\ntime.sleep(60)\n")
     p = subprocess.Popen([sys.executable, "-c", holder], stdout=subprocess.PIPE, text=True)
     try:
         assert p.stdout.readline().strip() == "locked"
