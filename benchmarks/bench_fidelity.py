@@ -28,6 +28,7 @@ and continued (``setsid nohup ... &``).
     OMP_NUM_THREADS=2 python benchmarks/bench_fidelity.py --space mixed --budget 80M --n 40
     python benchmarks/bench_fidelity.py --report benchmarks/results/fidelity_mixed_80M_cpu.csv
 """
+
 from __future__ import annotations
 
 import argparse
@@ -49,21 +50,46 @@ from igcv_nas.proxy import ProxyBudget, evaluate, zero_cost_scores
 from igcv_nas.space import load_space, to_cifar
 from igcv_nas.train import TrainConfig
 from igcv_nas.units import parse_count
-from igcv_nas.zero_cost import PROXIES as ZC
 
 HALF = 22_500  # images in each half of the 45,000-image training split
-_BASE = TrainConfig(epochs=1, batch_size=32, lr=0.05, warmup=0.3, label_smoothing=0.0,
-                    channels_last=True, device="cpu", eval_each_epoch=False)
+_BASE = TrainConfig(
+    epochs=1,
+    batch_size=32,
+    lr=0.05,
+    warmup=0.3,
+    label_smoothing=0.0,
+    channels_last=True,
+    device="cpu",
+    eval_each_epoch=False,
+)
 PROXIES = {
     "e2x1350": replace(_BASE, epochs=2, train_fraction=1350 / HALF),
     "e1x2700": replace(_BASE, train_fraction=2700 / HALF),
     "e1x2700b64": replace(_BASE, batch_size=64, lr=0.1, train_fraction=2700 / HALF),
 }
-REFERENCE = replace(_BASE, epochs=2, batch_size=64, lr=0.1, warmup=0.15, label_smoothing=0.1,
-                    train_fraction=13_500 / HALF)
+REFERENCE = replace(
+    _BASE,
+    epochs=2,
+    batch_size=64,
+    lr=0.1,
+    warmup=0.15,
+    label_smoothing=0.1,
+    train_fraction=13_500 / HALF,
+)
 PROXY_SEED, REF_SEED = 0, 1000  # seed s: initialisation s, data order s (+1 per noise seed)
-FIELDS = ["arch", "arch_id", "macs", "params", "depth", "role", "seed", "val_acc", "val_loss",
-          "tse", "seconds"]
+FIELDS = [
+    "arch",
+    "arch_id",
+    "macs",
+    "params",
+    "depth",
+    "role",
+    "seed",
+    "val_acc",
+    "val_loss",
+    "tse",
+    "seconds",
+]
 
 
 class Uniform:
@@ -95,7 +121,10 @@ def sample_band(space, lo: int, hi: int, n: int, seed: int):
 def halves(splits: Splits) -> tuple[Splits, Splits]:
     """(proxy splits: half A, scored on val; reference splits: half B, scored on test)."""
     perm = np.random.default_rng(99).permutation(len(splits.train))
-    a, b = splits.train.subset(np.sort(perm[:HALF])), splits.train.subset(np.sort(perm[HALF:2 * HALF]))
+    a, b = (
+        splits.train.subset(np.sort(perm[:HALF])),
+        splits.train.subset(np.sort(perm[HALF : 2 * HALF])),
+    )
     return replace(splits, train=a), replace(splits, train=b, val=splits.test)
 
 
@@ -120,12 +149,16 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--space", default="mixed")
     ap.add_argument("--budget", default="80M", help="MACs budget B at the space's target")
-    ap.add_argument("--band", type=float, default=0.8, help="lower end of the band as a fraction of B")
+    ap.add_argument(
+        "--band", type=float, default=0.8, help="lower end of the band as a fraction of B"
+    )
     ap.add_argument("--n", type=int, default=40)
     ap.add_argument("--noise-archs", type=int, default=10)
     ap.add_argument("--noise-seeds", type=int, default=3)
     ap.add_argument("--data-dir", default=None)
-    ap.add_argument("--csv", default=None, help="default benchmarks/results/fidelity_<space>_<budget>_cpu.csv")
+    ap.add_argument(
+        "--csv", default=None, help="default benchmarks/results/fidelity_<space>_<budget>_cpu.csv"
+    )
     ap.add_argument("--seed", type=int, default=0, help="architecture sampling seed")
     ap.add_argument("--threads", type=int, default=int(os.environ.get("OMP_NUM_THREADS", "2")))
     ap.add_argument("--report", metavar="CSV", help="only print the table of an earlier run's CSV")
@@ -141,47 +174,75 @@ def main() -> None:
     specs = sample_band(space, int(args.band * b), b, args.n, args.seed)
     splits = load_splits("cifar10", args.data_dir, val_size=5000, seed=0, download_ok=False)
     proxy_splits, ref_splits = halves(splits)
-    print(f"# bench_fidelity: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
-          f"{args.threads} threads, torch {torch.__version__}", flush=True)
-    print(f"# space {args.space}: {args.n} architectures, MACs in [{args.band:g}, 1] x {b:,} at "
-          f"{space.target.input_size}px, trained as CIFAR-10 forms; rows -> {out}")
+    print(
+        f"# bench_fidelity: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
+        f"{args.threads} threads, torch {torch.__version__}",
+        flush=True,
+    )
+    print(
+        f"# space {args.space}: {args.n} architectures, MACs in [{args.band:g}, 1] x {b:,} at "
+        f"{space.target.input_size}px, trained as CIFAR-10 forms; rows -> {out}"
+    )
     zc_path = out.with_suffix(".zc.csv")
     zc_done = set(pd.read_csv(zc_path).arch_id) if zc_path.is_file() else set()
     zc_budget = ProxyBudget(mode="zero-cost", train=replace(_BASE, train_fraction=1.0))
-    for i, spec in enumerate(specs):  # zero-cost scores first: seconds for all
+    for spec in specs:  # zero-cost scores first: seconds for all
         if spec.arch_id in zc_done:
             continue
         s = zero_cost_scores(to_cifar(spec, 10), proxy_splits, zc_budget, seed=PROXY_SEED)
         new = not zc_path.is_file()
-        pd.DataFrame([{"arch_id": spec.arch_id, **s}]).to_csv(zc_path, mode="a", header=new, index=False)
+        pd.DataFrame([{"arch_id": spec.arch_id, **s}]).to_csv(
+            zc_path, mode="a", header=new, index=False
+        )
     done = done_keys(out)
     jobs = []  # (arch index, role, seed): main rows of every architecture, then the noise seeds
     for i in range(len(specs)):
         jobs += [(i, f"proxy:{p}", PROXY_SEED) for p in PROXIES] + [(i, "reference", REF_SEED)]
     for k in range(1, args.noise_seeds):
         for i in range(min(args.noise_archs, len(specs))):
-            jobs += [(i, f"proxy:{p}", PROXY_SEED + k) for p in PROXIES] + [(i, "reference", REF_SEED + k)]
+            jobs += [(i, f"proxy:{p}", PROXY_SEED + k) for p in PROXIES] + [
+                (i, "reference", REF_SEED + k)
+            ]
     todo = [j for j in jobs if (specs[j[0]].arch_id, j[1], j[2]) not in done]
     print(f"# {len(jobs) - len(todo)} of {len(jobs)} trainings already in the CSV", flush=True)
     for n, (i, role, seed) in enumerate(todo):
         spec = specs[i]
         cfg = REFERENCE if role == "reference" else PROXIES[role.split(":")[1]]
-        budget = ProxyBudget(mode="training", train=replace(cfg, seed=seed, data_seed=seed),
-                             val_size=10_000)
+        budget = ProxyBudget(
+            mode="training", train=replace(cfg, seed=seed, data_seed=seed), val_size=10_000
+        )
         t0 = time.perf_counter()
-        s = evaluate(to_cifar(spec, 10), ref_splits if role == "reference" else proxy_splits, budget)
+        s = evaluate(
+            to_cifar(spec, 10), ref_splits if role == "reference" else proxy_splits, budget
+        )
         c = count(spec)
-        append(out, {"arch": i, "arch_id": spec.arch_id, "macs": c.macs, "params": c.params,
-                     "depth": sum(len(st) for st in spec.stages), "role": role, "seed": seed,
-                     "val_acc": s["val_acc"], "val_loss": s["val_loss"], "tse": s["tse"],
-                     "seconds": round(time.perf_counter() - t0, 2)})
-        print(f"  [{n + 1}/{len(todo)}] arch {i:>2} {role:<18} seed {seed:<5} acc {s['val_acc']:.4f} "
-              f"loss {s['val_loss']:.3f} ({time.perf_counter() - t0:.0f}s)", flush=True)
+        append(
+            out,
+            {
+                "arch": i,
+                "arch_id": spec.arch_id,
+                "macs": c.macs,
+                "params": c.params,
+                "depth": sum(len(st) for st in spec.stages),
+                "role": role,
+                "seed": seed,
+                "val_acc": s["val_acc"],
+                "val_loss": s["val_loss"],
+                "tse": s["tse"],
+                "seconds": round(time.perf_counter() - t0, 2),
+            },
+        )
+        print(
+            f"  [{n + 1}/{len(todo)}] arch {i:>2} {role:<18} seed {seed:<5} acc {s['val_acc']:.4f} "
+            f"loss {s['val_loss']:.3f} ({time.perf_counter() - t0:.0f}s)",
+            flush=True,
+        )
     report(pd.read_csv(out), zc_path)
 
 
 # ---------------------------------------------------------------------------------------------
 # statistics (numpy only)
+
 
 def _ranks(x: np.ndarray) -> np.ndarray:
     return pd.Series(x).rank().to_numpy()
@@ -208,6 +269,7 @@ def partial_spearman(x, y, covars: list) -> float:
     def resid(v):
         r = _ranks(np.asarray(v))
         return r - z @ np.linalg.lstsq(z, r, rcond=None)[0]
+
     return float(np.corrcoef(resid(x), resid(y))[0, 1])
 
 
@@ -245,16 +307,22 @@ def report(df: pd.DataFrame, zc_path: Path | None = None) -> None:
         table[c] = ref[c]
     table = table.dropna(subset=["reference"])
     n = len(table)
-    print(f"\n## fidelity: {n} architectures with a reference (reference test acc "
-          f"{table.reference.min():.3f}..{table.reference.max():.3f})")
+    print(
+        f"\n## fidelity: {n} architectures with a reference (reference test acc "
+        f"{table.reference.min():.3f}..{table.reference.max():.3f})"
+    )
     noise = noise_floor(df)
     if noise:
-        print("\nnoise floor (seed-to-seed Spearman rho over the noise architectures, mean of "
-              "seed pairs [min, max]):")
+        print(
+            "\nnoise floor (seed-to-seed Spearman rho over the noise architectures, mean of "
+            "seed pairs [min, max]):"
+        )
         for k, (m, lo, hi, na) in noise.items():
             print(f"  {k:<22} {m:6.3f} [{lo:.3f}, {hi:.3f}]  ({na} architectures)")
     y = table.reference.to_numpy()
-    print(f"\n{'score':<22}{'rho':>7}{'95% CI':>17}{'tau':>7}{'95% CI':>17}{'partial':>9}{'top5':>6}")
+    print(
+        f"\n{'score':<22}{'rho':>7}{'95% CI':>17}{'tau':>7}{'95% CI':>17}{'partial':>9}{'top5':>6}"
+    )
     print("-" * 85)
     for col in table.columns.drop("reference"):
         sub = table[[col, "reference", "macs", "depth"]].replace([np.inf, -np.inf], np.nan).dropna()
@@ -264,14 +332,22 @@ def report(df: pd.DataFrame, zc_path: Path | None = None) -> None:
         rho, tau = spearman(x, yy), kendall(x, yy)
         rlo, rhi = bootstrap(spearman, x, yy)
         tlo, thi = bootstrap(kendall, x, yy, reps=500)
-        part = (partial_spearman(x, yy, [sub.macs, sub.depth]) if col not in ("macs", "depth")
-                else float("nan"))
-        print(f"{col:<22}{rho:>7.3f}  [{rlo:>6.3f},{rhi:>6.3f}]{tau:>7.3f}  [{tlo:>6.3f},{thi:>6.3f}]"
-              f"{part:>9.3f}{top_k_precision(x, yy):>6.1f}")
+        part = (
+            partial_spearman(x, yy, [sub.macs, sub.depth])
+            if col not in ("macs", "depth")
+            else float("nan")
+        )
+        print(
+            f"{col:<22}{rho:>7.3f}  [{rlo:>6.3f},{rhi:>6.3f}]{tau:>7.3f}  [{tlo:>6.3f},{thi:>6.3f}]"
+            f"{part:>9.3f}{top_k_precision(x, yy):>6.1f}"
+        )
     secs = df.groupby(df.role.str.split(":").str[0]).seconds.mean()
-    print(f"\n# mean seconds per training: " + ", ".join(f"{k} {v:.0f}s" for k, v in secs.items())
-          + f"; {len(df)} trainings in the CSV; n = {n} (a rho on n = 40 has a 95% interval "
-            f"about 0.5 wide)")
+    print(
+        "\n# mean seconds per training: "
+        + ", ".join(f"{k} {v:.0f}s" for k, v in secs.items())
+        + f"; {len(df)} trainings in the CSV; n = {n} (a rho on n = 40 has a 95% interval "
+        f"about 0.5 wide)"
+    )
     del y
 
 
@@ -282,7 +358,7 @@ def noise_floor(df: pd.DataFrame) -> dict[str, tuple[float, float, float, int]]:
         if wide.shape[1] < 2 or len(wide) < 4:
             continue
         seeds = list(wide.columns)
-        rhos = [spearman(wide[a], wide[b]) for i, a in enumerate(seeds) for b in seeds[i + 1:]]
+        rhos = [spearman(wide[a], wide[b]) for i, a in enumerate(seeds) for b in seeds[i + 1 :]]
         out[role] = (float(np.mean(rhos)), float(min(rhos)), float(max(rhos)), len(wide))
     return out
 
