@@ -118,7 +118,8 @@ def results_tables(rows: list[dict], pareto: list[dict], score: str, top: int = 
     con.print(table(f"Pareto front ({score} vs MACs)", pareto))
     ladder = [r for r in rows if r.get("rung")]
     if ladder:
-        t = Table(title="ladder (rung 1: promoted, 3x the images; rung 2: fresh-seed confirmations)")
+        t = Table(title="ladder (rung 1: promoted, 3x the images; "
+                        "rung 2: fresh-seed confirmations)")
         for c in ("trial", "rung", "seed", "status", score, "MACs"):
             t.add_column(c, justify="right")
         for r in ladder:

@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING
 from .cost import human
 from .fileio import write_bytes, write_text
 from .runstore import (COMPLETE, DUPLICATE, FAILED, JOURNAL, LOST, OVER_BUDGET, PRUNED, RUNNING,
-                       STUDY_NAME, TABLE_COLUMNS, RunDir, RunError, load_trials,
+                       STUDY_NAME, RunDir, RunError, load_trials,
                        pareto_front)
 
 if TYPE_CHECKING:
@@ -470,8 +470,9 @@ def to_html(parts: list[Part]) -> str:
 # the whole report
 
 def render(run_dir: str | os.PathLike, top: int = 10) -> dict[str, str | bytes]:
-    """Every report file of ``run_dir`` (name -> text or PNG bytes), rendered in memory; RunError when
-    ``run_dir`` is not a run directory, ValueError when ``top`` < 1 or a table is unreadable."""
+    """Every report file of ``run_dir`` (name -> text or PNG bytes), rendered in memory;
+    RunError when ``run_dir`` is not a run directory, ValueError when ``top`` < 1 or a table is
+    unreadable."""
     if top < 1:
         raise ValueError(f"--top {top}; accepted: an integer >= 1")
     run = RunDir.open(run_dir)
@@ -483,8 +484,8 @@ def render(run_dir: str | os.PathLike, top: int = 10) -> dict[str, str | bytes]:
         df[score] = float("nan")
     settings = meta.get("settings") or {}
     name = run.path.name
-    files: dict[str, str | bytes] = {PARETO_MACS: plot_pareto(df, score, "macs", settings.get("macs"),
-                                      f"{name}: {score} vs MACs")}
+    pareto_png = plot_pareto(df, score, "macs", settings.get("macs"), f"{name}: {score} vs MACs")
+    files: dict[str, str | bytes] = {PARETO_MACS: pareto_png}
     images = [(PARETO_MACS, f"{score} vs MACs")]
     evaluated = df[df["status"].isin([COMPLETE, PRUNED])]
     if evaluated[LATENCY].notna().any():

@@ -128,8 +128,8 @@ class Settings:
             raise bad("--score", self.score_by, ", ".join(TRAINING_SCORES))
         if self.macs_min is not None and (self.macs_min < 0 or (
                 self.macs is not None and self.macs_min > self.macs)):
-            raise bad("--flops-min", self.macs_min, f"0 (no floor) up to --flops "
-                                                    f"({self.macs if self.macs is not None else '-'})")
+            top = self.macs if self.macs is not None else "-"
+            raise bad("--flops-min", self.macs_min, f"0 (no floor) up to --flops ({top})")
         if self.sampler == "evolution" and self.objective == "pareto":
             raise SearchError("--sampler evolution is single-objective; with --objective pareto "
                               "use nsga2, tpe or random")
@@ -373,7 +373,8 @@ class Engine:
                  epochs: int = 1):
         from .trials import LADDER_STUDY, STUDY_NAME, Ladder, TrialBook, ladder_plan
         self.run, self.settings, self.space = run, settings, space
-        self.num_classes, self.attempt, self.lut, self.on_change = num_classes, attempt, lut, on_change
+        self.num_classes, self.attempt, self.lut = num_classes, attempt, lut
+        self.on_change = on_change
         self.budget = settings.proxy_budget(space.name)
         self.epochs = epochs
         self.objective = settings.objective_fn
@@ -399,8 +400,8 @@ class Engine:
         self.live: dict[str, dict] = {}   # Ray trial id -> the config it runs
         self.last: dict[str, dict] = {}   # Ray trial id -> its last result
         self.reissue: list[dict] = []
+        self._peak_live = 1  # the most trainings seen running at once (for the ETA)
         self._recover()
-        self._units_at_start = self._units_done()
 
     # -- candidates ---------------------------------------------------------------------------
     def _candidate(self, trial: Any) -> Candidate:
@@ -487,8 +488,7 @@ class Engine:
         (wait for running trainings); FINISHED: nothing left."""
         if self.reissue:
             cfg = self.reissue.pop(0)
-            self.live[trial_id] = cfg
-            return cfg
+            return self._start(trial_id, cfg)
         if self.stopping_reason:
             return FINISHED
         if self.sampling_open():
@@ -501,8 +501,7 @@ class Engine:
                 write_text(self.run.spec_file(prop.number), cand.spec.to_json() + "\n")
                 write_text(d / "proxy_spec.json", cand.proxy_spec.to_json() + "\n")
                 cfg = self._arch_config(prop.number, prop.attrs)
-                self.live[trial_id] = cfg
-                return cfg
+                return self._start(trial_id, cfg)
             self.exhausted = (f"no new architecture within the budgets in {MAX_DRAWS} draws "
                               f"(the space may be exhausted at this budget)")
         if self.ladder is None:
@@ -515,17 +514,22 @@ class Engine:
             job = self.ladder.start(source, rung, seed, dict(src.user_attrs))
             self.ladder.annotate(job.number, attempt=self.attempt)
             cfg = self._ladder_config(job)
-            self.live[trial_id] = cfg
-            return cfg
+            return self._start(trial_id, cfg)
         if self.live or not rung0_done:
             return None
         return FINISHED
+
+    def _start(self, trial_id: str, cfg: dict) -> dict:
+        self.live[trial_id] = cfg
+        self._peak_live = max(self._peak_live, len(self.live))
+        return cfg
 
     def on_result(self, trial_id: str, result: dict) -> None:
         self.last[trial_id] = result
         cfg = self.live.get(trial_id)
         if (cfg is None or cfg["kind"] != "arch" or self.objective.pareto or result.get("failed")
-                or result.get("final") or "val_acc" not in result or self.settings.score != "val_acc"):
+                or result.get("final") or "val_acc" not in result
+                or self.settings.score != "val_acc"):
             return
         try:
             self.book.report(cfg["number"], float(result["val_acc"]), int(result["epoch"]))
@@ -569,8 +573,10 @@ class Engine:
             if cfg["kind"] == "arch":
                 if "val_acc" in result and not self.objective.pareto:
                     self.book.report(number, float(result["val_acc"]), int(result["epoch"]))
-                scores = ({"val_acc": float(result["val_acc"]),
-                           "epochs": float(result.get("epoch", 0))} if "val_acc" in result else None)
+                scores = None
+                if "val_acc" in result:
+                    scores = {"val_acc": float(result["val_acc"]),
+                              "epochs": float(result.get("epoch", 0))}
                 self.book.prune(number, stopped_by, scores)
             else:
                 from .trials import TrialStatus as TS
@@ -623,6 +629,21 @@ class Engine:
                      for t in self.ladder.trials() if t.state != TrialState.RUNNING)
         return n
 
+    def _eta(self, first: list[dict], done: int) -> float | None:
+        """Seconds left: the mean wall time of the finished first-rung trainings times the
+        first-rung trainings still to run (a ladder training counts as its factor), divided by
+        the most trainings seen running at once. Steadier than elapsed / done, which jumps when two
+        trials finish close together early on."""
+        walls = [r["wall_seconds"] for r in first
+                 if r["status"] == "complete" and r.get("wall_seconds")]
+        if not walls:
+            return None
+        left = float(max(0, self.settings.trials - done))
+        if self.ladder is not None:
+            planned = sum(r.keep * r.factor * len(r.seeds) for r in self.ladder.plan)
+            left += max(0.0, planned - (self._units_done() - self.evaluated_count()))
+        return sum(walls) / len(walls) * left / self._peak_live
+
     def summary(self, rows: list[dict] | None = None) -> Summary:
         from .trials import TrialStatus as TS
         rows = self.rows() if rows is None else rows
@@ -652,13 +673,7 @@ class Engine:
             elif sm.done >= sm.target and sm.ladder_done >= sm.ladder_planned:
                 sm.phase = "done"
         sm.elapsed_s = self._elapsed()
-        units = self._units_done() - self._units_at_start
-        if units > 0:
-            left = max(0, self.settings.trials - sm.done)
-            if self.ladder is not None:
-                left += sum(r.keep * r.factor * len(r.seeds) for r in self.ladder.plan) - (
-                    self._units_done() - self.evaluated_count())
-            sm.eta_s = (time.time() - self.started) / units * max(0.0, left)
+        sm.eta_s = self._eta(first, sm.done)
         sm.message = self.exhausted or ""
         return sm
 

@@ -235,8 +235,9 @@ class TrialBook:
                    "reason": a.get("reason"), "started": _iso(t.datetime_start),
                    "finished": _iso(t.datetime_complete)}
             scores = a.get("scores")
-            if scores is None and status == TrialStatus.DUPLICATE and a.get("duplicate_of") is not None:
-                scores = trials[a["duplicate_of"]].user_attrs.get("scores")
+            dup_of = a.get("duplicate_of")
+            if scores is None and status == TrialStatus.DUPLICATE and dup_of is not None:
+                scores = trials[dup_of].user_attrs.get("scores")
             row.update(scores or {})
             rows.append(row)
         return rows
@@ -270,7 +271,8 @@ def ladder_plan(trials: int, confirm_seeds: int = 2) -> tuple[Rung, ...]:
     trials) re-trained at that budget with ``confirm_seeds`` fresh seeds each."""
     k1 = max(2, math.ceil(trials / 4))
     k2 = min(k1, 3 if trials >= 12 else 2)
-    return (Rung("promote", k1, 3, (0,)), Rung("confirm", k2, 3, tuple(range(1, confirm_seeds + 1))))
+    return (Rung("promote", k1, 3, (0,)),
+            Rung("confirm", k2, 3, tuple(range(1, confirm_seeds + 1))))
 
 
 def ladder_cost(trials: int, plan: tuple[Rung, ...]) -> float:
@@ -337,8 +339,7 @@ class Ladder:
         existing = {(t.user_attrs["source"], t.user_attrs["rung"], t.user_attrs["seed"])
                     for t in self.trials()}
         for r, rung in enumerate(self.plan, start=1):
-            below_running = any(t.state == TrialState.RUNNING for t in self._runs(r - 1)) if r > 1 else False
-            if below_running:
+            if r > 1 and any(t.state == TrialState.RUNNING for t in self._runs(r - 1)):
                 return []
             ranked = self._ranked(r - 1)
             if r > 1:  # only what the rung below was asked to train

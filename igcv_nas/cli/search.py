@@ -57,7 +57,8 @@ def _parser() -> OneLineParser:
     p = ap.add_argument_group("proxy evaluation")
     p.add_argument("--dataset", help="cifar10 (default), cifar100 or an image-folder path")
     p.add_argument("--data-dir", help="where the data set is (default $IGCV_DATA_DIR or "
-                                      "~/.cache/igcv-nas/data; CIFAR is downloaded there if missing)")
+                                      "~/.cache/igcv-nas/data; CIFAR is downloaded there if "
+                                      "missing)")
     p.add_argument("--proxy", choices=PROXY_MODES, help="training (default), zero-cost or both")
     p.add_argument("--zero-cost-metric", choices=ZERO_COST_METRICS,
                    help="the score of --proxy zero-cost (default synflow)")
@@ -299,7 +300,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.gpus_per_trial is None and not args.resume and gpus > 0:
         settings = replace(settings, gpus_per_trial=1.0)
     if args.cpus_per_trial is None and not args.resume and settings.gpus_per_trial > 0:
-        settings = replace(settings, cpus_per_trial=max(1.0, resources.get("CPU", 1) // max(1, gpus)))
+        per_gpu = max(1.0, resources.get("CPU", 1) // max(1, gpus))
+        settings = replace(settings, cpus_per_trial=per_gpu)
     if not args.resume:  # the device default (now that GPUs are known) with any overrides
         settings = replace(settings, budget=None)
         settings = replace(settings, budget=_proxy_budget(settings, args)
