@@ -247,6 +247,21 @@ def min_macs_at_target(space: SearchSpace, target: str) -> int:
         space.extreme_params("min"))), target)).macs
 
 
+def check_target(space: SearchSpace, target: str) -> None:
+    """SearchError when the space's networks are not valid at ``target`` (strides are fixed per
+    stage, so one network shows it: e.g. a resolution its strides cannot reach, whose specs
+    export would refuse)."""
+    if parse_target(target) is None:
+        return
+    from .validation import check
+    spec = at_target(space.sample(optuna.trial.FixedTrial(space.extreme_params("min"))), target)
+    bad = check(spec).violations
+    if bad:
+        raise SearchError(f"--target {target}: the networks of space {space.name!r} are not valid "
+                          f"there ({bad[0].where}: {bad[0].message}); accepted: a resolution "
+                          f"its strides reach, such as its own {space.target.input_size}")
+
+
 def max_macs_at_target(space: SearchSpace, target: str) -> int:
     t = parse_target(target)
     if t is None:

@@ -21,8 +21,9 @@ from ..latency import LatencyError
 from ..data import DataError, load_splits, resolve_data_dir
 from ..runstore import RunDir, RunError
 from ..search import (FLOPS_MIN_FRACTION, OBJECTIVES, PROXY_MODES, RESUME_MUTABLE, SAMPLERS,
-                      SCHEDULERS, TRAINING_SCORES, ZERO_COST_METRICS, SearchError, Settings,
-                      engine_record, max_macs_at_target, min_macs_at_target, run_search)
+                      SCHEDULERS, TRAINING_SCORES, ZERO_COST_METRICS, SearchError,
+                      Settings, check_target, engine_record, max_macs_at_target,
+                      min_macs_at_target, run_search)
 from ..space import SpaceError, available_spaces, load_space
 from ..units import parse_count, parse_duration
 from ._common import OneLineParser, fail
@@ -249,6 +250,7 @@ def main(argv: list[str] | None = None) -> int:
         if settings.address:
             check_reachable(settings.address)
         space = _load_space_for(run, given, args.force)
+        check_target(space, settings.target)
         if not args.resume:
             _proxy_budget(settings, args)  # bad overrides fail here, before any work
             if args.run_dir:
@@ -267,7 +269,10 @@ def main(argv: list[str] | None = None) -> int:
                                   f"target {settings.target}: {human(floor)} ({floor:,} MACs)")
             band = settings.band_floor
             top = max_macs_at_target(space, settings.target)
-            if band is not None and band > top:
+            if band is not None and band > top and settings.macs_min is None:
+                # the default floor follows the space when the budget is above all of it
+                settings = replace(settings, macs_min=int(FLOPS_MIN_FRACTION * top))
+            elif band is not None and band > top:
                 raise SearchError(f"--flops-min {human(band)} ({band:,} MACs) is above the most "
                                   f"expensive architecture of space {space.name!r} at target "
                                   f"{settings.target}: {human(top)} ({top:,} MACs); lower it or "
