@@ -1,17 +1,60 @@
 """igcv-search's framework overhead and search efficiency, measured on this machine.
 
     python benchmarks/bench_search.py overhead   --trials 6 --steps 24
-    python benchmarks/bench_search.py efficiency --trials 12 --flops 300M
+    python benchmarks/bench_search.py efficiency --seeds 5 --data-dir .data
 
 overhead: one search, one trial at a time, with a short proxy. Per trial: the proxy's
 training + validation time (the trial's compute) against everything else -- sampling, cost and
 budget checks, Ray scheduling and actor reuse, handing the data to the worker, building the
 model, telling the study, rewriting the run directory's files. Target: < 5% at 10 s trials.
 
-efficiency: the same proxy and the same number of evaluated trials for TPE, NSGA-II and random
-search on the default space under a MACs budget, against the hand-designed baselines
-(igcv3_d and mobilenet_v2 width-scaled to the same MACs) scored by the same proxy.
-Target: the search beats the best width-scaled baseline.
+efficiency: search efficiency at equal evaluation cost (issue 11, item 5): random search, TPE
+and evolution (``--scheduler none``) against the default ladder, ``--seeds`` sampler seeds each,
+every pick re-trained at the fidelity benchmark's reference budget with fresh seeds, against
+the width-scaled igcv3_d and mobilenet_v2 and the best of the pooled random searches (regret).
+The protocol, the CSV and resume are in ``benchmarks/search_efficiency.py``.
+
+Chosen configuration (the defaults): the ``mixed`` space, MACs band [64M, 80M] at 224x224 /
+1000 classes (``--flops 80M --flops-min 64M``, the fidelity benchmark's band; the CIFAR-10 forms
+the proxy trains have 15-21M MACs; a cheaper band does not work: not one of 4,000 uniform draws
+of ``mixed`` falls in [40M, 50M], and igcv-search gives up after 2,000 draws per suggestion;
+[64M, 80M] holds 4% of them). The proxy is the CPU default (2,700 images seen once, batch 32,
+84 steps) scored on 1,000 validation images (``--val-size 1000``, the same for every method);
+the ladder has 8 first-rung trials = 26 units, so the others get 26 trials. Measured on this
+2-core VM (CPU time, 1 thread): one first-rung trial ~27 s, one reference training at 50M ~120 s
+(~1.5x that at 80M); searches run 2 trials at a time. Expected: ~8-10 min per search (20
+searches ~3 h) plus <= 49 reference re-trainings (40 picks, 4 baseline, 5 pool; a pick two
+methods share is trained once) of ~2-3 min at 2 threads (~2 h): about 5 h on an otherwise idle
+machine, about twice that beside another benchmark.
+
+    python benchmarks/bench_search.py efficiency --seeds 5 --data-dir .data
+
+overhead: one search, one trial at a time, with a short proxy. Per trial: the proxy's
+training + validation time (the trial's compute) against everything else -- sampling, cost and
+budget checks, Ray scheduling and actor reuse, handing the data to the worker, building the
+model, telling the study, rewriting the run directory's files. Target: < 5% at 10 s trials.
+
+efficiency: search efficiency at equal evaluation cost (issue 11, item 5): random search, TPE
+and evolution (``--scheduler none``) against the default ladder, ``--seeds`` sampler seeds each,
+every pick re-trained at the fidelity benchmark's reference budget with fresh seeds, against
+the width-scaled igcv3_d and mobilenet_v2 and the best of the pooled random searches (regret).
+The protocol, the CSV and resume are in ``benchmarks/search_efficiency.py``.
+
+Chosen configuration (the defaults): the ``mixed`` space, MACs band [40M, 50M] at 224x224 /
+1000 classes (the CIFAR-10 forms the proxy trains have 10-14M MACs), the CPU default proxy
+(2,700 images seen once, batch 32, 84 steps) scored on 1,000 validation images
+(``--val-size 1000``: on this CPU scoring 5,000 images costs about as much as the training
+itself), the ladder with 8 first-rung trials = 26 units, so 26 trials for the others. Measured
+on this 2-core VM (1 thread per trial, 2 trials at a time): see README "Search efficiency";
+expected total about 5-6 h for 5 seeds (20 searches of ~8 min, 40 pick re-trainings + 4
+baseline + 5 pool re-trainings of ~2.5 min at 2 threads).
+
+    python benchmarks/bench_search.py efficiency --seeds 5 --data-dir .data
+    python benchmarks/bench_search.py efficiency \
+        --report benchmarks/results/search_efficiency_mixed_80M.csv
+    # smoke run (not a measurement): 1 seed, 4 trials, 4 steps everywhere
+    python benchmarks/bench_search.py efficiency --quick --seeds 1 --ladder-trials 4 --steps 4 \
+        --val-size 200 --data-dir .data
 """
 from __future__ import annotations
 
@@ -24,7 +67,6 @@ import statistics
 import sys
 import tempfile
 import time
-from dataclasses import replace
 from pathlib import Path
 
 import optuna
@@ -34,14 +76,7 @@ from optuna.storages import JournalStorage
 from optuna.storages.journal import JournalFileBackend
 
 from igcv_nas.cli.search import main as search_main
-from igcv_nas.cost import count, human
-from igcv_nas.data import load_splits
-from igcv_nas.proxy import evaluate
 from igcv_nas.runstore import STUDY_NAME
-from igcv_nas.search import Settings
-from igcv_nas.space import to_cifar
-from igcv_nas.units import parse_count
-from igcv_nas.zoo import scale_to_macs
 
 
 def _proxy_args(a) -> list[str]:
@@ -66,7 +101,7 @@ def _search(a, workdir: Path, name: str, extra: list[str]) -> tuple[Path, float]
 def overhead(a, workdir: Path) -> None:
     import ray
 
-    from igcv_nas.search import connect
+    from igcv_nas.raytune import connect
     t0 = time.perf_counter()
     connect(None)
     ray_start = time.perf_counter() - t0
@@ -103,59 +138,74 @@ def overhead(a, workdir: Path) -> None:
     ray.shutdown()
 
 
-def efficiency(a, workdir: Path) -> None:
-    budget = parse_count(a.flops, "--flops")
-    results = []
-    for sampler in ("tpe", "nsga2", "random"):
-        d, wall = _search(a, workdir, sampler, ["--sampler", sampler])
-        df = pd.read_csv(d / "trials.csv")
-        ev = df[df.status == "complete"]
-        b = ev.loc[ev.val_acc.idxmax()]
-        results.append((f"search: {sampler}", b.val_acc, int(b.macs), len(ev), wall))
-        print(f"# {sampler}: {len(ev)} trials in {wall:.0f} s, best {b.val_acc:.4f}", flush=True)
-    settings = Settings(budget=None)
-    proxy = settings.proxy_budget()
-    over = {"batch_size": a.batch_size, "train_fraction": a.train_fraction}
-    over.update({"steps": a.steps} if a.steps else {"epochs": a.epochs})
-    proxy = replace(proxy, train=replace(proxy.train, **over), val_size=a.val_size)
-    splits = load_splits("cifar10", a.data_dir, val_size=5000, seed=0)
-    torch.set_num_threads(os.cpu_count())
-    for name in ("igcv3_d", "mobilenet_v2"):
-        w, spec = scale_to_macs(name, budget)
-        t0 = time.perf_counter()
-        r = evaluate(to_cifar(spec, 10), splits, proxy)
-        results.append((f"baseline: {name} x{w}", r["val_acc"], count(spec).macs, 1,
-                        time.perf_counter() - t0))
-    print(f"# efficiency: space {a.space}, budget {a.flops} MACs at 224x224, {a.trials} trials "
-          f"per sampler, same proxy (CIFAR-10 variant, {a.epochs if not a.steps else a.steps} "
-          f"{'epochs' if not a.steps else 'steps'}, {a.train_fraction:.3f} of the training "
-          f"split, batch {a.batch_size}, {a.val_size} validation images), seed {a.seed}")
-    base = max(r[1] for r in results if r[0].startswith("baseline"))
-    print(f"{'method':<32}{'best val acc':>13}{'MACs':>10}{'trials':>8}{'wall s':>8}{'vs best baseline':>18}")
-    for label, acc, macs, n, wall in results:
-        print(f"{label:<32}{acc:>13.4f}{human(macs):>10}{n:>8}{wall:>8.0f}{acc - base:>+18.4f}")
+def efficiency(a) -> None:
+    import search_efficiency as se
+    if a.report:
+        se.report(Path(a.report))
+        return
+    try:
+        se.run(a)
+    except KeyboardInterrupt:
+        print("\n# interrupted; start the same command again to continue (finished units are "
+              "skipped, an interrupted search is resumed)", file=sys.stderr)
+        sys.exit(130)
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("what", choices=("overhead", "efficiency"))
-    ap.add_argument("--space", default="igcv3")
-    ap.add_argument("--flops", default="300M")
-    ap.add_argument("--trials", type=int, default=6)
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--epochs", type=int, default=1)
-    ap.add_argument("--steps", type=int, default=None)
-    ap.add_argument("--batch-size", type=int, default=32)
-    ap.add_argument("--train-fraction", type=float, default=0.03)
-    ap.add_argument("--val-size", type=int, default=1000)
-    ap.add_argument("--data-dir", default=None)
-    ap.add_argument("--keep", help="keep the run directories here")
+    sub = ap.add_subparsers(dest="what", required=True)
+    o = sub.add_parser("overhead", help="framework overhead per trial, one trial at a time")
+    o.add_argument("--space", default="igcv3")
+    o.add_argument("--flops", default="300M")
+    o.add_argument("--trials", type=int, default=6)
+    o.add_argument("--seed", type=int, default=0)
+    o.add_argument("--epochs", type=int, default=1)
+    o.add_argument("--steps", type=int, default=None)
+    o.add_argument("--batch-size", type=int, default=32)
+    o.add_argument("--train-fraction", type=float, default=0.03)
+    o.add_argument("--val-size", type=int, default=1000)
+    o.add_argument("--data-dir", default=None)
+    o.add_argument("--keep", help="keep the run directories here")
+    e = sub.add_parser("efficiency", help="samplers and the ladder at equal evaluation cost, "
+                                          "picks re-trained at the reference budget")
+    e.add_argument("--space", default="mixed")
+    e.add_argument("--flops", default="80M", help="MACs budget at --target")
+    e.add_argument("--flops-min", default="64M", help="floor of the MACs band")
+    e.add_argument("--target", default="space")
+    e.add_argument("--seeds", type=int, default=5, help="sampler seeds 0..N-1 per method")
+    e.add_argument("--methods", default="random,tpe,evolution,ladder")
+    e.add_argument("--ladder-trials", type=int, default=8,
+                   help="first-rung trials of the ladder; the others get its cost in trials")
+    e.add_argument("--ref-seeds", type=int, default=2, help="reference re-trainings per pick")
+    e.add_argument("--pool-top", type=int, default=5, help="regret pool: top K of the random pool")
+    e.add_argument("--epochs", type=int, default=None, help="proxy override (default: CPU default)")
+    e.add_argument("--steps", type=int, default=None, help="proxy override")
+    e.add_argument("--batch-size", type=int, default=None, help="proxy override")
+    e.add_argument("--train-fraction", type=float, default=None, help="proxy override")
+    e.add_argument("--val-size", type=int, default=1000, help="proxy validation images")
+    e.add_argument("--cpus-per-trial", type=float, default=None)
+    e.add_argument("--threads", type=int, default=int(os.environ.get("OMP_NUM_THREADS", "2")),
+                   help="threads of the reference re-trainings (in this process)")
+    e.add_argument("--data-dir", default=None)
+    e.add_argument("--csv", default=None,
+                   help="default benchmarks/results/search_efficiency_<space>_<flops>[_quick].csv")
+    e.add_argument("--runs-dir", default=None,
+                   help="default benchmarks/results/runs/<csv stem> (keep it out of git)")
+    e.add_argument("--quick", action="store_true",
+                   help="SMOKE RUNS ONLY: the reference trains --reference-steps steps, scored on "
+                        "1,000 test images; output and CSV are labelled as such")
+    e.add_argument("--reference-steps", type=int, default=4)
+    e.add_argument("--allow-other-machine", action="store_true")
+    e.add_argument("--report", metavar="CSV", help="only print the table of that CSV")
     a = ap.parse_args()
+    if a.what == "efficiency":
+        efficiency(a)
+        return
     print(f"# bench_search: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
           f"torch {torch.__version__}, {time.strftime('%Y-%m-%d %H:%M')}")
     workdir = Path(a.keep) if a.keep else Path(tempfile.mkdtemp(prefix="bench-search-"))
     try:
-        (overhead if a.what == "overhead" else efficiency)(a, workdir)
+        overhead(a, workdir)
     finally:
         if not a.keep:
             shutil.rmtree(workdir, ignore_errors=True)
