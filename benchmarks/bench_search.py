@@ -19,7 +19,7 @@ Chosen configuration (the defaults): the ``mixed`` space, MACs band [64M, 80M] a
 the proxy trains have 15-21M MACs; a cheaper band does not work: not one of 4,000 uniform draws
 of ``mixed`` falls in [40M, 50M], and igcv-search gives up after 2,000 draws per suggestion;
 [64M, 80M] holds 4% of them). The proxy is the CPU default (2,700 images seen once, batch 32,
-84 steps) scored on 1,000 validation images (``--val-size 1000``, the same for every method);
+84 steps) scored on 5,000 validation images (the CPU default, the same for every method);
 the ladder has 8 first-rung trials = 26 units, so the others get 26 trials. Measured on this
 2-core VM (CPU time, 1 thread): one first-rung trial ~27 s, one reference training at 50M ~120 s
 (~1.5x that at 80M); searches run 2 trials at a time. Expected: ~8-10 min per search (20
@@ -40,11 +40,10 @@ every pick re-trained at the fidelity benchmark's reference budget with fresh se
 the width-scaled igcv3_d and mobilenet_v2 and the best of the pooled random searches (regret).
 The protocol, the CSV and resume are in ``benchmarks/search_efficiency.py``.
 
-Chosen configuration (the defaults): the ``mixed`` space, MACs band [40M, 50M] at 224x224 /
-1000 classes (the CIFAR-10 forms the proxy trains have 10-14M MACs), the CPU default proxy
-(2,700 images seen once, batch 32, 84 steps) scored on 1,000 validation images
-(``--val-size 1000``: on this CPU scoring 5,000 images costs about as much as the training
-itself), the ladder with 8 first-rung trials = 26 units, so 26 trials for the others. Measured
+Chosen configuration (the defaults): the ``mixed`` space, MACs band [64M, 80M] at 224x224 /
+1000 classes (the CIFAR-10 forms the proxy trains have 15-21M MACs), the CPU default proxy
+exactly as igcv-search uses it (2,700 images seen once, batch 32, 84 steps, scored on 5,000
+validation images in batches of 128), the ladder with 8 first-rung trials = 26 units, so 26 trials for the others. Measured
 on this 2-core VM (1 thread per trial, 2 trials at a time): see README "Search efficiency";
 expected total about 5-6 h for 5 seeds (20 searches of ~8 min, 40 pick re-trainings + 4
 baseline + 5 pool re-trainings of ~2.5 min at 2 threads).
@@ -182,7 +181,8 @@ def main() -> None:
     e.add_argument("--steps", type=int, default=None, help="proxy override")
     e.add_argument("--batch-size", type=int, default=None, help="proxy override")
     e.add_argument("--train-fraction", type=float, default=None, help="proxy override")
-    e.add_argument("--val-size", type=int, default=1000, help="proxy validation images")
+    e.add_argument("--val-size", type=int, default=None,
+                   help="proxy validation images (default: the CPU default, 5,000)")
     e.add_argument("--cpus-per-trial", type=float, default=None)
     e.add_argument("--threads", type=int, default=int(os.environ.get("OMP_NUM_THREADS", "2")),
                    help="threads of the reference re-trainings (in this process)")

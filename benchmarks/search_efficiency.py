@@ -11,7 +11,7 @@ Protocol
   cost ``igcv_nas.trials.ladder_cost(N, ladder_plan(N))`` first-rung-training units (26 for
   N = 8: 8 trials, 2 promoted to 3x the images, 2 confirmed with 2 fresh seeds at 3x); the other
   methods get that many trials (rounded). The proxy is the same for all: ``igcv-search``'s CPU
-  default budget with the overrides given here (``--val-size`` 1000 by default, see below). The
+  default budget (with the overrides given here, none by default). The
   proxy's own seeds are the search default for every method and seed (common random numbers:
   the same architecture gets the same first-rung score in every search); the replicate is the
   sampler seed.
