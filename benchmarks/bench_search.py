@@ -43,10 +43,10 @@ The protocol, the CSV and resume are in ``benchmarks/search_efficiency.py``.
 Chosen configuration (the defaults): the ``mixed`` space, MACs band [64M, 80M] at 224x224 /
 1000 classes (the CIFAR-10 forms the proxy trains have 15-21M MACs), the CPU default proxy
 exactly as igcv-search uses it (2,700 images seen once, batch 32, 84 steps, scored on 5,000
-validation images in batches of 128), the ladder with 8 first-rung trials = 26 units, so 26 trials for the others. Measured
-on this 2-core VM (1 thread per trial, 2 trials at a time): see README "Search efficiency";
-expected total about 5-6 h for 5 seeds (20 searches of ~8 min, 40 pick re-trainings + 4
-baseline + 5 pool re-trainings of ~2.5 min at 2 threads).
+validation images in batches of 128), the ladder with 8 first-rung trials = 26 units, so 26
+trials for the others. Measured on this 2-core VM (1 thread per trial, 2 trials at a time):
+see README "Search efficiency"; expected total about 5-6 h for 5 seeds (20 searches of
+~8 min, 40 pick re-trainings + 4 baseline + 5 pool re-trainings of ~2.5 min at 2 threads).
 
     python benchmarks/bench_search.py efficiency --seeds 5 --data-dir .data
     python benchmarks/bench_search.py efficiency \
