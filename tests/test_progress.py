@@ -53,3 +53,36 @@ def test_results_tables_rank_first_rung_rows_and_list_the_ladder():
     top = text.split("Pareto front")[0]
     assert "top 2 architectures (first rung)" in top and "0.9000" not in top
     assert "ladder (rung 1" in text and "0.9000" in text.split("ladder (rung 1")[1]
+
+
+def test_startup_lines_say_what_runs():
+    """The start-up lines state the proxy's images, epochs, steps, validation images, seeds,
+    the ladder and whether ASHA runs -- from the settings, not from a template."""
+    from types import SimpleNamespace
+
+    from igcv_nas.cli.search import startup_lines
+    from igcv_nas.search import Settings
+    from igcv_nas.space import load_space
+
+    space = load_space("igcv3")
+    splits = SimpleNamespace(train=range(45_000), val=range(5_000), num_classes=10)
+    lines = startup_lines(Settings(macs=300_000_000), space, splits)
+    assert lines[0].endswith("budgets at target space: 300M, MACs band floor 210.00M; sampler tpe")
+    assert ("on 2,700 of 45,000 training images, 1 epoch(s), 84 steps of batch 32, no dropout; "
+            "scored once by val_acc on 5,000 held-out validation images; seeds init 0, data 0"
+            in lines[1])
+    assert lines[2].startswith("ladder: the best 5 trained again on 3x the images, the best 3 "
+                               "of those re-trained with 2 fresh seeds each")
+    assert "about 53 first-rung trainings" in lines[2]
+    assert lines[3] == "early stopping: none (ASHA off)"
+    zc = startup_lines(Settings(macs=300_000_000, proxy="zero-cost"), space, splits)
+    assert zc[1].startswith("proxy: zero-cost score zc_synflow") and "nothing is trained" in zc[1]
+    assert len(zc) == 2  # no ladder, no early-stopping line: nothing trains
+    asha = startup_lines(Settings(macs=300_000_000, scheduler="asha",
+                                  budget={**Settings().proxy_budget().to_dict(),
+                                          "train": {**Settings().proxy_budget().train.to_dict(),
+                                                    "epochs": 4}}), space, splits)
+    assert asha[2].startswith("early stopping: ASHA on (reduction factor 3")
+    both = startup_lines(Settings(macs=300_000_000, proxy="both"), space, splits)
+    assert both[-1].startswith("zero-cost beside training: none (no zero-cost proxy ranked "
+                               "positively in the fidelity benchmark for space igcv3")
