@@ -127,3 +127,12 @@ def test_check_resumable(tmp_path):
     run.space_file.write_bytes(b"name: t\n")
     with pytest.raises(RunError, match="was changed since the run was created"):
         run.check_resumable()
+
+
+def test_run_directory_honours_the_umask(tmp_path):
+    old = os.umask(0o022)
+    try:
+        run = RunDir.create(tmp_path / "r", {}, b"")
+    finally:
+        os.umask(old)
+    assert run.path.stat().st_mode & 0o777 == 0o755  # mkdtemp alone gives 0700
