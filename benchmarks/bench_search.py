@@ -26,34 +26,6 @@ the ladder has 8 first-rung trials = 26 units, so the others get 26 trials. Meas
 searches ~3 h) plus <= 49 reference re-trainings (40 picks, 4 baseline, 5 pool; a pick two
 methods share is trained once) of ~2-3 min at 2 threads (~2 h): about 5 h on an otherwise idle
 machine, about twice that beside another benchmark.
-
-    python benchmarks/bench_search.py efficiency --seeds 5 --data-dir .data
-
-overhead: one search, one trial at a time, with a short proxy. Per trial: the proxy's
-training + validation time (the trial's compute) against everything else -- sampling, cost and
-budget checks, Ray scheduling and actor reuse, handing the data to the worker, building the
-model, telling the study, rewriting the run directory's files. Target: < 5% at 10 s trials.
-
-efficiency: search efficiency at equal evaluation cost (issue 11, item 5): random search, TPE
-and evolution (``--scheduler none``) against the default ladder, ``--seeds`` sampler seeds each,
-every pick re-trained at the fidelity benchmark's reference budget with fresh seeds, against
-the width-scaled igcv3_d and mobilenet_v2 and the best of the pooled random searches (regret).
-The protocol, the CSV and resume are in ``benchmarks/search_efficiency.py``.
-
-Chosen configuration (the defaults): the ``mixed`` space, MACs band [64M, 80M] at 224x224 /
-1000 classes (the CIFAR-10 forms the proxy trains have 15-21M MACs), the CPU default proxy
-exactly as igcv-search uses it (2,700 images seen once, batch 32, 84 steps, scored on 5,000
-validation images in batches of 128), the ladder with 8 first-rung trials = 26 units, so 26
-trials for the others. Measured on this 2-core VM (1 thread per trial, 2 trials at a time):
-see README "Search efficiency"; expected total about 5-6 h for 5 seeds (20 searches of
-~8 min, 40 pick re-trainings + 4 baseline + 5 pool re-trainings of ~2.5 min at 2 threads).
-
-    python benchmarks/bench_search.py efficiency --seeds 5 --data-dir .data
-    python benchmarks/bench_search.py efficiency \
-        --report benchmarks/results/search_efficiency_mixed_80M.csv
-    # smoke run (not a measurement): 1 seed, 4 trials, 4 steps everywhere
-    python benchmarks/bench_search.py efficiency --quick --seeds 1 --ladder-trials 4 --steps 4 \
-        --val-size 200 --data-dir .data
 """
 from __future__ import annotations
 

@@ -237,14 +237,27 @@ def at_target(spec: NetworkSpec, target: str) -> NetworkSpec:
     return replace(spec, input_size=t[0], num_classes=t[1])
 
 
-def min_macs_at_target(space: SearchSpace, target: str) -> int:
+def extreme_spec(space: SearchSpace, target: str, which: str = "min") -> NetworkSpec:
+    """The space's cheapest (``min``) or most expensive (``max``) network by MACs, at ``target``."""
+    return at_target(space.sample(optuna.trial.FixedTrial(space.extreme_params(which))), target)
+
+
+def _macs_at_target(space: SearchSpace, target: str, side: int) -> int:
+    """Exact smallest (side 0) or largest (side 1) MACs of the space's networks at ``target``."""
     t = parse_target(target)
     if t is None:
-        return space.min_macs()
+        return space.macs_range()[side][0]
     if t[0] == 32:
-        return space.macs_range(cifar=True, num_classes=t[1])[0][0]
-    return costmod.count(at_target(space.sample(optuna.trial.FixedTrial(
-        space.extreme_params("min"))), target)).macs
+        return space.macs_range(cifar=True, num_classes=t[1])[side][0]
+    return costmod.count(extreme_spec(space, target, ("min", "max")[side])).macs
+
+
+def min_macs_at_target(space: SearchSpace, target: str) -> int:
+    return _macs_at_target(space, target, 0)
+
+
+def max_macs_at_target(space: SearchSpace, target: str) -> int:
+    return _macs_at_target(space, target, 1)
 
 
 def check_target(space: SearchSpace, target: str) -> None:
@@ -254,22 +267,11 @@ def check_target(space: SearchSpace, target: str) -> None:
     if parse_target(target) is None:
         return
     from .validation import check
-    spec = at_target(space.sample(optuna.trial.FixedTrial(space.extreme_params("min"))), target)
-    bad = check(spec).violations
+    bad = check(extreme_spec(space, target)).violations
     if bad:
         raise SearchError(f"--target {target}: the networks of space {space.name!r} are not valid "
                           f"there ({bad[0].where}: {bad[0].message}); accepted: a resolution "
                           f"its strides reach, such as its own {space.target.input_size}")
-
-
-def max_macs_at_target(space: SearchSpace, target: str) -> int:
-    t = parse_target(target)
-    if t is None:
-        return space.max_macs()
-    if t[0] == 32:
-        return space.macs_range(cifar=True, num_classes=t[1])[1][1]
-    return costmod.count(at_target(space.sample(optuna.trial.FixedTrial(
-        space.extreme_params("max"))), target)).macs
 
 
 # ---------------------------------------------------------------------------------------------
