@@ -101,3 +101,15 @@ def test_rejected_samples_never_reach_the_sampler_as_results(tmp_path):
     assert len(complete) == 4
     assert all(t.state == optuna.trial.TrialState.FAIL for t in st.trials if t not in complete)
     assert eng.next_config("x") == FINISHED
+
+
+def test_extreme_macs_at_targets():
+    from igcv_nas import cost
+    from igcv_nas.search import extreme_spec, max_macs_at_target, min_macs_at_target
+    sp = load_space("igcv3")
+    assert min_macs_at_target(sp, "space") == sp.min_macs()
+    assert max_macs_at_target(sp, "space") == sp.max_macs()
+    lo, hi = sp.macs_range(cifar=True, num_classes=10)
+    assert (min_macs_at_target(sp, "cifar10"), max_macs_at_target(sp, "cifar10")) == (lo[0], hi[0])
+    big = extreme_spec(sp, "160:1000", "max")
+    assert big.input_size == 160 and max_macs_at_target(sp, "160:1000") == cost.count(big).macs
