@@ -288,7 +288,7 @@ def test_resume_after_kill_9_of_the_driver(tmp_path, cifar_dir):
     kept = df.set_index("number").loc[before.number]
     assert list(kept.arch_id) == list(before.arch_id)
     assert list(kept.val_acc) == pytest.approx(list(before.val_acc))
-    assert list(kept.finished) == list(before.finished)
+    assert list(kept.finished) == list(pd.to_datetime(before.finished))  # typed by load_trials
     assert not [t for t in study(d).trials if t.state == optuna.trial.TrialState.RUNNING]
     for n in interrupted.number:  # continued (from its checkpoint when one was written)
         row = df.set_index("number").loc[n]
@@ -493,7 +493,7 @@ def test_ladder_confirms_a_winner_and_survives_kill_9(tmp_path, cifar_dir):
     # what was done before the kill is kept, not repeated
     kept = lad.set_index(["number", "rung", "seed"])
     for _, row in done_before.iterrows():
-        assert kept.loc[(row.number, row.rung, row.seed), "finished"] == row.finished
+        assert kept.loc[(row.number, row.rung, row.seed), "finished"] == pd.Timestamp(row.finished)
     best = json.loads((d / "best.json").read_text())
     assert best["confirmed"] is True
     w = best["confirmation"]["winner"]
