@@ -260,6 +260,13 @@ def max_macs_at_target(space: SearchSpace, target: str) -> int:
     return _macs_at_target(space, target, 1)
 
 
+def min_params_at_target(space: SearchSpace, target: str) -> int:
+    """Exact fewest parameters of the space's networks with the target's classes (parameters do
+    not depend on the resolution)."""
+    t = parse_target(target)
+    return space.params_range(num_classes=t[1] if t else None)[0][0]
+
+
 def check_target(space: SearchSpace, target: str) -> None:
     """SearchError when the space's networks are not valid at ``target`` (strides are fixed per
     stage, so one network shows it: e.g. a resolution its strides cannot reach, whose specs

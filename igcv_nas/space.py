@@ -76,7 +76,7 @@ from typing import Any, Iterator
 import yaml
 
 from . import perm as _perm
-from .cost import block_macs
+from .cost import block_cost
 from .spec import (ACTS, BLOCK_KINDS, Block, NetworkSpec, SpecError, Stem, block_from_dict,
                    from_dict)
 from .units import (MAX_BLOCKS, MAX_CHANNELS, MAX_CLASSES, MAX_IGC_LAYERS, MAX_INPUT_SIZE,
@@ -604,8 +604,9 @@ class SearchSpace:
     # -- exact MACs bounds --------------------------------------------------------------------
 
     def _block_extremes(self, st: StageSpace, c_in: int, c_out: int, stride: int,
-                        res: int) -> tuple[tuple[int, tuple], tuple[int, tuple]]:
-        """((min MACs, choices), (max MACs, choices)) of one block over its local choices."""
+                        res: int, metric: int = 0) -> tuple[tuple[int, tuple], tuple[int, tuple]]:
+        """((min, choices), (max, choices)) of one block's MACs (``metric`` 0) or params (1)
+        over its local choices."""
         lo = hi = None
         for kind in st.choices["kind"]:
             for ch in self._combos(st, kind):
@@ -613,7 +614,8 @@ class SearchSpace:
                 m = self._macs.get(key)
                 if m is None:
                     b = block_from_dict(block_dict(kind, c_in, c_out, stride, ch, "none", False))
-                    m = self._macs[key] = block_macs(b, res)[0]
+                    self._macs[key] = m = block_cost(b, res)[:2]  # (MACs, params)
+                m = m[metric]
                 if lo is None or m < lo[0]:
                     lo = (m, (kind, ch))
                 if hi is None or m > hi[0]:
@@ -637,8 +639,19 @@ class SearchSpace:
         MACs as :func:`igcv_nas.cost.count` (conv + linear multiply-accumulates at batch 1);
         ``params`` attain them through ``optuna.trial.FixedTrial(params)``. At :attr:`target`, or
         the CIFAR form (32x32, ``num_classes`` default 10) with ``cifar=True``."""
+        return self._range(cifar, num_classes, 0)
+
+    def params_range(self, num_classes: int | None = None
+                     ) -> tuple[tuple[int, dict], tuple[int, dict]]:
+        """((min parameters, trial params), (max parameters, trial params)), exact, as
+        :func:`igcv_nas.cost.count` counts them (no resolution dependence; the classifier has
+        ``num_classes`` outputs, default the target's)."""
+        return self._range(False, num_classes, 1)
+
+    def _range(self, cifar: bool, num_classes: int | None, metric: int
+               ) -> tuple[tuple[int, dict], tuple[int, dict]]:
         classes = num_classes or (10 if cifar else self.target.num_classes)
-        key = (cifar, classes)
+        key = (cifar, classes, metric)
         if key in self._ranges:
             return self._ranges[key]
         if cifar:
@@ -646,7 +659,8 @@ class SearchSpace:
         res = 32 if cifar else self.target.input_size
         s = 1 if cifar else self.stem.stride
         r_out = (res - 1) // s + 1
-        stem = self.stem.kernel ** 2 * 3 * self.stem.out_chs * r_out * r_out
+        stem_w = self.stem.kernel ** 2 * 3 * self.stem.out_chs
+        stem = stem_w * r_out * r_out if metric == 0 else stem_w + 2 * self.stem.out_chs
         # state: width leaving the previous stage -> (MACs so far, params); one table per side
         tables: list[dict[int, tuple[int, dict]]] = [{self.stem.out_chs: (stem, {})},
                                                      {self.stem.out_chs: (stem, {})}]
@@ -657,9 +671,9 @@ class SearchSpace:
             r_out = (res - 1) // stride + 1
             new: list[dict[int, tuple[int, dict]]] = [{}, {}]
             for w in st.widths:
-                rest = self._block_extremes(st, w, w, 1, r_out)
+                rest = self._block_extremes(st, w, w, 1, r_out, metric)
                 for c in tables[0]:
-                    first = self._block_extremes(st, c, w, stride, res)
+                    first = self._block_extremes(st, c, w, stride, res, metric)
                     for d in st.depths:
                         for side in (0, 1):
                             m = tables[side][c][0] + first[side][0] + (d - 1) * rest[side][0]
@@ -679,8 +693,13 @@ class SearchSpace:
         for side, pick in ((0, min), (1, max)):
             ends = []
             for w, (m, p) in tables[side].items():
-                head = w * self.head_chs * res * res if self.head_chs else 0
-                ends.append((m + head + (self.head_chs or w) * classes, p))
+                if metric == 0:
+                    head = w * self.head_chs * res * res if self.head_chs else 0
+                    cls = (self.head_chs or w) * classes
+                else:
+                    head = w * self.head_chs + 2 * self.head_chs if self.head_chs else 0
+                    cls = (self.head_chs or w) * classes + classes
+                ends.append((m + head + cls, p))
             out.append(pick(ends, key=lambda e: e[0]))
         self._ranges[key] = (out[0], out[1])
         return self._ranges[key]

@@ -322,6 +322,8 @@ BAD = [
     (["--gpus-per-trial", "1"], "--gpus-per-trial 1; this machine has 0 CUDA GPUs"),
     (["--cpus-per-trial", "999"], "--cpus-per-trial 999; this machine has"),
     (["--address", "127.0.0.1:1"], "--address 127.0.0.1:1: no Ray head answers there"),
+    (["--params", "1M"], "--params 1.00M (1,000,000) is below the smallest network of space "
+                         "'igcv3' at target space: 1.79M (1,788,800 parameters)"),
     (["--target", "8:10"], "--target 8:10: the networks of space 'igcv3' are not valid there"),
     (["--sampler", "evolution", "--objective", "pareto"],
      "--sampler evolution is single-objective"),

@@ -4,6 +4,7 @@ from __future__ import annotations
 import hashlib
 import random
 import textwrap
+from pathlib import Path
 
 import optuna
 import pytest
@@ -394,3 +395,27 @@ def test_cifar_form_strides_are_checked_when_asked_for(tmp_path):
     with pytest.raises(SpaceError, match=r"stages\[6\].stride=2 does not divide the resolution 1 "
                                          r"\(CIFAR form\)"):
         sp.sample(FixedTrial({}), cifar=True)
+
+
+@pytest.mark.parametrize("name", ["igcv3", "mixed", str(Path(__file__).parent / "spaces" /
+                                                         "small.yaml")])
+def test_params_range_is_exact_and_attained(name):
+    """The DP's extremes are attained by the trial params it returns and bound 500 samples."""
+    import numpy as np
+    import optuna
+
+    from igcv_nas.cost import count
+    sp = load_space(name)
+    (lo, p_lo), (hi, p_hi) = sp.params_range()
+    assert count(sp.sample(optuna.trial.FixedTrial(p_lo))).params == lo
+    assert count(sp.sample(optuna.trial.FixedTrial(p_hi))).params == hi
+    rng = np.random.default_rng(0)
+
+    class Uniform:
+        def suggest_categorical(self, name, choices):
+            return choices[int(rng.integers(len(choices)))]
+    seen = [count(sp.sample(Uniform())).params for _ in range(500)]
+    assert lo <= min(seen) and max(seen) <= hi
+    (lo10, p10), _ = sp.params_range(num_classes=10)
+    from igcv_nas.space import to_cifar
+    assert count(to_cifar(sp.sample(optuna.trial.FixedTrial(p10)), 10)).params == lo10

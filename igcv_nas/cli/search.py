@@ -23,7 +23,7 @@ from ..runstore import RunDir, RunError
 from ..search import (FLOPS_MIN_FRACTION, OBJECTIVES, PROXY_MODES, RESUME_MUTABLE, SAMPLERS,
                       SCHEDULERS, TRAINING_SCORES, ZERO_COST_METRICS, SearchError,
                       Settings, check_target, engine_record, max_macs_at_target,
-                      min_macs_at_target, run_search)
+                      min_macs_at_target, min_params_at_target, run_search)
 from ..space import SpaceError, available_spaces, load_space
 from ..units import parse_count, parse_duration
 from ._common import OneLineParser, fail
@@ -277,6 +277,12 @@ def main(argv: list[str] | None = None) -> int:
                                   f"expensive architecture of space {space.name!r} at target "
                                   f"{settings.target}: {human(top)} ({top:,} MACs); lower it or "
                                   f"pass --flops-min 0")
+        if settings.params is not None:
+            floor = min_params_at_target(space, settings.target)
+            if settings.params < floor:
+                raise SearchError(f"--params {human(settings.params)} ({settings.params:,}) is "
+                                  f"below the smallest network of space {space.name!r} at target "
+                                  f"{settings.target}: {human(floor)} ({floor:,} parameters)")
         lut = lut_path = None
         if settings.latency_ms is not None and settings.lut:  # a given LUT is checked up front
             lut, lut_path = _latency_lut(settings, space, None)
