@@ -211,7 +211,11 @@ def test_cli_build_lut_then_extend_without_remeasuring(tmp_path, capsys):
             "--threads", "1", "--warmup", "1", "--reps", "2", "--calibrate", "2"]
     assert main(args) == 0
     first = json.loads(out.read_text())
-    assert "measured now" in capsys.readouterr().out and first["calibration"]
+    got = capsys.readouterr()
+    assert "measured now" in got.out and first["calibration"]
+    progress = [line for line in got.err.splitlines() if "networks (" in line]
+    assert [line.split(" (")[0] for line in progress] == [
+        "igcv-latency: measured 1/2 networks", "igcv-latency: measured 2/2 networks"]
     assert main(args) == 0  # same networks again: the file is reused, nothing new measured
     assert "(0 measured now)" in capsys.readouterr().out
     assert json.loads(out.read_text())["entries"] == first["entries"]

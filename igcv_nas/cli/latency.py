@@ -110,9 +110,13 @@ def _build_lut(argv: list[str]) -> int:
                                   "use another --out")
         before = len(lut) if lut else 0
         t0 = time.perf_counter()
+        def progress(i: int, n: int) -> None:  # measuring takes about 5 s a network
+            print(f"{PROG}: measured {i}/{n} networks ({time.perf_counter() - t0:.0f} s)",
+                  file=sys.stderr, flush=True)
+
         lut = _lat.build_lut(specs, args.device, args.threads, args.batch, args.channels_last,
                              args.warmup, args.reps, args.calibrate, lut=lut,
-                             statistic=args.statistic)
+                             statistic=args.statistic, progress=progress)
         lut.save(args.out)
     except _lat.LatencyError as e:
         return fail(PROG, str(e))

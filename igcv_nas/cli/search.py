@@ -227,7 +227,10 @@ def _latency_lut(settings: Settings, space, run_path: Path | None):
     sampler = optuna.samplers.RandomSampler(seed=settings.seed)
     study = optuna.create_study(sampler=sampler)
     specs = [at_target(space.sample(study.ask()), settings.target) for _ in range(12)]
-    lut = build_lut(specs, settings.latency_device, threads=1, calibrate=8)
+    t0 = time.perf_counter()
+    lut = build_lut(specs, settings.latency_device, threads=1, calibrate=8,
+                    progress=lambda i, n: print(f"{PROG}: latency LUT: measured {i}/{n} networks "
+                                                f"({time.perf_counter() - t0:.0f} s)", flush=True))
     return lut, path
 
 
