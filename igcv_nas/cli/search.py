@@ -235,6 +235,15 @@ def _latency_lut(settings: Settings, space, run_path: Path | None):
 
 
 def main(argv: list[str] | None = None) -> int:
+    held: list[RunDir] = []  # a run directory whose lock this call took: released on every exit
+    try:
+        return _main(argv, held)
+    finally:
+        for run in held:
+            run.unlock()
+
+
+def _main(argv: list[str] | None, held: list[RunDir]) -> int:
     args = _parser().parse_args(argv)
     os.environ.setdefault("PYTHONWARNINGS", "ignore::DeprecationWarning")
     run: RunDir | None = None
@@ -245,6 +254,7 @@ def main(argv: list[str] | None = None) -> int:
                 raise SearchError("give either --resume RUN_DIR or --run-dir, not both")
             run = RunDir.open(args.resume)
             run.lock()  # before anything else: a live search on it is refused at once
+            held.append(run)
             run.check_resumable()
             settings = _resume_settings(run, given, args.force)
         else:
@@ -292,21 +302,15 @@ def main(argv: list[str] | None = None) -> int:
         splits = load_splits(settings.dataset, resolve_data_dir(settings.data_dir),
                              val_size=5000, seed=0, download_ok=True)
     except (SearchError, RunError, SpaceError, DataError, LatencyError, ValueError) as e:
-        if run is not None:
-            run.unlock()
         return fail(PROG, str(e))
 
     from ..raytune import connect
     try:
         resources = connect(settings.address, quiet=True)
     except KeyboardInterrupt:
-        if run is not None:
-            run.unlock()
         print(f"{PROG}: interrupted while Ray was starting; nothing was searched", file=sys.stderr)
         return 130
     except Exception as e:  # noqa: BLE001 - any connection failure is the user's address
-        if run is not None:
-            run.unlock()
         where = f" at {settings.address}" if settings.address else ""
         return fail(PROG, f"cannot start or reach Ray{where}: {e}")
     signal.signal(signal.SIGTERM, _terminate)  # after ray.init, which installs its own
@@ -336,6 +340,7 @@ def main(argv: list[str] | None = None) -> int:
                          "classes": splits.num_classes}, "attempts": [], "elapsed_s": 0.0}
             run = RunDir.create(name, meta, space.raw)
             run.lock()
+            held.append(run)
         else:
             run.update_meta(settings=settings.to_dict())
             if "space" in given:
@@ -348,7 +353,6 @@ def main(argv: list[str] | None = None) -> int:
         if lut is None:
             lut, lut_path = _latency_lut(settings, space, run.path)
     except (SearchError, LatencyError, ValueError) as e:
-        run.unlock()
         return fail(PROG, str(e))
     print(f"{PROG}: run directory {run.path}", flush=True)
     for line in startup_lines(settings, space, splits):
@@ -358,12 +362,10 @@ def main(argv: list[str] | None = None) -> int:
         out = run_search(run, settings, space, search_splits, prog.update, lut, quiet=True)
     except SearchError as e:
         prog.close()
-        run.unlock()
         return fail(PROG, str(e))
     except KeyboardInterrupt:  # outside Ray's loop (start-up, writing results)
         prog.close()
         run.update_meta(status="interrupted")
-        run.unlock()
         how = "terminated (SIGTERM)" if _TERMINATED else "interrupted"
         print(f"{PROG}: {how}; continue with: {PROG} --resume {run.path}")
         return 143 if _TERMINATED else 130
@@ -371,7 +373,6 @@ def main(argv: list[str] | None = None) -> int:
         prog.close()
         if lut is not None and lut_path is not None:
             lut.save(lut_path)
-    run.unlock()
     results_tables(out.rows, out.pareto, settings.score)
     sm = out.summary
     if sm.message:
