@@ -1,23 +1,30 @@
-"""Accuracy of the per-block latency LUT predictor against measurement (issue #6).
+"""Accuracy of the latency predictors (LUT sum and learned) against measurement (issues #6, #15).
 
 ``--n`` random architectures (Optuna RandomSampler, seed ``--seed``), split evenly over the
-shipped spaces (igcv2, igcv3, mixed, seesaw), at ``--size`` x ``--size`` (default 224, the
-target's ImageNet form; ``--cifar`` for the 32x32 form) and batch ``--batch`` (default 1), fp32,
-NCHW unless ``--channels-last``, ``--threads`` CPU threads (default 1). Then:
+shipped spaces (search_spaces/*.yaml), at ``--size`` x ``--size`` (default 224, the target's
+ImageNet form; ``--cifar`` for the 32x32 form) and batch ``--batch`` (default 1), fp32 unless
+``--amp``, NCHW unless ``--channels-last``, ``--threads`` CPU threads (default 1) on
+``--device`` (default cpu). Every measurement uses the protocol of :func:`igcv_nas.latency.
+measure`: ``--warmup`` untimed passes, ``--reps`` timed passes cut into ``--rounds`` rounds,
+the ``--statistic`` (median pass, fastest pass, or ``rounds``: the fastest per-round median)
+with the rounds' spread as its repeatability. Then:
 
-1. LUT build: the correction is calibrated on ``--calibrate`` whole networks sampled with a
-   different seed (never among the test networks); every distinct stem / block / head of the
-   test networks is measured (``--warmup`` + ``--reps`` passes each). Its time is printed.
-2. Each test network is measured as a whole twice (same warm-up / reps; the reference is the
-   mean of the two medians, their difference is printed as the measurement noise floor) and
-   predicted from the LUT.
+1. LUT build: calibrated on ``--calibrate`` whole networks sampled with a different seed (never
+   among the test networks; their pieces are also timed inside the network, the learned
+   predictor's neighbour rows); every distinct stem / block / head of the test networks is
+   measured. Its time is printed. The learned predictor is fitted on the LUT.
+2. Each test (held-out) network is measured as a whole twice, independently (same protocol; the
+   reference is the mean of the two, and the agreement of the 2nd with the 1st is the **noise
+   floor** of the protocol), and predicted by both predictors, plus the learned predictor's
+   piece model alone (every piece priced as if it had never been measured).
 
-Printed: the machine, the settings, the LUT size and build time, and the share of networks whose
-prediction is within +/-10% and +/-20% of the measured median, the median and p90 absolute
-relative error, overall and per space.
+Printed: the machine, the settings, the LUT size and build time, per predictor and overall /
+per space the share within +/-10% and +/-20% of the measurement, median and p90 absolute
+relative error, mean error; then a Markdown table of both predictors against the noise floor.
 
     python benchmarks/bench_latency.py                      # 100 networks at 224x224, batch 1
     python benchmarks/bench_latency.py --n 40 --cifar       # quick
+    python benchmarks/bench_latency.py --statistic rounds --rounds 4
 """
 from __future__ import annotations
 
@@ -33,7 +40,7 @@ import torch
 from optuna.samplers import RandomSampler
 
 from igcv_nas.cost import macs
-from igcv_nas.latency import build_lut, device_name, measure, predict
+from igcv_nas.latency import AMP_DTYPES, STATISTICS, build_lut, device_name, measure, predict
 from igcv_nas.space import available_spaces, load_space
 
 
@@ -57,6 +64,10 @@ def _pct(xs, q):
     return s[min(len(s) - 1, int(round(q * (len(s) - 1))))]
 
 
+def _share(errs, tol=0.10):
+    return sum(abs(e) <= tol for e in errs) / len(errs)
+
+
 def _summary(errs):
     a = [abs(e) for e in errs]
     return (f"within10 {sum(x <= 0.10 for x in a) / len(a):6.1%}  within20 "
@@ -77,30 +88,36 @@ def main(argv=None) -> int:
     ap.add_argument("--reps", type=int, default=15)
     ap.add_argument("--calibrate", type=int, default=8)
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--statistic", default="median", choices=("median", "min"),
+    ap.add_argument("--statistic", default="median", choices=STATISTICS,
                     help="latency statistic measured and predicted (default median)")
+    ap.add_argument("--rounds", type=int, default=4,
+                    help="rounds the timed passes are cut into (default 4)")
+    ap.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
+    ap.add_argument("--amp", default=None, choices=AMP_DTYPES, help="autocast dtype")
     ap.add_argument("--lut", default=None, help="also save the LUT to this file")
     args = ap.parse_args(argv)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     spaces = args.space or available_spaces()
 
-    print(f"machine: {device_name('cpu')}, {platform.system()} {platform.release()}, "
+    dev = args.device
+    print(f"machine: {device_name(dev)}, {platform.system()} {platform.release()}, "
           f"Python {platform.python_version()}, torch {torch.__version__}, "
           f"load average {os.getloadavg()[0]:.2f}")
     size = 32 if args.cifar else args.size
     print(f"settings: {args.n} networks from {', '.join(spaces)} at {size}x{size}, batch "
-          f"{args.batch}, {'channels_last' if args.channels_last else 'NCHW'}, fp32, cpu, "
-          f"{args.threads} thread(s), warm-up {args.warmup}, reps {args.reps} "
-          f"({args.statistic} pass), "
+          f"{args.batch}, {'channels_last' if args.channels_last else 'NCHW'}, "
+          f"{args.amp or 'fp32'}, {dev}, "
+          f"{args.threads} thread(s), warm-up {args.warmup}, reps {args.reps} in {args.rounds} "
+          f"rounds ({args.statistic} pass), "
           f"calibration on {args.calibrate} other networks")
 
     test = _sample(spaces, args.n, args.seed, size, args.cifar)
     calib = [s for _, s in _sample(spaces, args.calibrate, args.seed + 1000, size, args.cifar)]
     kw = dict(threads=args.threads, batch=args.batch, channels_last=args.channels_last,
-              warmup=args.warmup, reps=args.reps)
+              warmup=args.warmup, reps=args.reps, rounds=args.rounds, amp=args.amp)
 
     t0 = time.perf_counter()
-    lut = build_lut(calib, "cpu", calibrate=args.calibrate, statistic=args.statistic, **kw)
+    lut = build_lut(calib, dev, calibrate=args.calibrate, statistic=args.statistic, **kw)
     t_cal = time.perf_counter() - t0
     t1 = time.perf_counter()
     for _, s in test:
@@ -110,36 +127,70 @@ def main(argv=None) -> int:
           f"test networks' pieces, {t_cal:.1f} s for the calibration networks' pieces and "
           f"{len(lut.calibration)} whole-network calibration measurements); correction "
           f"{lut.correction['scale']:.4f} x sum {lut.correction['offset_ms']:+.3f} ms")
+    t3 = time.perf_counter()
+    learned = lut.learned()
+    print(f"learned predictor: fitted in {time.perf_counter() - t3:.1f} s on "
+          f"{learned.rows['pieces']} pieces, {learned.rows['context']} in-context rows of "
+          f"{learned.rows['networks']} networks; scale {learned.scale:.4f}")
     if args.lut:
         lut.save(args.lut)
     calls = lut.measure_calls
 
     rows = []
     t2 = time.perf_counter()
-    repeat = []
+    repeat, spreads = [], []
     for name, s in test:
-        # measured twice: the mean is the reference, the difference the noise floor
-        m1 = measure(s, "cpu", **kw).value(args.statistic)
-        m2 = measure(s, "cpu", **kw).value(args.statistic)
+        # measured twice: the mean is the reference, the agreement of the two the noise floor
+        a, b = measure(s, dev, **kw), measure(s, dev, **kw)
+        m1, m2 = a.value(args.statistic), b.value(args.statistic)
         m = (m1 + m2) / 2
         repeat.append(m2 / m1 - 1)
+        spreads += [x.spread for x in (a, b) if x.spread is not None]
         p = predict(s, lut)
-        rows.append((name, s, m, p, p / m - 1))
+        q = predict(s, lut, method="learned")
+        g = learned.predict(s, use_entries=False)
+        rows.append((name, s, m, p, p / m - 1, q / m - 1, g / m - 1))
     assert lut.measure_calls == calls, "prediction measured something"
     print(f"measured {len(rows)} whole networks in {time.perf_counter() - t2:.1f} s; "
           f"latency {min(r[2] for r in rows):.1f} .. {max(r[2] for r in rows):.1f} ms "
           f"(median {statistics.median(r[2] for r in rows):.1f}); MACs "
           f"{min(macs(r[1]) for r in rows) / 1e6:.0f}M .. "
           f"{max(macs(r[1]) for r in rows) / 1e6:.0f}M")
-    print(f"{'all':>8} n={len(rows):3d}  {_summary([r[4] for r in rows])}")
-    for name in spaces:
-        errs = [r[4] for r in rows if r[0] == name]
-        if errs:
-            print(f"{name:>8} n={len(errs):3d}  {_summary(errs)}")
+    for col, title in ((4, "LUT sum + correction"), (5, "learned predictor"),
+                       (6, "learned piece model alone (no LUT entry used)")):
+        print(title + ":")
+        print(f"{'all':>8} n={len(rows):3d}  {_summary([r[col] for r in rows])}")
+        for name in spaces:
+            errs = [r[col] for r in rows if r[0] == name]
+            if errs:
+                print(f"{name:>8} n={len(errs):3d}  {_summary(errs)}")
     print(f"{'noise':>8} n={len(rows):3d}  {_summary(repeat)}  (2nd whole-network measurement "
           "vs 1st: the floor)")
+    if spreads:
+        print(f"{'spread':>8} median spread between rounds {statistics.median(spreads):.1%}, "
+              f"p90 {_pct(spreads, 0.9):.1%} (the protocol's own repeatability figure)")
     raw = [lut.raw_sum(r[1]) / r[2] - 1 for r in rows]
     print(f"{'no corr.':>8} n={len(rows):3d}  {_summary(raw)}  (sum of LUT entries alone)")
+
+    print()
+    print("| networks | n | LUT within +/-10% | learned within +/-10% | noise floor within "
+          "+/-10% | LUT median abs err | learned median abs err | noise median abs diff |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|")
+    for name in ["all", *spaces]:
+        sel = [i for i, r in enumerate(rows) if name == "all" or r[0] == name]
+        if not sel:
+            continue
+        lu, le, no = ([rows[i][4] for i in sel], [rows[i][5] for i in sel],
+                      [repeat[i] for i in sel])
+        print(f"| {name} | {len(sel)} | {_share(lu):.0%} | {_share(le):.0%} | {_share(no):.0%} | "
+              f"{statistics.median(abs(e) for e in lu):.1%} | "
+              f"{statistics.median(abs(e) for e in le):.1%} | "
+              f"{statistics.median(abs(e) for e in no):.1%} |")
+    floor = _share(repeat)
+    if floor:
+        print(f"share within +/-10% relative to the noise floor's: LUT "
+              f"{_share([r[4] for r in rows]) / floor:.2f}, learned "
+              f"{_share([r[5] for r in rows]) / floor:.2f} (issue #15's target: >= 0.90)")
     print(f"load average at the end {os.getloadavg()[0]:.2f}")
     return 0
 

@@ -64,13 +64,16 @@ from typing import Any, Callable, Iterable
 from .fileio import atomic_write
 from .spec import Block, ConvOp, NetworkSpec
 
-__all__ = ["LUT", "LUT_FORMAT", "LatencyError", "Measurement", "MissingKey", "block_key",
-           "build_lut", "device_name", "fit_correction", "head_key", "measure", "measure_module",
-           "measure_modules", "network_keys", "predict", "resolve_device", "steady_allocator",
-           "stem_key"]
+__all__ = ["AMP_DTYPES", "LUT", "LUT_FORMAT", "LatencyError", "METHODS", "Measurement",
+           "MissingKey", "STATISTICS", "block_key", "build_lut", "device_name", "fit_correction",
+           "head_key", "measure", "measure_module", "measure_modules", "network_keys", "predict",
+           "resolve_device", "steady_allocator", "stem_key", "summarize"]
 
 LUT_FORMAT = "igcv-nas/latency-lut@1"
-STATISTICS = ("median", "min")
+STATISTICS = ("median", "min", "rounds")
+METHODS = ("lut", "learned")
+# the entry field holding each statistic
+_FIELD = {"median": "ms", "min": "min", "rounds": "stable"}
 
 
 class LatencyError(ValueError):
@@ -86,6 +89,11 @@ class MissingKey(LatencyError, KeyError):
 
 @dataclass(frozen=True)
 class Measurement:
+    """Summary of the timed passes of one module (ms). ``round_ms`` holds the median of each
+    round (consecutive slices of the passes, see :func:`summarize`), ``stable_ms`` the fastest
+    of them (the ``rounds`` statistic) and ``spread`` the repeatability figure
+    ``max(round_ms) / min(round_ms) - 1`` (None with a single round). ``segments`` holds one
+    Measurement per probed piece when the module was measured with probes (calibration)."""
     median_ms: float
     p90_ms: float
     reps: int
@@ -95,13 +103,49 @@ class Measurement:
     threads: int | None
     batch: int
     channels_last: bool
+    rounds: int = 1
+    round_ms: tuple[float, ...] = ()
+    stable_ms: float = 0.0
+    spread: float | None = None
+    amp: str | None = None
+    segments: tuple[Measurement, ...] = ()
 
     def as_dict(self) -> dict:
-        return asdict(self)
+        d = asdict(self)
+        d["round_ms"] = list(self.round_ms)
+        if not self.segments:
+            d.pop("segments")
+        return d
 
     def value(self, statistic: str = "median") -> float:
-        """The ``statistic`` (``median`` or ``min``) of the timed passes, in ms."""
-        return self.min_ms if statistic == "min" else self.median_ms
+        """The ``statistic`` of the timed passes in ms: ``median`` (all passes), ``min`` (the
+        fastest pass) or ``rounds`` (the fastest per-round median)."""
+        if statistic == "min":
+            return self.min_ms
+        if statistic == "rounds":
+            return self.stable_ms
+        return self.median_ms
+
+
+def summarize(times: list[float], rounds: int = 1) -> dict:
+    """Statistics of the pass times ``times`` (ms, in the order they were taken).
+
+    The passes are cut into ``min(rounds, len(times))`` consecutive rounds, round ``j`` holding
+    passes ``[j*n//R, (j+1)*n//R)`` (sizes differ by at most one). Returned: ``median_ms``,
+    ``p90_ms`` (linear interpolation), ``mean_ms``, ``min_ms`` of all passes; ``round_ms`` the
+    median of each round; ``stable_ms`` = ``min(round_ms)`` (a slow spell only ever adds time, a
+    single slow pass cannot move a round's median); ``spread`` = ``max(round_ms) /
+    min(round_ms) - 1``, the repeatability figure (how far two rounds of the same measurement
+    disagree; None with one round)."""
+    n = len(times)
+    if n == 0:
+        raise LatencyError("no timed passes to summarise")
+    r = max(1, min(int(rounds), n))
+    per = [statistics.median(times[j * n // r:(j + 1) * n // r]) for j in range(r)]
+    return {"median_ms": statistics.median(times), "p90_ms": _percentile(times, 0.9),
+            "mean_ms": statistics.fmean(times), "min_ms": min(times), "rounds": r,
+            "round_ms": tuple(per), "stable_ms": min(per),
+            "spread": (max(per) / min(per) - 1) if r > 1 and min(per) > 0 else None}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -195,18 +239,46 @@ def steady_allocator() -> bool:
     return ok
 
 
+AMP_DTYPES = ("fp16", "bf16")
+
+
+def _check_amp(amp: str | None) -> None:
+    if amp is not None and amp not in AMP_DTYPES:
+        raise LatencyError(f"amp={amp!r}: accepted: {', '.join(AMP_DTYPES)} (or none: fp32)")
+
+
+def _probe_hooks(module, points: list, stamp: Callable[[], None]) -> list:
+    """Hooks that call ``stamp`` before ``points[0]`` runs and after each of ``points`` has run:
+    ``len(points) + 1`` stamps per forward pass, whose differences are the time of each piece
+    inside the whole network (in context, with its real neighbours)."""
+    hooks = [points[0].register_forward_pre_hook(lambda *_: stamp())]
+    hooks += [p.register_forward_hook(lambda *_: stamp()) for p in points]
+    return hooks
+
+
 def measure_modules(items: list[tuple[Any, tuple[int, ...]]], device: Any = "cpu",
                     threads: int | None = None, batch: int = 1, channels_last: bool = False,
-                    warmup: int = 5, reps: int = 20) -> list[Measurement]:
+                    warmup: int = 5, reps: int = 20, rounds: int = 4, amp: str | None = None,
+                    probes: dict[int, list] | None = None) -> list[Measurement]:
     """Latency of each ``(module, input_shape)`` of ``items``, timed **round-robin**: ``warmup``
     untimed passes of every module, then ``reps`` rounds in each of which every module runs
     once and is timed. The samples of every module are so spread over the whole measurement:
     a machine whose speed drifts (frequency, neighbours on a VM) shifts all of them alike, and
     pieces measured together for a LUT see the same conditions as a whole network measured
-    over the same span of time. Modules are moved to ``device`` in eval mode (left there)."""
+    over the same span of time. The passes are summarised by :func:`summarize` in ``rounds``
+    rounds (every module's round ``j`` covers the same span of time). ``amp`` (``fp16`` /
+    ``bf16``) runs the passes under ``torch.autocast`` of the device. ``probes`` maps an item's
+    index to submodules of it (in forward order) whose in-context times are returned as the
+    Measurement's ``segments``. Modules are moved to ``device`` in eval mode (left there)."""
+    import contextlib
+
     import torch
     _check_counts(threads, batch, warmup, reps)
+    _check_amp(amp)
+    if not isinstance(rounds, int) or rounds <= 0:
+        raise LatencyError(f"rounds={rounds!r} must be a positive integer")
     dev = resolve_device(device)
+    cuda = dev.type == "cuda"
     mf = torch.channels_last if channels_last else torch.contiguous_format
     runs = []
     for module, shape in items:
@@ -217,19 +289,40 @@ def measure_modules(items: list[tuple[Any, tuple[int, ...]]], device: Any = "cpu
         if x.dim() == 4:
             x = x.contiguous(memory_format=mf)
         runs.append((module, x))
+    marks: dict[int, list] = {i: [] for i in (probes or {})}
+    active = [False]
+
+    def stamper(i: int) -> Callable[[], None]:
+        def stamp() -> None:
+            if not active[0]:
+                return
+            if cuda:
+                ev = torch.cuda.Event(enable_timing=True)
+                ev.record()
+                marks[i].append(ev)
+            else:
+                marks[i].append(time.perf_counter())
+        return stamp
+
+    hooks = [h for i, pts in (probes or {}).items()
+             for h in _probe_hooks(runs[i][0], pts, stamper(i))]
+    autocast = ((lambda: torch.autocast(dev.type, dtype={"fp16": torch.float16,
+                                                         "bf16": torch.bfloat16}[amp]))
+                if amp else contextlib.nullcontext)
     prev = torch.get_num_threads()
     times: list[list[float]] = [[] for _ in runs]
     try:
         if threads is not None:
             torch.set_num_threads(threads)
-        with torch.no_grad():
-            if dev.type == "cuda":
+        with torch.no_grad(), autocast():
+            if cuda:
                 with torch.cuda.device(dev):
                     for module, x in runs:
                         for _ in range(warmup):
                             module(x)
                     torch.cuda.synchronize(dev)
                     events: list[list] = [[] for _ in runs]
+                    active[0] = True
                     for _ in range(reps):
                         for i, (module, x) in enumerate(runs):
                             start = torch.cuda.Event(enable_timing=True)
@@ -238,6 +331,7 @@ def measure_modules(items: list[tuple[Any, tuple[int, ...]]], device: Any = "cpu
                             module(x)
                             end.record()
                             events[i].append((start, end))
+                    active[0] = False
                     torch.cuda.synchronize(dev)
                     times = [[s.elapsed_time(e) for s, e in ev] for ev in events]
             else:
@@ -246,36 +340,58 @@ def measure_modules(items: list[tuple[Any, tuple[int, ...]]], device: Any = "cpu
                     for _ in range(warmup):
                         module(x)
                 clock = time.perf_counter
+                active[0] = True
                 for _ in range(reps):
                     for i, (module, x) in enumerate(runs):
                         t0 = clock()
                         module(x)
                         times[i].append((clock() - t0) * 1e3)
+                active[0] = False
     finally:
+        active[0] = False
+        for h in hooks:
+            h.remove()
         if threads is not None:
             torch.set_num_threads(prev)
-    return [Measurement(statistics.median(ts), _percentile(ts, 0.9), reps, statistics.fmean(ts),
-                        min(ts), str(dev), threads if dev.type == "cpu" else None, batch,
-                        channels_last) for ts in times]
+    common = dict(device=str(dev), threads=threads if not cuda else None, batch=batch,
+                  channels_last=channels_last, amp=amp)
+    out = []
+    for i, ts in enumerate(times):
+        segs: tuple[Measurement, ...] = ()
+        if i in marks:
+            k = len(probes[i]) + 1  # stamps per pass
+            m = marks[i]
+            if len(m) != k * reps:
+                raise LatencyError(f"probes of item {i}: {len(m)} stamps for {reps} passes of "
+                                   f"{k}; a probed submodule did not run exactly once a pass")
+            gap = ((lambda a, b: a.elapsed_time(b)) if cuda else (lambda a, b: (b - a) * 1e3))
+            segs = tuple(Measurement(reps=reps, **summarize(
+                [gap(m[p * k + j], m[p * k + j + 1]) for p in range(reps)], rounds), **common)
+                for j in range(k - 1))
+        out.append(Measurement(reps=reps, segments=segs, **summarize(ts, rounds), **common))
+    return out
 
 
 def measure_module(module, input_shape: tuple[int, ...], device: Any = "cpu",
                    threads: int | None = None, batch: int = 1, channels_last: bool = False,
-                   warmup: int = 5, reps: int = 20) -> Measurement:
+                   warmup: int = 5, reps: int = 20, rounds: int = 4,
+                   amp: str | None = None) -> Measurement:
     """Latency of ``module`` on one input of shape ``(batch, *input_shape)`` (see module doc).
 
     The module is moved to ``device`` (and to channels_last when asked) and put in eval mode;
     it is left there."""
     return measure_modules([(module, tuple(input_shape))], device, threads, batch, channels_last,
-                           warmup, reps)[0]
+                           warmup, reps, rounds, amp)[0]
 
 
 def measure(model_or_spec, device: Any = "cpu", threads: int | None = None, batch: int = 1,
             channels_last: bool = False, warmup: int = 5, reps: int = 20,
-            input_shape: tuple[int, int, int] | None = None) -> Measurement:
+            input_shape: tuple[int, int, int] | None = None, rounds: int = 4,
+            amp: str | None = None) -> Measurement:
     """Measured latency of a whole network: a :class:`~igcv_nas.spec.NetworkSpec` (built here,
     input ``in_chs x input_size x input_size``) or an ``nn.Module`` (``input_shape`` = (C, H, W)
-    required). Median and p90 over ``reps`` timed passes after ``warmup`` untimed ones."""
+    required). Median, p90, fastest pass and the per-round medians with their spread over
+    ``reps`` timed passes in ``rounds`` rounds after ``warmup`` untimed ones (:func:`summarize`)."""
     if isinstance(model_or_spec, NetworkSpec):
         from .build import build_model
         spec = model_or_spec
@@ -285,7 +401,8 @@ def measure(model_or_spec, device: Any = "cpu", threads: int | None = None, batc
         if input_shape is None:
             raise LatencyError("measure(module): input_shape=(C, H, W) is required for a module")
         module, shape = model_or_spec, tuple(input_shape)
-    return measure_module(module, shape, device, threads, batch, channels_last, warmup, reps)
+    return measure_module(module, shape, device, threads, batch, channels_last, warmup, reps,
+                          rounds, amp)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -306,21 +423,23 @@ def _op_key(op: ConvOp) -> str:
             f"{'a' if op.act else 'l'} p{_perm_kind(op.perm)}")
 
 
-def _settings(res: int, batch: int, channels_last: bool) -> str:
-    return f"r{res} b{batch} {'nhwc' if channels_last else 'nchw'}"
+def _settings(res: int, batch: int, channels_last: bool, amp: str | None = None) -> str:
+    return f"r{res} b{batch} {'nhwc' if channels_last else 'nchw'}" + (f" {amp}" if amp else "")
 
 
-def block_key(block: Block, res: int, act: str, batch: int = 1, channels_last: bool = False) -> str:
+def block_key(block: Block, res: int, act: str, batch: int = 1, channels_last: bool = False,
+              amp: str | None = None) -> str:
     """LUT key of a block at input resolution ``res`` (see module doc)."""
     ops = "; ".join(_op_key(op) for op in block.ops)
     return (f"block {block.kind} {act} {'res' if block.residual else 'nores'} "
-            f"{_settings(res, batch, channels_last)} [{ops}]")
+            f"{_settings(res, batch, channels_last, amp)} [{ops}]")
 
 
-def stem_key(spec: NetworkSpec, batch: int = 1, channels_last: bool = False) -> str:
+def stem_key(spec: NetworkSpec, batch: int = 1, channels_last: bool = False,
+             amp: str | None = None) -> str:
     s = spec.stem
     return (f"stem {spec.act} {spec.in_chs}>{s.out_chs} k{s.kernel} s{s.stride} "
-            f"{_settings(spec.input_size, batch, channels_last)}")
+            f"{_settings(spec.input_size, batch, channels_last, amp)}")
 
 
 def _blocks_res(spec: NetworkSpec) -> tuple[list[tuple[Block, int]], int, int]:
@@ -335,10 +454,11 @@ def _blocks_res(spec: NetworkSpec) -> tuple[list[tuple[Block, int]], int, int]:
     return out, res, last
 
 
-def head_key(spec: NetworkSpec, batch: int = 1, channels_last: bool = False) -> str:
+def head_key(spec: NetworkSpec, batch: int = 1, channels_last: bool = False,
+             amp: str | None = None) -> str:
     _, res, last = _blocks_res(spec)
     return (f"head {spec.act} {last}>{spec.head_chs} classes{spec.num_classes} "
-            f"{_settings(res, batch, channels_last)}")
+            f"{_settings(res, batch, channels_last, amp)}")
 
 
 def _build_block(block: Block, act: str):
@@ -350,7 +470,8 @@ def _build_block(block: Block, act: str):
 _Piece = tuple[str, Callable[[], Any], tuple[int, int, int]]
 
 
-def _pieces(spec: NetworkSpec, batch: int, channels_last: bool) -> list[_Piece]:
+def _pieces(spec: NetworkSpec, batch: int, channels_last: bool,
+            amp: str | None = None) -> list[_Piece]:
     # the builders import torch only when called: keys (and so prediction) need no torch
     def stem():
         from .build import ConvBN
@@ -371,18 +492,19 @@ def _pieces(spec: NetworkSpec, batch: int, channels_last: bool) -> list[_Piece]:
         return nn.Sequential(*layers)
 
     blocks, res, last = _blocks_res(spec)
-    out: list[_Piece] = [(stem_key(spec, batch, channels_last), stem,
+    out: list[_Piece] = [(stem_key(spec, batch, channels_last, amp), stem,
                           (spec.in_chs, spec.input_size, spec.input_size))]
     for b, r in blocks:
-        out.append((block_key(b, r, spec.act, batch, channels_last),
+        out.append((block_key(b, r, spec.act, batch, channels_last, amp),
                     (lambda b=b: _build_block(b, spec.act)), (b.in_chs, r, r)))
-    out.append((head_key(spec, batch, channels_last), head, (last, res, res)))
+    out.append((head_key(spec, batch, channels_last, amp), head, (last, res, res)))
     return out
 
 
-def network_keys(spec: NetworkSpec, batch: int = 1, channels_last: bool = False) -> list[str]:
+def network_keys(spec: NetworkSpec, batch: int = 1, channels_last: bool = False,
+                 amp: str | None = None) -> list[str]:
     """The LUT keys of ``spec`` in forward order: stem, every block, head."""
-    return [k for k, _, _ in _pieces(spec, batch, channels_last)]
+    return [k for k, _, _ in _pieces(spec, batch, channels_last, amp)]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -394,10 +516,12 @@ class LUT:
 
     def __init__(self, device: str = "cpu", threads: int | None = None, batch: int = 1,
                  channels_last: bool = False, warmup: int = 5, reps: int = 20,
-                 device_name: str = "", torch_version: str = "", statistic: str = "median"):
+                 device_name: str = "", torch_version: str = "", statistic: str = "median",
+                 rounds: int = 4, amp: str | None = None):
         if statistic not in STATISTICS:
             raise LatencyError(f"statistic {statistic!r}: accepted: {', '.join(STATISTICS)}")
-        self.statistic = statistic
+        _check_amp(amp)
+        self.statistic, self.rounds, self.amp = statistic, rounds, amp
         self.device, self.threads, self.batch = str(device), threads, batch
         self.channels_last, self.warmup, self.reps = bool(channels_last), warmup, reps
         self.device_name, self.torch_version = device_name, torch_version
@@ -407,6 +531,28 @@ class LUT:
         self.build_s = 0.0           # seconds spent measuring entries and calibration, cumulative
         self.measure_calls = 0       # measurements made through this object (not saved)
         self.path: str | None = None
+        self.learned_config: dict = {}   # hyperparameters of the learned predictor (file)
+        self._learned = None             # its fitted form, refitted when the table changes
+        self._learned_state: tuple | None = None
+        self._learned_check: dict | None = None  # the saved fit's check values (file)
+
+    # -- the learned predictor -----------------------------------------------------------------
+    def learned(self):
+        """The kernel-level learned predictor of this table
+        (:class:`igcv_nas.latency_model.LearnedPredictor`), fitted on its entries and
+        calibration networks the first time it is asked for, and again after the table
+        changed. Needs scikit-learn."""
+        from .latency_model import LearnedPredictor
+        state = self._state()
+        if self._learned is None or self._learned_state != state:
+            self._learned = LearnedPredictor.fit(self, **self.learned_config)
+            self._learned_state = state
+            if self._learned_check:
+                self._learned.verify(self._learned_check)
+        return self._learned
+
+    def _field(self) -> str:
+        return _FIELD[self.statistic]
 
     # -- file ----------------------------------------------------------------------------------
     def to_dict(self) -> dict:
@@ -414,8 +560,24 @@ class LUT:
                 "threads": self.threads, "batch": self.batch, "statistic": self.statistic,
                 "channels_last": self.channels_last,
                 "warmup": self.warmup, "reps": self.reps, "torch": self.torch_version,
+                "rounds": self.rounds, "amp": self.amp,
                 "build_s": round(self.build_s, 3), "correction": self.correction,
-                "calibration": self.calibration, "entries": self.entries}
+                "calibration": self.calibration, "entries": self.entries,
+                **self._learned_dict()}
+
+    def _learned_dict(self) -> dict:
+        if self._learned is not None and self._learned_state == self._state():
+            return {"learned": self._learned.to_dict()}
+        d: dict = {}
+        if self.learned_config:
+            d["config"] = self.learned_config
+        chk = self._learned_check
+        if chk and (chk.get("entries"), chk.get("calibration")) == self._state()[:2]:
+            d["check"] = chk  # still describes this table: kept for the next refit to verify
+        return {"learned": d} if d else {}
+
+    def _state(self) -> tuple:
+        return (len(self.entries), len(self.calibration), self.statistic)
 
     def save(self, path: str | os.PathLike) -> None:
         """Write the table as JSON atomically (temporary file in the same folder + replace)."""
@@ -442,7 +604,8 @@ class LUT:
         try:
             lut = cls(d["device"], d.get("threads"), int(d["batch"]), bool(d["channels_last"]),
                       int(d.get("warmup", 5)), int(d.get("reps", 20)), d.get("device_name", ""),
-                      d.get("torch", ""), d.get("statistic", "median"))
+                      d.get("torch", ""), d.get("statistic", "median"), int(d.get("rounds", 1)),
+                      d.get("amp"))
             entries = d["entries"]
             if not isinstance(entries, dict) or not all(
                     isinstance(v, dict) and isinstance(v.get("ms"), (int, float))
@@ -455,6 +618,13 @@ class LUT:
                               "offset_ms": float(corr.get("offset_ms", 0.0)),
                               "points": int(corr.get("points", 0))}
             lut.build_s = float(d.get("build_s", 0.0))
+            learned = d.get("learned") or {}
+            if not isinstance(learned, dict):
+                raise TypeError("learned must be an object")
+            lut.learned_config = dict(learned.get("config") or {})
+            lut._learned_check = learned.get("check")
+            if lut.statistic == "rounds" and not all("stable" in v for v in entries.values()):
+                raise ValueError("statistic 'rounds' but entries without 'stable'")
         except (KeyError, TypeError, ValueError) as e:
             raise LatencyError(f"{path}: malformed LUT ({type(e).__name__}: {e})") from None
         lut.path = path
@@ -472,31 +642,30 @@ class LUT:
         :func:`measure_modules` call; returns how many were added."""
         t0 = time.perf_counter()
         todo: dict[str, tuple] = {}
-        for key, make, shape in _pieces(spec, self.batch, self.channels_last):
+        for key, make, shape in _pieces(spec, self.batch, self.channels_last, self.amp):
             if key not in self.entries and key not in todo:
                 todo[key] = (make, shape)
         if todo:
             self.measure_calls += 1
             ms = measure_modules([(make(), shape) for make, shape in todo.values()], self.device,
                                  self.threads, self.batch, self.channels_last, self.warmup,
-                                 self.reps)
+                                 self.reps, self.rounds, self.amp)
             for key, m in zip(todo, ms):
-                self.entries[key] = {"ms": round(m.median_ms, 5), "p90": round(m.p90_ms, 5),
-                                     "min": round(m.min_ms, 5)}
+                self.entries[key] = _entry(m)
         self.build_s += time.perf_counter() - t0
         return len(todo)
 
     def raw_sum(self, spec: NetworkSpec) -> float:
         """Sum of the entries of ``spec`` (MissingKey naming the first absent key)."""
         total = 0.0
-        for key in network_keys(spec, self.batch, self.channels_last):
+        for key in network_keys(spec, self.batch, self.channels_last, self.amp):
             e = self.entries.get(key)
             if e is None:
                 where = f" {self.path}" if self.path else ""
                 raise MissingKey(f"latency LUT{where} has no entry for {key!r} (measured on "
                                  f"{self.device}, batch {self.batch}); rebuild it with specs that "
                                  "contain this piece or predict with measure_missing=True")
-            total += e["min"] if self.statistic == "min" else e["ms"]
+            total += e[self._field()]
         return total
 
     def calibrate(self, specs: Iterable[NetworkSpec], n: int = 6) -> None:
@@ -526,26 +695,54 @@ class LUT:
     def _calibration_point(self, spec: NetworkSpec) -> dict:
         """The whole network and its distinct pieces timed round-robin in **one**
         :func:`measure_modules` call, so that the ratio whole / sum of pieces is taken under
-        the same machine conditions (a slow spell hits both alike)."""
+        the same machine conditions (a slow spell hits both alike). The whole network is
+        probed (a timestamp after its stem, after each block and after the classifier), which
+        gives the time of every piece **in context**: ``context_ms`` in forward order, beside
+        the network's ``keys``; with ``pieces_ms`` (the same pieces measured alone in the same
+        call) these are the training rows of the learned predictor's neighbour model."""
         from .build import build_model
         pieces: dict[str, tuple] = {}
         count: dict[str, int] = {}
-        for key, make, shape in _pieces(spec, self.batch, self.channels_last):
+        keys = []
+        for key, make, shape in _pieces(spec, self.batch, self.channels_last, self.amp):
             pieces.setdefault(key, (make, shape))
             count[key] = count.get(key, 0) + 1
-        items = [(build_model(spec), (spec.in_chs, spec.input_size, spec.input_size))]
+            keys.append(key)
+        model = build_model(spec)
+        items = [(model, (spec.in_chs, spec.input_size, spec.input_size))]
         items += [(make(), shape) for make, shape in pieces.values()]
         ms = measure_modules(items, self.device, self.threads, self.batch, self.channels_last,
-                             self.warmup, self.reps)
-        total = sum(count[k] * m.value(self.statistic) for k, m in zip(pieces, ms[1:]))
+                             self.warmup, self.reps, self.rounds, self.amp,
+                             probes={0: [model.stem, *model.blocks, model.classifier]})
+        alone = {k: m.value(self.statistic) for k, m in zip(pieces, ms[1:])}
+        total = sum(count[k] * v for k, v in alone.items())
         return {"arch_id": spec.arch_id, "sum_ms": round(total, 5),
-                "measured_ms": round(ms[0].value(self.statistic), 5)}
+                "measured_ms": round(ms[0].value(self.statistic), 5),
+                "spread": None if ms[0].spread is None else round(ms[0].spread, 5),
+                "keys": keys, "pieces_ms": [round(alone[k], 5) for k in keys],
+                "context_ms": [round(seg.value(self.statistic), 5) for seg in ms[0].segments]}
 
-    def predict(self, spec: NetworkSpec, measure_missing: bool = False) -> float:
+    def predict(self, spec: NetworkSpec, measure_missing: bool = False,
+                method: str = "lut") -> float:
+        """Predicted ms of ``spec``: ``lut`` = corrected sum of entries (pieces absent are
+        measured when ``measure_missing``, else :class:`MissingKey`); ``learned`` = the
+        learned predictor (:meth:`learned`), which models absent pieces and never measures."""
+        if method not in METHODS:
+            raise LatencyError(f"method {method!r}: accepted: {', '.join(METHODS)}")
+        if method == "learned":
+            return self.learned().predict(spec)
         if measure_missing:
             self.add_spec(spec)
         c = self.correction
         return c["scale"] * self.raw_sum(spec) + c["offset_ms"]
+
+
+def _entry(m: Measurement) -> dict:
+    """A LUT entry from a measurement: median (``ms``), p90, fastest pass (``min``), fastest
+    round median (``stable``) and the rounds' ``spread``."""
+    return {"ms": round(m.median_ms, 5), "p90": round(m.p90_ms, 5), "min": round(m.min_ms, 5),
+            "stable": round(m.stable_ms, 5),
+            "spread": None if m.spread is None else round(m.spread, 5)}
 
 
 def fit_correction(points: list[dict]) -> dict:
@@ -578,7 +775,7 @@ def build_lut(specs: Iterable[NetworkSpec], device: Any = "cpu", threads: int | 
               batch: int = 1, channels_last: bool = False, warmup: int = 5, reps: int = 20,
               calibrate: int = 6, lut: LUT | None = None,
               progress: Callable[[int, int], None] | None = None,
-              statistic: str = "median") -> LUT:
+              statistic: str = "median", rounds: int = 4, amp: str | None = None) -> LUT:
     """Measure every distinct piece (stem, blocks at their resolutions, head) of ``specs`` on
     ``device``, then fit the correction on ``calibrate`` whole networks. With ``lut`` given,
     only the pieces it lacks are measured (its settings are used)."""
@@ -588,7 +785,7 @@ def build_lut(specs: Iterable[NetworkSpec], device: Any = "cpu", threads: int | 
         import torch
         dev = resolve_device(device)
         lut = LUT(str(dev), threads if dev.type == "cpu" else None, batch, channels_last,
-                  warmup, reps, device_name(dev), torch.__version__, statistic)
+                  warmup, reps, device_name(dev), torch.__version__, statistic, rounds, amp)
     for i, spec in enumerate(specs):
         lut.add_spec(spec)
         if progress:
@@ -598,13 +795,22 @@ def build_lut(specs: Iterable[NetworkSpec], device: Any = "cpu", threads: int | 
 
 
 def predict(spec: NetworkSpec, lut: LUT, device: Any = None,
-            measure_missing: bool = False) -> float:
-    """Predicted latency in ms of ``spec`` on the LUT's device: ``scale * sum(entries) +
-    offset_ms``. A piece missing from the LUT raises :class:`MissingKey`, unless ``device`` is
-    given (it must be the LUT's device) or ``measure_missing`` is True: then it is measured and
-    added to ``lut`` (save it to keep it)."""
+            measure_missing: bool = False, method: str = "lut") -> float:
+    """Predicted latency in ms of ``spec`` on the LUT's device.
+
+    ``method="lut"`` (default): ``scale * sum(entries) + offset_ms``. A piece missing from the
+    LUT raises :class:`MissingKey`, unless ``device`` is given (it must be the LUT's device) or
+    ``measure_missing`` is True: then it is measured and added to ``lut`` (save it to keep it).
+
+    ``method="learned"``: the kernel-level learned predictor fitted on the LUT
+    (:mod:`igcv_nas.latency_model`); pieces missing from the LUT are predicted by its piece
+    model, so nothing is measured (``device`` / ``measure_missing`` only check the device)."""
+    if method not in METHODS:
+        raise LatencyError(f"method {method!r}: accepted: {', '.join(METHODS)}")
     if device is not None:
         if str(resolve_device(device)) != lut.device:
             raise LatencyError(f"LUT was measured on {lut.device}, not on {device}")
         measure_missing = True
+    if method == "learned":
+        return lut.predict(spec, method="learned")
     return lut.predict(spec, measure_missing)

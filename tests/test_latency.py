@@ -22,8 +22,10 @@ from igcv_nas import zoo
 from igcv_nas.build import build_model
 from igcv_nas.cli.latency import main
 from igcv_nas.latency import (LUT, LatencyError, MissingKey, block_key, build_lut, measure,
-                              measure_modules, network_keys, predict, steady_allocator)
-from igcv_nas.space import load_space
+                              measure_modules, network_keys, predict, steady_allocator, summarize)
+from igcv_nas.latency_model import (FEATURES, LearnedPredictor, context_features, parse_key,
+                                    piece_features)
+from igcv_nas.space import available_spaces, load_space
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
@@ -221,7 +223,8 @@ def test_cli_build_lut_then_extend_without_remeasuring(tmp_path, capsys):
     assert json.loads(out.read_text())["entries"] == first["entries"]
     assert main([TARGET, "--lut", str(out), "--threads", "1", "--reps", "3"]) == 0
     text = capsys.readouterr().out
-    assert "measured median" in text and "predicted" in text
+    assert "measured median" in text and "spread between the 3 rounds" in text  # 3 reps
+    assert "by the LUT sum" in text and "by the learned predictor" in text
 
 
 def test_cli_build_lut_fastest_pass_statistic(tmp_path, capsys):
@@ -295,3 +298,232 @@ def test_cli_usage_errors_one_line_exit_2(capsys, argv, msg):
     assert e.value.code == 2
     err = capsys.readouterr().err
     assert err.startswith("igcv-latency: error: ") and err.count("\n") == 1 and msg in err
+
+
+# ---------------------------------------------------------------------------------------------
+# the measurement protocol: rounds and their spread (issue #15)
+
+
+def test_summarize_rounds_and_spread_as_documented():
+    # 10 passes in 3 rounds: [0, 3), [3, 6), [6, 10) (sizes differ by at most one)
+    times = [5.0, 1.0, 3.0, 2.0, 2.0, 9.0, 4.0, 4.0, 6.0, 8.0]
+    s = summarize(times, rounds=3)
+    assert s["rounds"] == 3 and s["round_ms"] == (3.0, 2.0, 5.0)
+    assert s["stable_ms"] == 2.0 and s["spread"] == pytest.approx(5.0 / 2.0 - 1)
+    assert s["median_ms"] == 4.0 and s["min_ms"] == 1.0 and s["mean_ms"] == pytest.approx(4.4)
+    assert s["p90_ms"] == pytest.approx(8.1)
+    one = summarize(times, rounds=1)
+    assert one["round_ms"] == (4.0,) and one["stable_ms"] == 4.0 and one["spread"] is None
+    assert summarize([2.0, 4.0], rounds=8)["rounds"] == 2  # never more rounds than passes
+    assert summarize([3.0] * 8, rounds=4)["spread"] == 0.0
+    with pytest.raises(LatencyError, match="no timed passes"):
+        summarize([])
+
+
+def test_measurement_carries_its_repeatability():
+    m = measure(zoo.get(TARGET), threads=1, warmup=1, reps=8, rounds=4)
+    assert m.rounds == 4 and len(m.round_ms) == 4 and m.stable_ms == min(m.round_ms)
+    assert m.min_ms <= m.stable_ms and m.spread == pytest.approx(
+        max(m.round_ms) / min(m.round_ms) - 1)
+    assert m.value("rounds") == m.stable_ms
+    d = m.as_dict()
+    assert d["round_ms"] == list(m.round_ms) and "segments" not in d
+    with pytest.raises(LatencyError, match="rounds=0"):
+        measure(zoo.get(TARGET), rounds=0)
+
+
+def test_probes_time_every_piece_inside_the_network():
+    spec = zoo.get(TARGET)
+    model = build_model(spec)
+    (m,) = measure_modules([(model, (3, 32, 32))], threads=1, warmup=1, reps=4,
+                           probes={0: [model.stem, *model.blocks, model.classifier]})
+    assert len(m.segments) == len(network_keys(spec)) and all(s.median_ms > 0 for s in m.segments)
+    # the hooks are removed afterwards
+    assert not model.stem._forward_pre_hooks and not model.classifier._forward_hooks
+
+
+def test_lut_calibration_points_hold_in_context_rows(lut_file):
+    d = json.loads(lut_file.read_text())
+    for c in d["calibration"]:
+        assert len(c["keys"]) == len(c["context_ms"]) == len(c["pieces_ms"]) > 2
+        assert all(k in d["entries"] for k in c["keys"]) and c["spread"] >= 0
+    assert all("stable" in e and "spread" in e for e in d["entries"].values())
+
+
+# ---------------------------------------------------------------------------------------------
+# the learned predictor (issue #15): features, fit, save/reload
+
+
+def test_piece_features_of_a_known_block_equal_hand_computed_values():
+    key = ("block igc relu6 res r8 b2 nchw [16>16 k3 s1 g4x4>4 l pshuffle4; "
+           "16>16 k1 s1 g1x8>8+2x4>4 a p-]")
+    p = parse_key(key)
+    assert p["kind"] == "igc" and p["residual"] and p["batch"] == 2
+    assert p["convs"][1] == (16, 16, 1, 1, [(1, 8, 8), (2, 4, 4)], "-")
+    f = piece_features(key)
+    w1, w2 = 9 * 4 * 4 * 4, 1 * (8 * 8 + 2 * 4 * 4)         # 576, 96 weights
+    act = 2 * (16 * 64 + 16 * 64) * 2                         # two convs, input + output, batch 2
+    act += 2 * 2 * 16 * 64                                    # the shuffle reads and writes
+    act += 2 * 2 * 16 * 64                                    # the residual add
+    assert f == {"kind": 2, "act": 1, "residual": 1, "res_in": 8, "res_out": 8, "in_chs": 16,
+                 "out_chs": 16, "max_chs": 16, "n_convs": 2, "max_groups": 4, "uneven": 1,
+                 "max_kernel": 3, "stride": 1, "n_shuffle": 1, "n_gather": 0,
+                 "macs": 2 * 64 * (w1 + w2), "weights": w1 + w2, "act_elems": act,
+                 "bytes": 4 * (act + w1 + w2), "macs_per_byte": 2 * 64 * (w1 + w2) /
+                 (4 * (act + w1 + w2)), "batch": 2, "channels_last": 0, "amp": 0}
+    head = piece_features("head relu 32>64 classes10 r4 b1 nhwc fp16")
+    assert head["macs"] == 32 * 64 * 16 + 64 * 10 and head["weights"] == 32 * 64 + 64 * 10
+    assert head["amp"] == 1 and head["channels_last"] == 1 and head["res_out"] == 1
+    assert head["bytes"] == 2 * (head["act_elems"] + head["weights"])
+    stem = piece_features("stem relu6 3>16 k3 s2 r32 b1 nchw")
+    assert stem["macs"] == 27 * 16 * 16 * 16 and stem["res_out"] == 16 and stem["kind"] == 0
+    keys = ["stem relu6 3>16 k3 s2 r32 b1 nchw", key, "head relu 32>64 classes10 r4 b1 nhwc fp16"]
+    c = context_features(keys, 1)
+    assert c["prev_kind"] == 0 and c["prev_out_elems"] == 16 * 16 * 16
+    assert c["next_kind"] == 1 and c["next_macs"] == head["macs"] and c["position"] == 0.5
+    assert context_features(keys, 0)["prev_kind"] == -1
+    with pytest.raises(ValueError, match="not a latency LUT key"):
+        parse_key("conv 3>4")
+
+
+def _space_keys(n_per_space: int = 12, seed: int = 3, **kw) -> list[list[str]]:
+    """Piece keys of sampled 224x224 networks of every shipped space (no torch, no timing)."""
+    nets = []
+    for name in available_spaces():
+        sp = load_space(name)
+        study = optuna.create_study(sampler=RandomSampler(seed=seed))
+        nets += [network_keys(sp.sample(study.ask()), **kw) for _ in range(n_per_space)]
+    return nets
+
+
+def _synthetic_ms(key: str) -> float:
+    """A known function of the features: compute at 2 GMAC/s, memory at 4 GB/s, a 20 us
+    overhead per conv and 50 us per gather."""
+    f = piece_features(key)
+    return (f["macs"] / 2e6 + f["bytes"] / 4e6 + 0.02 * f["n_convs"] + 0.05 * f["n_gather"]
+            + 0.01)
+
+
+def _synthetic_lut(nets: list[list[str]], device: str = "cpu", amp=None) -> LUT:
+    """A LUT whose entries and calibration points follow known functions; the in-context time
+    of a piece is 0.8x its alone time after a stem and 1.1x otherwise, the whole network 0.3 ms
+    more than the sum of its pieces in context."""
+    lut = LUT(device, threads=1, statistic="median", amp=amp)
+    for keys in nets:
+        for k in keys:
+            ms = round(_synthetic_ms(k), 5)
+            lut.entries[k] = {"ms": ms, "p90": ms, "min": ms, "stable": ms, "spread": 0.0}
+    for j, keys in enumerate(nets[::4]):
+        alone = [lut.entries[k]["ms"] for k in keys]
+        inside = [a * (0.8 if i and keys[i - 1].startswith("stem") else 1.1)
+                  for i, a in enumerate(alone)]
+        lut.calibration.append({"arch_id": f"n{j}", "sum_ms": sum(alone),
+                                "measured_ms": sum(inside) + 0.3, "keys": keys,
+                                "pieces_ms": alone, "context_ms": inside, "spread": 0.0})
+    return lut
+
+
+def test_learned_piece_model_recovers_a_known_function():
+    nets = _space_keys()
+    keys = sorted({k for net in nets for k in net})
+    held = set(keys[::5])
+    train = [k for k in keys if k not in held]
+    model = LearnedPredictor({"piece": {"n_estimators": 400, "learning_rate": 0.05,
+                                        "max_depth": 4, "min_samples_leaf": 2, "subsample": 1.0,
+                                        "random_state": 0}}, "ms", {})
+    model.fit_pieces(train, [_synthetic_ms(k) for k in train])
+    test = sorted(held)
+    errs = [abs(p / _synthetic_ms(k) - 1) for k, p in zip(test, model.piece_ms(test))]
+    assert len(test) > 50 and statistics.median(errs) < 0.10, statistics.median(errs)
+    assert sum(e <= 0.25 for e in errs) / len(errs) >= 0.8
+
+
+def test_learned_network_prediction_learns_neighbours_and_overhead():
+    nets = _space_keys(n_per_space=12)
+    lut = _synthetic_lut(nets)
+    lp = LearnedPredictor.fit(lut)
+    assert lp.rows["context"] >= 30 and lp.context is not None and lp.rows["networks"] == 12
+    # on networks whose pieces are all in the table, the sum in context is recovered
+    for keys in nets[1::4][:6]:
+        alone = [lut.entries[k]["ms"] for k in keys]
+        truth = sum(a * (0.8 if i and keys[i - 1].startswith("stem") else 1.1)
+                    for i, a in enumerate(alone)) + 0.3
+        assert lp.predict_keys(keys) == pytest.approx(truth, rel=0.05)
+
+
+def test_saved_learned_predictor_reloads_and_predicts_exactly(tmp_path):
+    nets = _space_keys(n_per_space=6)
+    lut = _synthetic_lut(nets)
+    spec = load_space("igcv3").sample(
+        optuna.create_study(sampler=RandomSampler(seed=99)).ask())  # pieces not all in the LUT
+    p1 = lut.predict(spec, method="learned")
+    assert p1 == predict(spec, lut, method="learned") and lut.measure_calls == 0
+    path = tmp_path / "lut.json"
+    lut.save(path)
+    d = json.loads(path.read_text())["learned"]
+    assert d["format"] == "igcv-nas/latency-learned@1" and d["features"] == list(FEATURES)
+    assert d["config"]["piece"]["random_state"] == 0 and len(d["check"]["keys"]) == 5
+    import warnings
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the refit reproduces the saved check values
+        again = LUT.load(path)
+        assert again.predict(spec, method="learned") == p1
+    # a loaded-but-not-refitted table keeps its check on the next save
+    LUT.load(path).save(tmp_path / "copy.json")
+    assert json.loads((tmp_path / "copy.json").read_text())["learned"]["check"] == d["check"]
+
+
+def test_learned_on_a_measured_lut_reloads_exactly_and_never_measures(lut_file):
+    lut = LUT.load(lut_file)
+    other = zoo.get("igcv2_0.5_cifar")          # its pieces are not in the LUT
+    p = predict(other, lut, method="learned")
+    assert p > 0 and lut.measure_calls == 0 and len(lut) == len(LUT.load(lut_file))
+    assert predict(other, LUT.load(lut_file), method="learned") == p
+    with pytest.raises(LatencyError, match="method 'nope'"):
+        predict(other, lut, method="nope")
+
+
+def test_cli_prints_both_predictions_json(lut_file, capsys):
+    assert main([TARGET, "--lut", str(lut_file), "--no-measure", "--json"]) == 0
+    r = json.loads(capsys.readouterr().out)
+    assert r["predicted_ms"] > 0 and r["predicted_learned_ms"] > 0 and "measured" not in r
+    assert main([TARGET, "--lut", str(lut_file), "--no-measure"]) == 0
+    text = capsys.readouterr().out
+    assert "by the LUT sum" in text and "by the learned predictor" in text
+
+
+# ---------------------------------------------------------------------------------------------
+# CUDA / AMP LUTs: the code paths that need no GPU, and the GPU check itself
+
+
+def test_cuda_amp_lut_keys_features_and_learned_predictor(tmp_path):
+    nets = _space_keys(n_per_space=4, batch=8, channels_last=True, amp="fp16")
+    assert all(k.endswith(" nhwc fp16") or "nhwc fp16 [" in k for net in nets for k in net)
+    f32 = piece_features(nets[0][1].replace(" fp16", ""))
+    f16 = piece_features(nets[0][1])
+    assert f16["amp"] == 1 and f16["batch"] == 8 and f16["bytes"] * 2 == f32["bytes"]
+    lut = _synthetic_lut(nets, device="cuda:0", amp="fp16")
+    lut.batch, lut.channels_last = 8, True
+    spec = load_space("seesaw").sample(optuna.create_study(sampler=RandomSampler(seed=5)).ask())
+    p = lut.predict(spec, method="learned")
+    lut.save(tmp_path / "cuda.json")
+    again = LUT.load(tmp_path / "cuda.json")
+    assert again.device == "cuda:0" and again.amp == "fp16" and again.batch == 8
+    assert again.predict(spec, method="learned") == p > 0
+    with pytest.raises(LatencyError, match="amp='fp8'"):
+        LUT("cuda:0", amp="fp8")
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_cuda_lut_with_amp_protocol_and_learned_predictor(tmp_path):
+    specs = _samples(3)
+    lut = build_lut(specs, "cuda", batch=8, warmup=3, reps=8, calibrate=3, amp="fp16",
+                    statistic="rounds")
+    assert lut.device.startswith("cuda") and lut.threads is None and lut.amp == "fp16"
+    assert all(len(c["context_ms"]) == len(c["keys"]) for c in lut.calibration)
+    m = measure(specs[0], "cuda", batch=8, warmup=3, reps=8, amp="fp16")
+    assert m.spread is not None and m.amp == "fp16" and m.threads is None
+    p = predict(specs[0], lut, method="learned")
+    lut.save(tmp_path / "cuda.json")
+    assert predict(specs[0], LUT.load(tmp_path / "cuda.json"), method="learned") == p > 0

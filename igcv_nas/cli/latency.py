@@ -1,18 +1,21 @@
 """``igcv-latency``: measured and predicted latency of a network on a device.
 
     igcv-latency SPEC.json | ZOO_NAME [--lut FILE] [--device cpu] [--threads T] [--batch B]
-                 [--channels-last] [--warmup W] [--reps R] [--no-measure] [--json]
+                 [--channels-last] [--amp fp16|bf16] [--warmup W] [--reps R] [--rounds K]
+                 [--no-measure] [--json]
     igcv-latency build-lut --device cpu --out FILE [--space NAME ...] [--zoo NAME ...] [--n N]
-                 [--cifar] [--seed S] [--threads T] [--batch B] [--channels-last]
-                 [--warmup W] [--reps R] [--calibrate K]
+                 [--cifar] [--seed S] [--threads T] [--batch B] [--channels-last] [--amp D]
+                 [--warmup W] [--reps R] [--rounds K] [--calibrate K] [--statistic S]
 
-The first form measures the network (median and p90 in ms) and, with ``--lut``, prints the
-latency predicted from the lookup table (pieces the table lacks are measured on its device and
-added to the file). ``build-lut`` samples ``--n`` random architectures from each ``--space``
-(default: every shipped space), adds the ``--zoo`` networks, measures every distinct stem,
-block and head of them once and fits the correction on ``--calibrate`` whole networks; an
-existing ``--out`` file with the same settings is extended, not re-measured. Exit code 0 on
-success, 2 with one line on stderr for bad input.
+The first form measures the network (median, p90, fastest pass and the fastest of the
+per-round medians, with the rounds' spread as its repeatability) and, with ``--lut``, prints
+the latency predicted from the lookup table twice: the corrected sum of entries (pieces the
+table lacks are measured on its device and added to the file) and the learned predictor.
+``build-lut`` samples ``--n`` random architectures from each ``--space`` (default: every
+shipped space), adds the ``--zoo`` networks, measures every distinct stem, block and head of
+them once and fits the correction on ``--calibrate`` whole networks; an existing ``--out`` file
+with the same settings is extended, not re-measured. Exit code 0 on success, 2 with one line on
+stderr for bad input.
 """
 from __future__ import annotations
 
@@ -42,6 +45,7 @@ def _check_common(args: argparse.Namespace) -> None:
     _positive("--batch", args.batch)
     _positive("--reps", args.reps)
     _positive("--warmup", args.warmup, zero_ok=True)
+    _positive("--rounds", args.rounds)
 
 
 def _common(ap: argparse.ArgumentParser) -> None:
@@ -52,6 +56,11 @@ def _common(ap: argparse.ArgumentParser) -> None:
     ap.add_argument("--channels-last", action="store_true", help="channels_last model and input")
     ap.add_argument("--warmup", type=int, default=5, help="untimed passes first (default 5)")
     ap.add_argument("--reps", type=int, default=20, help="timed passes (default 20)")
+    ap.add_argument("--rounds", type=int, default=4,
+                    help="rounds the timed passes are cut into; the spread of the per-round "
+                         "medians is the repeatability figure (default 4)")
+    ap.add_argument("--amp", default=None, choices=_lat.AMP_DTYPES,
+                    help="run under torch.autocast with this dtype (default: fp32)")
 
 
 def _build_lut(argv: list[str]) -> int:
@@ -69,8 +78,9 @@ def _build_lut(argv: list[str]) -> int:
     ap.add_argument("--calibrate", type=int, default=6,
                     help="whole networks measured to fit the correction (default 6)")
     ap.add_argument("--statistic", default="median", choices=_lat.STATISTICS,
-                    help="what the LUT predicts: the median pass (default) or the fastest pass "
-                         "(steadier on a shared machine)")
+                    help="what the LUT predicts: the median pass (default), the fastest pass "
+                         "(min) or the fastest per-round median (rounds); the last two are "
+                         "steadier on a shared machine")
     _common(ap)
     args = ap.parse_args(argv)
     try:
@@ -101,13 +111,13 @@ def _build_lut(argv: list[str]) -> int:
         lut = None
         if os.path.exists(args.out):
             lut = _lat.LUT.load(args.out)
-            want = (args.threads, args.batch, args.channels_last, args.statistic)
-            if (lut.threads, lut.batch, lut.channels_last, lut.statistic) != want or \
+            want = (args.threads, args.batch, args.channels_last, args.statistic, args.amp)
+            if (lut.threads, lut.batch, lut.channels_last, lut.statistic, lut.amp) != want or \
                     lut.device != args.device:
                 return fail(PROG, f"{args.out} was measured with device={lut.device} "
                                   f"threads={lut.threads} batch={lut.batch} "
-                                  f"channels_last={lut.channels_last} statistic={lut.statistic}; "
-                                  "use another --out")
+                                  f"channels_last={lut.channels_last} statistic={lut.statistic} "
+                                  f"amp={lut.amp or 'none'}; use another --out")
         before = len(lut) if lut else 0
         t0 = time.perf_counter()
         def progress(i: int, n: int) -> None:  # measuring takes about 5 s a network
@@ -116,7 +126,8 @@ def _build_lut(argv: list[str]) -> int:
 
         lut = _lat.build_lut(specs, args.device, args.threads, args.batch, args.channels_last,
                              args.warmup, args.reps, args.calibrate, lut=lut,
-                             statistic=args.statistic, progress=progress)
+                             statistic=args.statistic, progress=progress, rounds=args.rounds,
+                             amp=args.amp)
         lut.save(args.out)
     except _lat.LatencyError as e:
         return fail(PROG, str(e))
@@ -126,6 +137,7 @@ def _build_lut(argv: list[str]) -> int:
     print(f"{args.out}: {len(lut)} entries ({len(lut) - before} measured now) from "
           f"{len(specs)} networks on {lut.device} ({lut.device_name}), threads {lut.threads}, "
           f"batch {lut.batch}, {'channels_last' if lut.channels_last else 'NCHW'}, "
+          f"{lut.amp or 'fp32'}, "
           f"{lut.statistic} pass; "
           f"{time.perf_counter() - t0:.1f} s; correction: {c['scale']:.4f} x sum "
           f"{c['offset_ms']:+.3f} ms ({c['points']} networks)")
@@ -161,23 +173,29 @@ def _measure(argv: list[str]) -> int:
                                         f"{args.device}")
             n0 = len(lut)
             out["predicted_ms"] = round(lut.predict(spec, measure_missing=not args.no_measure), 4)
+            try:
+                out["predicted_learned_ms"] = round(lut.predict(spec, method="learned"), 4)
+            except ImportError as e:
+                out["learned_unavailable"] = f"{e.name or e}: pip install scikit-learn"
             out["lut"] = {"path": args.lut, "device": lut.device, "threads": lut.threads,
-                          "statistic": lut.statistic,
+                          "statistic": lut.statistic, "amp": lut.amp,
                           "batch": lut.batch, "channels_last": lut.channels_last,
                           "measured_now": len(lut) - n0}
             if len(lut) > n0:
                 lut.save(args.lut)
             device, threads, batch, cl = lut.device, lut.threads, lut.batch, lut.channels_last
-            stat = lut.statistic
+            stat, amp, rounds = lut.statistic, lut.amp, lut.rounds
         else:
-            stat = "median"
+            stat, amp, rounds = "median", args.amp, args.rounds
             device, threads, batch, cl = (args.device or "cpu", args.threads, args.batch,
                                           args.channels_last)
         if not args.no_measure:
-            m = _lat.measure(spec, device, threads, batch, cl, args.warmup, args.reps)
+            m = _lat.measure(spec, device, threads, batch, cl, args.warmup, args.reps,
+                             rounds=rounds, amp=amp)
             out["measured"] = m.as_dict()
-            if "predicted_ms" in out:
-                out["error"] = round(out["predicted_ms"] / m.value(stat) - 1, 4)
+            for k, e in (("predicted_ms", "error"), ("predicted_learned_ms", "error_learned")):
+                if k in out:
+                    out[e] = round(out[k] / m.value(stat) - 1, 4)
     except _lat.LatencyError as e:
         return fail(PROG, str(e))
     except OSError as e:
@@ -191,14 +209,24 @@ def _measure(argv: list[str]) -> int:
         n = m["threads"]
         thr = "" if n is None else f" ({n} thread{'' if n == 1 else 's'})"
         print(f"{label} @ {spec.input_size}x{spec.input_size}, batch {m['batch']}, "
-              f"{'channels_last' if m['channels_last'] else 'NCHW'} on {m['device']}"
-              f"{thr}: measured "
+              f"{'channels_last' if m['channels_last'] else 'NCHW'}, {m['amp'] or 'fp32'} on "
+              f"{m['device']}{thr}: measured "
               f"median {m['median_ms']:.3f} ms, p90 {m['p90_ms']:.3f} ms, "
-              f"fastest {m['min_ms']:.3f} ms over {m['reps']} reps")
+              f"fastest {m['min_ms']:.3f} ms over {m['reps']} reps; fastest round median "
+              f"{m['stable_ms']:.3f} ms, spread between the {m['rounds']} rounds "
+              + ("n/a (one round)" if m["spread"] is None else f"{m['spread']:.1%}"))
     if "predicted_ms" in out:
-        err = f" ({out['error']:+.1%} vs measured)" if "error" in out else ""
-        print(f"{label}: predicted {out['predicted_ms']:.3f} ms ({out['lut']['statistic']} pass) "
+        stat = out["lut"]["statistic"]
+        err = f" ({out['error']:+.1%} vs measured {stat})" if "error" in out else ""
+        print(f"{label}: predicted {out['predicted_ms']:.3f} ms ({stat} pass) by the LUT sum "
               f"from {args.lut}{err}")
+        if "predicted_learned_ms" in out:
+            e = out.get("error_learned")
+            err = f" ({e:+.1%} vs measured {stat})" if e is not None else ""
+            print(f"{label}: predicted {out['predicted_learned_ms']:.3f} ms ({stat} pass) by the "
+                  f"learned predictor{err}")
+        else:
+            print(f"{label}: learned predictor unavailable ({out['learned_unavailable']})")
     return 0
 
 
