@@ -47,6 +47,19 @@ Prediction (:class:`LUT`, :func:`build_lut`, :func:`predict`)
     :class:`MissingKey` naming it, unless :func:`predict` is asked to measure it on the LUT's device
     (``measure_missing=True`` or a ``device`` argument), which adds it to the LUT.
 
+Protocol and repeatability (issue #15)
+    The timed passes are cut into ``rounds`` consecutive rounds (default 4; with round-robin
+    measurement every module's round ``j`` covers the same span of time); :func:`summarize`
+    reports each round's median, their minimum (``stable_ms``, statistic ``rounds``) and the
+    repeatability figure ``spread = max / min - 1`` of the round medians beside every value.
+    ``amp`` (fp16 / bf16) runs under ``torch.autocast`` and is part of the keys (fp32 keys are
+    unchanged). Calibration networks are also probed: every piece's time inside the network.
+
+Learned predictor
+    ``predict(..., method="learned")`` uses :mod:`igcv_nas.latency_model` (scikit-learn),
+    fitted on the LUT's entries and calibration networks and saved with it (hyperparameters +
+    check values; the rows are the file's own entries, so loading refits deterministically).
+
 Nothing here runs at import time; torch is imported lazily by the measuring functions only
 where it is needed, so reading a LUT and predicting from it needs no torch.
 """
