@@ -40,10 +40,11 @@ from pathlib import Path
 
 import numpy as np
 
+from .errors import IGCVError
 from .units import MAX_BATCH_BYTES, MAX_IMAGE_PIXELS, MAX_INPUT_SIZE, read_bounded, show
 
 
-class DataError(RuntimeError):
+class DataError(IGCVError, RuntimeError):
     """The data set cannot be found, downloaded or read (one-line message)."""
 
 

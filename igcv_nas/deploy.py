@@ -20,6 +20,7 @@ from typing import Callable
 import torch
 from torch import nn
 
+from .errors import InputError
 from .build import Block, ChannelGather, ChannelShuffle, ConvBN, IGCNet
 
 COLLAPSE = ("auto", "all", "none")
@@ -182,9 +183,9 @@ def deploy(model: IGCNet, collapse_mode: str = "auto", input_size: int | None = 
     """The deployment form of ``model`` (module doc): BN folded everywhere; chains collapsed
     per ``collapse_mode`` (``auto``: where timing at batch 1 says faster; needs ``input_size``)."""
     if collapse_mode not in COLLAPSE:
-        raise ValueError(f"collapse={collapse_mode!r}; accepted: {', '.join(COLLAPSE)}")
+        raise InputError(f"collapse={collapse_mode!r}; accepted: {', '.join(COLLAPSE)}")
     if collapse_mode == "auto" and input_size is None:
-        raise ValueError("collapse='auto' times each chain: give input_size")
+        raise InputError("collapse='auto' times each chain: give input_size")
     m = copy.deepcopy(model).eval()
     shapes: dict[int, tuple] = {}
     if collapse_mode == "auto":  # the input shape of every block

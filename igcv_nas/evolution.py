@@ -48,6 +48,8 @@ from optuna.samplers import BaseSampler, RandomSampler
 from optuna.study import StudyDirection
 from optuna.trial import FrozenTrial, TrialState
 
+from .errors import InputError
+
 if TYPE_CHECKING:
     from optuna.study import Study
 
@@ -210,18 +212,18 @@ class EvolutionSampler(BaseSampler):
                  seed: int | None = None, n_startup_trials: int | None = None,
                  accept: Callable[[Any], bool] | None = None, max_tries: int = 200):
         if population_size < 1:
-            raise ValueError(f"EvolutionSampler: population_size must be >= 1, "
+            raise InputError(f"EvolutionSampler: population_size must be >= 1, "
                              f"got {population_size}")
         if not 1 <= sample_size <= population_size:
-            raise ValueError(f"EvolutionSampler: sample_size must be in 1..population_size "
+            raise InputError(f"EvolutionSampler: sample_size must be in 1..population_size "
                              f"({population_size}), got {sample_size}")
         if n_startup_trials is not None and n_startup_trials < 0:
-            raise ValueError(f"EvolutionSampler: n_startup_trials must be >= 0, "
+            raise InputError(f"EvolutionSampler: n_startup_trials must be >= 0, "
                              f"got {n_startup_trials}")
         if max_tries < 1:
-            raise ValueError(f"EvolutionSampler: max_tries must be >= 1, got {max_tries}")
+            raise InputError(f"EvolutionSampler: max_tries must be >= 1, got {max_tries}")
         if seed is not None and int(seed) < 0:
-            raise ValueError(f"EvolutionSampler: seed must be >= 0, got {seed}")
+            raise InputError(f"EvolutionSampler: seed must be >= 0, got {seed}")
         self.population_size = population_size
         self.sample_size = sample_size
         self.n_startup_trials = population_size if n_startup_trials is None else n_startup_trials
@@ -293,7 +295,7 @@ class EvolutionSampler(BaseSampler):
     @staticmethod
     def _check_single_objective(study: Study) -> None:
         if len(study.directions) != 1:
-            raise ValueError("EvolutionSampler supports single-objective studies only; this "
+            raise InputError("EvolutionSampler supports single-objective studies only; this "
                              f"study has {len(study.directions)} objectives")
 
     def _plan_for(self, study: Study, trial: FrozenTrial) -> _Plan:

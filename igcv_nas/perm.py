@@ -23,6 +23,7 @@ from __future__ import annotations
 
 from typing import Any, Sequence
 
+from .errors import InputError
 from .units import MAX_CHANNELS, show
 
 Runs = tuple[tuple[int, int, int], ...]  # (count, in_per_group, out_per_group)
@@ -35,7 +36,7 @@ def identity(c: int) -> tuple[int, ...]:
 def interleave(c: int, g: int) -> tuple[int, ...]:
     """ShuffleNet channel shuffle with ``g`` groups (``g`` must divide ``c``)."""
     if g <= 0 or c % g:
-        raise ValueError(f"interleave: groups={g} must divide channels={c}")
+        raise InputError(f"interleave: groups={g} must divide channels={c}")
     k = c // g
     return tuple((i % g) * k + i // g for i in range(c))
 
@@ -44,7 +45,7 @@ def stride(c: int, k: int) -> tuple[int, ...]:
     """Every k-th channel, wrapping around: ``[0, k, 2k, ..., 1, k+1, ...]`` (``k`` divides
     ``c``)."""
     if k <= 0 or c % k:
-        raise ValueError(f"stride: k={k} must divide channels={c}")
+        raise InputError(f"stride: k={k} must divide channels={c}")
     return interleave(c, c // k)
 
 
@@ -73,10 +74,10 @@ def complement(prev_sizes: Sequence[int], next_sizes: Sequence[int]) -> tuple[in
     """
     m, n = len(prev_sizes), len(next_sizes)
     if sum(prev_sizes) != sum(next_sizes):
-        raise ValueError("complement: channel counts differ "
+        raise InputError("complement: channel counts differ "
                          f"({sum(prev_sizes)} vs {sum(next_sizes)})")
     if min(next_sizes) < m or min(prev_sizes) < n:
-        raise ValueError(
+        raise InputError(
             f"complement: cannot connect {m} groups {list(prev_sizes)[:8]} to {n} groups "
             f"{list(next_sizes)[:8]}: every later group needs >= {m} channels and every earlier "
             f"group >= {n}")
@@ -144,12 +145,12 @@ def interleave_groups(p: Sequence[int]) -> int | None:
 
 def _indices(v: Any) -> tuple[int, ...]:
     if not isinstance(v, (list, tuple)):
-        raise ValueError(f"permutation {show(v)}: expected a list of channel indices (ints)")
+        raise InputError(f"permutation {show(v)}: expected a list of channel indices (ints)")
     if len(v) > MAX_CHANNELS:  # checked before anything is built from it
-        raise ValueError(f"permutation of {len(v):,} channels; accepted: at most {MAX_CHANNELS:,} "
+        raise InputError(f"permutation of {len(v):,} channels; accepted: at most {MAX_CHANNELS:,} "
                          "(MAX_CHANNELS)")
     if not all(isinstance(x, int) and not isinstance(x, bool) for x in v):
-        raise ValueError("permutation must be a list of channel indices (ints), "
+        raise InputError("permutation must be a list of channel indices (ints), "
                          f"got {show(list(v))}")
     return tuple(v)
 
@@ -157,7 +158,7 @@ def _indices(v: Any) -> tuple[int, ...]:
 def _scheme_int(scheme: dict, key: str) -> int:
     name = scheme["scheme"]
     if key not in scheme:
-        raise ValueError(f"permutation scheme {show(name)} needs key {key!r} (an integer)")
+        raise InputError(f"permutation scheme {show(name)} needs key {key!r} (an integer)")
     v = scheme[key]
     if isinstance(v, int) and not isinstance(v, bool):
         return v
@@ -166,7 +167,7 @@ def _scheme_int(scheme: dict, key: str) -> int:
         return int(v)
     if isinstance(v, str) and v.strip().isdigit() and len(v) <= 12:
         return int(v)
-    raise ValueError(f"permutation scheme {show(name)}: {key}={show(v)} must be an integer")
+    raise InputError(f"permutation scheme {show(name)}: {key}={show(v)} must be an integer")
 
 
 def resolve(scheme, c: int, prev_out_sizes: Sequence[int] | None = None,
@@ -178,10 +179,10 @@ def resolve(scheme, c: int, prev_out_sizes: Sequence[int] | None = None,
     if isinstance(scheme, (list, tuple)):
         return _indices(scheme)
     if not isinstance(scheme, dict) or "scheme" not in scheme:
-        raise ValueError(f"permutation {show(scheme)}: expected an index list or "
+        raise InputError(f"permutation {show(scheme)}: expected an index list or "
                          "{'scheme': identity|interleave|stride|complement|custom, ...}")
     if not isinstance(c, int) or c > MAX_CHANNELS:
-        raise ValueError(f"permutation of {show(c)} channels; accepted: at most {MAX_CHANNELS:,} "
+        raise InputError(f"permutation of {show(c)} channels; accepted: at most {MAX_CHANNELS:,} "
                          "(MAX_CHANNELS)")
     name = scheme["scheme"]
     if name == "identity":
@@ -192,11 +193,11 @@ def resolve(scheme, c: int, prev_out_sizes: Sequence[int] | None = None,
         return stride(c, _scheme_int(scheme, "k"))
     if name == "custom":
         if "indices" not in scheme:
-            raise ValueError("permutation scheme 'custom' needs key 'indices' (a list of ints)")
+            raise InputError("permutation scheme 'custom' needs key 'indices' (a list of ints)")
         return _indices(scheme["indices"])
     if name == "complement":
         if prev_out_sizes is None or next_in_sizes is None:
-            raise ValueError("permutation scheme 'complement' needs a group conv on both sides")
+            raise InputError("permutation scheme 'complement' needs a group conv on both sides")
         return complement(prev_out_sizes, next_in_sizes)
-    raise ValueError(f"unknown permutation scheme {show(name)}; accepted: identity, interleave, "
+    raise InputError(f"unknown permutation scheme {show(name)}; accepted: identity, interleave, "
                      "shuffle, stride, complement, custom")

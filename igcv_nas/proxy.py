@@ -28,6 +28,7 @@ from typing import Callable
 
 import torch
 
+from .errors import InputError
 from .build import build_model
 from .data import Splits
 from .spec import NetworkSpec
@@ -48,10 +49,10 @@ class ProxyBudget:
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
-            raise ValueError(f"proxy mode {self.mode!r}; accepted: {', '.join(MODES)}")
+            raise InputError(f"proxy mode {self.mode!r}; accepted: {', '.join(MODES)}")
         unknown = [z for z in self.zero_cost if z not in PROXIES]
         if unknown:
-            raise ValueError(f"unknown zero-cost proxy {unknown[0]!r}; "
+            raise InputError(f"unknown zero-cost proxy {unknown[0]!r}; "
                              f"accepted: {', '.join(PROXIES)}")
 
     def to_dict(self) -> dict:
@@ -149,7 +150,7 @@ def evaluate(spec: NetworkSpec, splits: Splits, budget: ProxyBudget,
     the training state is saved there after each epoch, and ``resume=True`` continues from it.
     """
     if spec.num_classes != splits.num_classes:
-        raise ValueError(f"spec has {spec.num_classes} classes, the data set {splits.num_classes}")
+        raise InputError(f"spec has {spec.num_classes} classes, the data set {splits.num_classes}")
     scores: dict[str, float] = {}
     if budget.dropout is not None and spec.dropout != budget.dropout:
         spec = replace(spec, dropout=budget.dropout)

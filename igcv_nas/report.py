@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from .errors import InputError
 from .cost import human
 from .fileio import write_bytes, write_text
 from .runstore import (COMPLETE, DUPLICATE, FAILED, JOURNAL, LOST, OVER_BUDGET, PRUNED, RUNNING,
@@ -474,7 +475,7 @@ def render(run_dir: str | os.PathLike, top: int = 10) -> dict[str, str | bytes]:
     RunError when ``run_dir`` is not a run directory, ValueError when ``top`` < 1 or a table is
     unreadable."""
     if top < 1:
-        raise ValueError(f"--top {top}; accepted: an integer >= 1")
+        raise InputError(f"--top {top}; accepted: an integer >= 1")
     run = RunDir.open(run_dir)
     meta = run.meta
     score = score_column(meta)

@@ -31,6 +31,7 @@ import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterable
 
+from .errors import IGCVError
 from .fileio import write_bytes, write_json, write_text
 from .trials import LADDER_STUDY, STUDY_NAME, TrialStatus
 
@@ -70,7 +71,7 @@ TEXT_COLUMNS = ("status", "arch_id", "node", "reason")
 TIME_COLUMNS = ("started", "finished")
 
 
-class RunError(ValueError):
+class RunError(IGCVError, ValueError):
     """A run directory that cannot be used as asked (one line: path and what is wrong)."""
 
 

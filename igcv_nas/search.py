@@ -30,6 +30,7 @@ from typing import Any, Callable
 import optuna
 from optuna.trial import TrialState
 
+from .errors import IGCVError
 from . import cost as costmod
 from .space import SearchSpace, to_cifar
 from .spec import NetworkSpec
@@ -41,6 +42,7 @@ SAMPLERS = ("tpe", "evolution", "nsga2", "random")
 OBJECTIVES = ("accuracy", "pareto")
 PROXY_MODES = ("training", "zero-cost", "both")
 SCHEDULERS = ("ladder", "asha", "none")
+LATENCY_PREDICTORS = ("lut", "learned")
 # training scores a search can maximise: name -> sign (val_loss and tse: lower is better)
 TRAINING_SCORES = {"val_acc": 1, "val_loss": -1, "tse": -1}
 # the names of igcv_nas.zero_cost.PROXIES (kept here so that argument errors need no torch import)
@@ -60,7 +62,7 @@ RESUME_MUTABLE = ("trials", "time_budget_s", "cpus_per_trial", "gpus_per_trial",
                   "max_concurrent", "address", "data_dir", "max_failures")
 
 
-class SearchError(ValueError):
+class SearchError(IGCVError, ValueError):
     """Settings or a state that a search cannot start from (one line, what is accepted)."""
 
 
@@ -78,6 +80,7 @@ class Settings:
     latency_ms: float | None = None
     latency_device: str = "cpu"
     lut: str | None = None
+    latency_predictor: str = "lut"     # lut (sum of measured pieces) | learned (latency_model)
     dataset: str = "cifar10"
     data_dir: str | None = None
     trials: int = 20
@@ -122,6 +125,8 @@ class Settings:
         if not 0 <= self.seed <= MAX_SEED:
             raise bad("--seed", self.seed, f"an integer from 0 to {MAX_SEED:,} (a resume adds "
                                            f"7919 per attempt; samplers take 32-bit seeds)")
+        if self.latency_predictor not in LATENCY_PREDICTORS:
+            raise bad("--latency-predictor", self.latency_predictor, ", ".join(LATENCY_PREDICTORS))
         if self.scheduler not in SCHEDULERS:
             raise bad("--scheduler", self.scheduler, ", ".join(SCHEDULERS))
         if self.score_by not in TRAINING_SCORES:
@@ -305,7 +310,8 @@ def make_candidate(space: SearchSpace, trial: Any, settings: Settings, num_class
     cand = Candidate(spec, to_cifar(base, num_classes, resolution), c.macs, c.params)
     if lut is not None and settings.latency_ms is not None:
         from .latency import predict
-        cand.latency_ms = predict(spec, lut, measure_missing=True)
+        method = settings.latency_predictor  # learned: prices unmeasured pieces, measures nothing
+        cand.latency_ms = predict(spec, lut, measure_missing=method == "lut", method=method)
     return cand
 
 
@@ -731,7 +737,7 @@ def confirm_latency(engine: Engine, lut: Any, top: int = 3) -> None:
     measured = run.measured_latency()
     for n in sorted(chosen - set(measured)):
         m = measure(load(run.spec_file(n)), lut.device, lut.threads, lut.batch, lut.channels_last,
-                    lut.warmup, lut.reps)
+                    lut.warmup, lut.reps, rounds=lut.rounds, amp=lut.amp)
         measured[n] = round(m.value(lut.statistic), 4)
     run.write_measured_latency(measured)
 

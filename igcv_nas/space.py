@@ -75,6 +75,7 @@ from typing import Any, Iterator
 
 import yaml
 
+from .errors import IGCVError
 from . import perm as _perm
 from .cost import block_cost
 from .spec import (ACTS, BLOCK_KINDS, Block, NetworkSpec, SpecError, Stem, block_from_dict,
@@ -110,7 +111,7 @@ _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]{0,63}$")  # a space's name n
 _MAX_IGC_1X1 = 8  # an igc chain that is not dense after this many 1x1 convs is rejected
 
 
-class SpaceError(ValueError):
+class SpaceError(IGCVError, ValueError):
     """A search-space file that cannot be used (malformed, unknown key or value, invalid choice)."""
 
 

@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any, Iterator, NamedTuple, Union
 
+from .errors import IGCVError
 from . import perm as _perm
 from .units import (MAX_BLOCKS, MAX_CHANNELS, MAX_CLASSES, MAX_IGC_LAYERS, MAX_INPUT_SIZE,
                     MAX_KERNEL, MAX_NESTING, MAX_SPEC_BYTES, MAX_STRIDE, read_bounded, show)
@@ -39,7 +40,7 @@ ACTS = ("relu", "relu6", "hswish", "silu")
 REQUIRE = ("exact", "relaxed", "none")
 
 
-class SpecError(ValueError):
+class SpecError(IGCVError, ValueError):
     """A spec that cannot be read (malformed, unknown kind or key, wrong type)."""
 
 

@@ -36,6 +36,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from .errors import InputError
 from .data import Splits
 from .fileio import atomic_write
 
@@ -73,26 +74,26 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         if self.schedule not in SCHEDULES:
-            raise ValueError(f"schedule={self.schedule!r}; accepted: {', '.join(SCHEDULES)}")
+            raise InputError(f"schedule={self.schedule!r}; accepted: {', '.join(SCHEDULES)}")
         if not 0 < self.train_fraction <= 1:
-            raise ValueError(f"train_fraction={self.train_fraction} must be in (0, 1]")
+            raise InputError(f"train_fraction={self.train_fraction} must be in (0, 1]")
         if self.epochs < 1 and not self.steps:
-            raise ValueError(f"epochs={self.epochs} must be >= 1 (or give steps)")
+            raise InputError(f"epochs={self.epochs} must be >= 1 (or give steps)")
         if self.batch_size < 1:
-            raise ValueError(f"batch_size={self.batch_size} must be >= 1")
+            raise InputError(f"batch_size={self.batch_size} must be >= 1")
         if self.steps is not None and self.steps < 1:
-            raise ValueError(f"steps={self.steps} must be >= 1")
+            raise InputError(f"steps={self.steps} must be >= 1")
         for name in ("lr", "momentum", "weight_decay", "warmup", "label_smoothing"):
             v = getattr(self, name)
             if not isinstance(v, (int, float)) or not math.isfinite(v) or v < 0:
-                raise ValueError(f"{name}={v} must be a finite number >= 0")
+                raise InputError(f"{name}={v} must be a finite number >= 0")
         if self.lr <= 0:
-            raise ValueError(f"lr={self.lr} must be > 0")
+            raise InputError(f"lr={self.lr} must be > 0")
         if not self.warmup < 1 or not self.label_smoothing < 1 or not self.momentum < 1:
-            raise ValueError(f"warmup={self.warmup}, label_smoothing={self.label_smoothing} "
+            raise InputError(f"warmup={self.warmup}, label_smoothing={self.label_smoothing} "
                              f"and momentum={self.momentum} must each be below 1")
         if self.eval_batch_size < 1:
-            raise ValueError(f"eval_batch_size={self.eval_batch_size} must be >= 1")
+            raise InputError(f"eval_batch_size={self.eval_batch_size} must be >= 1")
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -104,7 +105,7 @@ class TrainConfig:
             d["data_seed"] = d["seed"]
         unknown = sorted(set(d) - {f.name for f in fields(cls)})
         if unknown:
-            raise ValueError(f"unknown training setting {unknown[0]!r}")
+            raise InputError(f"unknown training setting {unknown[0]!r}")
         return cls(**d)
 
 
@@ -154,7 +155,7 @@ def pick_device(device: str = "auto") -> torch.device:
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     d = torch.device(device)
     if d.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device {device!r} requested but CUDA is not available")
+        raise InputError(f"device {device!r} requested but CUDA is not available")
     return d
 
 
@@ -369,7 +370,7 @@ class ProxyTrainer:
 
     def load_state_dict(self, s: dict) -> None:
         if TrainConfig.from_dict(s["config"]) != self.cfg:
-            raise ValueError("checkpoint was written with a different training config")
+            raise InputError("checkpoint was written with a different training config")
         self.model.load_state_dict(s["model"])
         self.opt.load_state_dict(s["opt"])
         self.sched.load_state_dict(s["sched"])

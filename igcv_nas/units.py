@@ -9,6 +9,8 @@ import re
 import reprlib
 import stat
 
+from .errors import InputError
+
 _SUFFIX = {"": 1, "K": 10**3, "M": 10**6, "G": 10**9, "T": 10**12}
 _COUNT = re.compile(r"^\s*(\d+(?:\.\d*)?|\.\d+)(?:[eE]([+-]?\d+))?\s*([kKmMgGtT]?)\s*$")
 
@@ -22,17 +24,17 @@ def parse_count(text: str, what: str = "value") -> int:
     accepted = "a positive number with an optional K/M/G/T suffix, e.g. 300M, 0.3G, 300000000"
     m = _COUNT.match(str(text))
     if not m:
-        raise ValueError(f"{what} {text!r} is not a count; expected {accepted}")
+        raise InputError(f"{what} {text!r} is not a count; expected {accepted}")
     mant, exp, suf = m.groups()
     try:
         value = float(mant) * 10.0 ** int(exp or 0) * _SUFFIX[suf.upper()]
     except OverflowError:
         value = math.inf
     if not math.isfinite(value) or value > 1e18:
-        raise ValueError(f"{what} {text!r} is too large; expected {accepted} below 1e18")
+        raise InputError(f"{what} {text!r} is too large; expected {accepted} below 1e18")
     n = round(value)
     if n <= 0:
-        raise ValueError(f"{what} {text!r} must be positive; expected {accepted}")
+        raise InputError(f"{what} {text!r} must be positive; expected {accepted}")
     return n
 
 
@@ -45,11 +47,11 @@ def parse_duration(text: str, what: str = "duration") -> float:
     seconds."""
     m = _DURATION.match(str(text))
     if not m:
-        raise ValueError(f"{what} {text!r} is not a duration; expected a positive number with "
+        raise InputError(f"{what} {text!r} is not a duration; expected a positive number with "
                          "an optional unit ms/s/m/h/d, e.g. 15ms, 2h")
     value = float(m.group(1)) * _SECONDS[m.group(2)]
     if not math.isfinite(value) or value <= 0:
-        raise ValueError(f"{what} {text!r} must be positive and finite")
+        raise InputError(f"{what} {text!r} must be positive and finite")
     return value
 
 

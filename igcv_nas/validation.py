@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from .errors import IGCVError
 from .spec import ACTS, ConvOp, IGCBlock, NetworkSpec, runs_sum
 from .units import MAX_CHANNELS, MAX_CHECK_CELLS, MAX_KERNEL, MAX_STRIDE
 
@@ -72,7 +73,7 @@ class Report:
         return MODES[worst]
 
 
-class ValidationError(ValueError):
+class ValidationError(IGCVError, ValueError):
     def __init__(self, violations: list[Violation]):
         self.violations = violations
         head = f"{len(violations)} violation{'s' if len(violations) != 1 else ''}: "
@@ -91,7 +92,7 @@ _SATURATE = float(2**53)  # path counts are exact below this and saturate at it
 _CHUNK_CELLS = 2**22       # cells of one column chunk (32 MB in float64)
 
 
-class CheckTooLarge(ValueError):
+class CheckTooLarge(IGCVError, ValueError):
     """The exact complementary check of a chain would visit more than MAX_CHECK_CELLS cells."""
 
 

@@ -63,6 +63,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from .errors import InputError
+
 _WEIGHTED = (nn.Conv2d, nn.Linear)
 _ACTS = (nn.ReLU, nn.ReLU6, nn.Hardswish, nn.SiLU)
 _NORMS = (nn.modules.batchnorm._BatchNorm,)
@@ -155,7 +157,7 @@ def naswot(model: nn.Module, x: torch.Tensor, y: torch.Tensor | None = None) -> 
 
 def grad_norm(model: nn.Module, x: torch.Tensor, y: torch.Tensor | None = None) -> float:
     if y is None:
-        raise ValueError("grad_norm needs labels")
+        raise InputError("grad_norm needs labels")
     m = copy.deepcopy(model).train()
     m.zero_grad(set_to_none=True)
     F.cross_entropy(m(x), y).backward()
@@ -165,9 +167,9 @@ def grad_norm(model: nn.Module, x: torch.Tensor, y: torch.Tensor | None = None) 
 
 def zico(model: nn.Module, x: torch.Tensor, y: torch.Tensor | None = None) -> float:
     if y is None:
-        raise ValueError("zico needs labels")
+        raise InputError("zico needs labels")
     if x.shape[0] < 2 * ZICO_BATCHES:
-        raise ValueError(f"zico needs a batch of at least {2 * ZICO_BATCHES} images "
+        raise InputError(f"zico needs a batch of at least {2 * ZICO_BATCHES} images "
                          f"({ZICO_BATCHES} mini-batches of >= 2), got {x.shape[0]}")
     m = _dropout_off(copy.deepcopy(model).train())
     layers = [mod for mod in m.modules() if isinstance(mod, _WEIGHTED)]
@@ -200,7 +202,7 @@ PROXIES: dict[str, Callable[[nn.Module, torch.Tensor, torch.Tensor | None], floa
 def score(name: str, model: nn.Module, x: torch.Tensor, y: torch.Tensor | None = None) -> float:
     """Score ``model`` with proxy ``name`` on the batch ``x`` (labels ``y`` where needed)."""
     if name not in PROXIES:
-        raise ValueError(f"unknown zero-cost proxy {name!r}; accepted: {', '.join(PROXIES)}")
+        raise InputError(f"unknown zero-cost proxy {name!r}; accepted: {', '.join(PROXIES)}")
     return PROXIES[name](model, x, y)
 
 

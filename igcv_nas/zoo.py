@@ -20,6 +20,7 @@ from __future__ import annotations
 import math
 from typing import Callable
 
+from .errors import InputError
 from .spec import NetworkSpec, SpecError, from_dict
 from .units import MAX_ZOO_WIDTH, show
 
@@ -239,5 +240,5 @@ def scale_to_macs(name: str, macs: int, input_size: int = 224, num_classes: int 
         if m <= macs and (best is None or m >= best[0]):
             best = (m, w, spec)
     if best is None:
-        raise ValueError(f"{name} at width {lo} already exceeds {macs:,} MACs")
+        raise InputError(f"{name} at width {lo} already exceeds {macs:,} MACs")
     return best[1], best[2]

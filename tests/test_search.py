@@ -386,6 +386,20 @@ def test_latency_budget_with_a_lut_built_once_and_reused(tmp_path, cifar_dir, lo
     over = df2[df2.status == "over-budget"]
     assert (over.latency_ms > budget).all()
 
+    # the learned predictor prices pieces the LUT lacks: nothing is measured, the LUT keeps its
+    # entries
+    entries = json.loads(lut.read_text())["entries"]
+    d3 = tmp_path / "run3"
+    rc = main(["--space", SMALL, "--latency", f"{budget:.4f}ms", "--lut", str(lut), "--trials", "2",
+               "--latency-predictor", "learned", "--sampler", "random", "--seed", "8",
+               "--data-dir", str(cifar_dir), "--run-dir", str(d3), "--no-asha", *FAST])
+    assert rc == 0
+    df3 = load_trials(d3)
+    assert (df3[df3.status != "running"].latency_ms > 0).all()
+    assert (evaluated(df3).latency_ms <= budget + 1e-3).all()
+    assert json.loads(lut.read_text())["entries"] == entries
+    assert json.loads((d3 / "run.json").read_text())["settings"]["latency_predictor"] == "learned"
+
 
 def test_lut_of_another_device_is_refused_before_anything_is_written(tmp_path, capsys):
     lut = tmp_path / "lut.json"

@@ -9,6 +9,28 @@ from .. import zoo
 from ..spec import NetworkSpec, SpecError, from_dict, parse_json, read_spec_file
 
 EXIT_BAD_INPUT = 2
+EXIT_INTERNAL = 1
+
+
+def run_cli(prog: str, fn, argv: list[str] | None) -> int:
+    """Run a command's body: an :class:`igcv_nas.errors.IGCVError` (bad input) or an OSError
+    (a file the OS refused) that reaches here is one line and exit 2; any other exception is a
+    bug: one line saying so and exit 1, with the traceback when ``--debug`` is given."""
+    from ..errors import IGCVError
+    args = sys.argv[1:] if argv is None else argv
+    try:
+        return fn(argv)
+    except IGCVError as e:
+        return fail(prog, str(e))
+    except OSError as e:
+        return fail(prog, f"{e.filename + ': ' if e.filename else ''}{e.strerror or e}")
+    except Exception as e:  # noqa: BLE001 - the one place that reports bugs
+        if "--debug" in args:
+            raise
+        print(f"{prog}: internal error: {type(e).__name__}: {' '.join(str(e).split())} (a bug "
+              f"in igcv-nas, not in your input; rerun with --debug for the traceback)",
+              file=sys.stderr)
+        return EXIT_INTERNAL
 
 
 def fail(prog: str, message: str) -> int:
@@ -41,7 +63,13 @@ def resolve_spec(source: str) -> NetworkSpec:
 
 
 class OneLineParser(argparse.ArgumentParser):
-    """argparse, but a usage error is one line on stderr and exit code 2 like every other."""
+    """argparse, but a usage error is one line on stderr and exit code 2 like every other;
+    every command takes ``--debug`` (a traceback instead of the one-line internal error)."""
+
+    def __init__(self, *a, **kw):
+        super().__init__(*a, **kw)
+        self.add_argument("--debug", action="store_true",
+                          help="on an internal error, show the traceback")
 
     def error(self, message: str):  # type: ignore[override]
         sys.exit(fail(self.prog.split()[0], message))  # "igcv-latency build-lut" -> the tool

@@ -16,9 +16,10 @@ import sys
 from pathlib import Path
 
 from ..export import FILES, FORMATS, ExportError, export
+from ..errors import IGCVError, InputError
 from ..runstore import BEST_JSON, PARETO_JSON, RunDir, RunError
-from ..spec import SpecError, load
-from ._common import OneLineParser, fail, resolve_spec, valid_spec
+from ..spec import load
+from ._common import OneLineParser, fail, resolve_spec, valid_spec, run_cli
 
 PROG = "igcv-export"
 
@@ -51,7 +52,7 @@ def _formats(text: str) -> tuple[str, ...]:
     fs = tuple(f.strip() for f in text.split(",") if f.strip())
     bad = [f for f in fs if f not in FORMATS]
     if bad or not fs:
-        raise ValueError(f"--format {text!r}; accepted: a comma-separated subset of "
+        raise InputError(f"--format {text!r}; accepted: a comma-separated subset of "
                          f"{','.join(FORMATS)}")
     return fs
 
@@ -73,7 +74,7 @@ def _run_selection(run: RunDir, args) -> list[dict]:
         rows = row
     elif args.top is not None:
         if args.top < 1:
-            raise ValueError(f"--top {args.top}; accepted: an integer >= 1")
+            raise InputError(f"--top {args.top}; accepted: an integer >= 1")
         rows = done.sort_values([score, "macs"], ascending=[False, True]).head(args.top)
     elif args.pareto:
         nums = [r["number"] for r in json.loads((run.path / PARETO_JSON).read_text())]
@@ -101,15 +102,15 @@ def _load_weights(path: str) -> tuple[dict, bool]:
     try:
         blob = torch.load(path, map_location="cpu", weights_only=True)
     except FileNotFoundError:
-        raise ValueError(f"--weights {path}: no such file") from None
+        raise InputError(f"--weights {path}: no such file") from None
     except IsADirectoryError:
-        raise ValueError(f"--weights {path}: a folder, not a file; accepted: "
+        raise InputError(f"--weights {path}: a folder, not a file; accepted: "
                          f"{ACCEPTED_WEIGHTS}") from None
     except Exception as e:  # noqa: BLE001 - whatever unpickling a foreign file raises
         if isinstance(e, pickle.UnpicklingError) and "weights_only" in str(e):
             e = ValueError("it holds objects other than tensors and plain containers")
         first = next((ln for ln in str(e).splitlines() if ln.strip()), type(e).__name__)
-        raise ValueError(f"--weights {path}: not a torch weights file (torch.load: "
+        raise InputError(f"--weights {path}: not a torch weights file (torch.load: "
                          f"{type(e).__name__}: {first[:160]}); "
                          f"accepted: {ACCEPTED_WEIGHTS}") from None
     trained = True
@@ -120,7 +121,7 @@ def _load_weights(path: str) -> tuple[dict, bool]:
         blob = blob["model"]
     tensors = isinstance(blob, dict) and all(isinstance(v, torch.Tensor) for v in blob.values())
     if not (tensors and blob):
-        raise ValueError(f"--weights {path}: holds no state_dict; accepted: {ACCEPTED_WEIGHTS}")
+        raise InputError(f"--weights {path}: holds no state_dict; accepted: {ACCEPTED_WEIGHTS}")
     return blob, trained
 
 
@@ -132,7 +133,7 @@ def _check_fits(state: dict, spec, path: str) -> None:
     except RuntimeError as e:
         lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
         why = lines[1] if len(lines) > 1 else lines[0]
-        raise ValueError(f"--weights {path}: not weights of arch {spec.arch_id} "
+        raise InputError(f"--weights {path}: not weights of arch {spec.arch_id} "
                          f"({why[:200]})") from None
 
 
@@ -154,6 +155,10 @@ def _train_hint(specs: list[tuple[Path, str]], out: str) -> list[str]:
 
 
 def main(argv: list[str] | None = None) -> int:
+    return run_cli(PROG, _main, argv)
+
+
+def _main(argv: list[str] | None) -> int:
     args = _parser().parse_args(argv)
     try:
         formats = _formats(args.format)
@@ -178,21 +183,21 @@ def main(argv: list[str] | None = None) -> int:
         else:
             selectors = (args.trial, args.top, args.pareto or None)
             if any(v is not None and v is not False for v in selectors):
-                raise ValueError("--trial/--top/--pareto select trials of a run directory, "
+                raise InputError("--trial/--top/--pareto select trials of a run directory, "
                                  f"and {args.source} is not one")
             spec = valid_spec(resolve_spec(args.source), args.source)
             jobs.append((spec.arch_id, spec, {"source": str(args.source)}))
         state, trained = None, False
         if args.weights:
             if len(jobs) != 1:
-                raise ValueError("--weights applies to a single export; "
+                raise InputError("--weights applies to a single export; "
                                  f"this selection has {len(jobs)}")
             state, trained = _load_weights(args.weights)
             _check_fits(state, jobs[0][1], args.weights)
         out_root = Path(args.out)
         if out_root.exists() and not out_root.is_dir():
-            raise ValueError(f"--out {out_root} exists and is not a folder")
-    except (RunError, SpecError, ValueError, OSError) as e:
+            raise InputError(f"--out {out_root} exists and is not a folder")
+    except (IGCVError, OSError) as e:
         return fail(PROG, str(e))
     created_root = not out_root.exists()
     failed, untrained = 0, []

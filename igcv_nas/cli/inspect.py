@@ -14,7 +14,7 @@ import sys
 from .. import cost as _cost
 from ..spec import NetworkSpec, SpecError
 from ..validation import check
-from ._common import fail, resolve_spec
+from ._common import fail, resolve_spec, run_cli
 
 
 def _layer(label: str, kind: str, res: tuple[int, int], macs: int, params: int) -> dict:
@@ -114,7 +114,12 @@ def _print_table(r: dict) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    return run_cli("igcv-inspect", _main, argv)
+
+
+def _main(argv: list[str] | None) -> int:
     ap = argparse.ArgumentParser(prog="igcv-inspect", description=__doc__.split("\n\n")[1])
+    ap.add_argument("--debug", action="store_true", help="on an internal error, show the traceback")
     ap.add_argument("source",
                     help="a spec JSON file or a zoo name (e.g. mobilenet_v2, igcv3_d_0.7_cifar)")
     ap.add_argument("--target", type=int, default=None,

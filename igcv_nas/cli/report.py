@@ -11,8 +11,8 @@ import sys
 from pathlib import Path
 
 from ..report import render, write_files
-from ..runstore import RunError
-from ._common import OneLineParser, fail
+from ..errors import IGCVError
+from ._common import OneLineParser, fail, run_cli
 
 PROG = "igcv-report"
 
@@ -27,6 +27,10 @@ def _parser() -> OneLineParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    return run_cli(PROG, _main, argv)
+
+
+def _main(argv: list[str] | None) -> int:
     args = _parser().parse_args(argv)
     if args.top < 1:
         return fail(PROG, f"--top {args.top}; accepted: an integer >= 1")
@@ -35,7 +39,7 @@ def main(argv: list[str] | None = None) -> int:
         return fail(PROG, f"--out {out} exists and is not a folder")
     try:
         files = render(args.run_dir, args.top)  # every check, all rendering, before any write
-    except (RunError, ValueError) as e:  # pandas' CSV errors are ValueErrors
+    except IGCVError as e:
         return fail(PROG, str(e))
     try:
         paths = write_files(files, out)

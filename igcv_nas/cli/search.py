@@ -16,17 +16,18 @@ from pathlib import Path
 
 from .. import __version__
 from ..cost import human
+from ..errors import IGCVError
 from ..fileio import write_bytes
 from ..latency import LatencyError
-from ..data import DataError, load_splits, resolve_data_dir
+from ..data import load_splits, resolve_data_dir
 from ..runstore import RunDir, RunError
-from ..search import (FLOPS_MIN_FRACTION, OBJECTIVES, PROXY_MODES, RESUME_MUTABLE, SAMPLERS,
-                      SCHEDULERS, TRAINING_SCORES, ZERO_COST_METRICS, SearchError,
-                      Settings, check_target, engine_record, max_macs_at_target,
+from ..search import (FLOPS_MIN_FRACTION, LATENCY_PREDICTORS, OBJECTIVES, PROXY_MODES,
+                      RESUME_MUTABLE, SAMPLERS, SCHEDULERS, TRAINING_SCORES, ZERO_COST_METRICS,
+                      SearchError, Settings, check_target, engine_record, max_macs_at_target,
                       min_macs_at_target, min_params_at_target, run_search)
-from ..space import SpaceError, available_spaces, load_space
+from ..space import available_spaces, load_space
 from ..units import parse_count, parse_duration
-from ._common import OneLineParser, fail
+from ._common import OneLineParser, fail, run_cli
 
 PROG = "igcv-search"
 DEFAULT_SPACE = "igcv3"  # contains IGCV3-D
@@ -42,6 +43,9 @@ def _parser() -> OneLineParser:
     b.add_argument("--latency", help="latency budget on --device, e.g. 15ms (predicted by the LUT)")
     b.add_argument("--device", default=None, help="latency device: cpu or cuda (default cpu)")
     b.add_argument("--lut", default=None, help="latency lookup table file (built there if missing)")
+    b.add_argument("--latency-predictor", choices=LATENCY_PREDICTORS,
+                   help="lut (default: sum of measured pieces, measuring new ones) or learned "
+                        "(kernel-level regressor from the LUT; measures nothing)")
     s = ap.add_argument_group("search")
     s.add_argument("--space", help=f"space name ({', '.join(available_spaces())}) or a YAML file "
                                    f"(default {DEFAULT_SPACE}, which contains IGCV3-D)")
@@ -112,6 +116,8 @@ def _budgets(args) -> dict:
         out["latency_device"] = args.device
     if args.lut is not None:
         out["lut"] = os.path.abspath(args.lut)
+    if args.latency_predictor is not None:
+        out["latency_predictor"] = args.latency_predictor
     return out
 
 
@@ -150,7 +156,7 @@ def _proxy_budget(settings: Settings, args) -> dict | None:
     try:
         train = replace(b.train, **over)
         b = replace(b, train=train, **({"val_size": args.val_size} if args.val_size else {}))
-    except ValueError as e:
+    except IGCVError as e:
         raise SearchError(f"proxy budget: {e}") from None
     return b.to_dict()
 
@@ -237,7 +243,7 @@ def _latency_lut(settings: Settings, space, run_path: Path | None):
 def main(argv: list[str] | None = None) -> int:
     held: list[RunDir] = []  # a run directory whose lock this call took: released on every exit
     try:
-        return _main(argv, held)
+        return run_cli(PROG, lambda a: _main(a, held), argv)
     finally:
         for run in held:
             run.unlock()
@@ -301,7 +307,7 @@ def _main(argv: list[str] | None, held: list[RunDir]) -> int:
             lut, lut_path = _latency_lut(settings, space, None)
         splits = load_splits(settings.dataset, resolve_data_dir(settings.data_dir),
                              val_size=5000, seed=0, download_ok=True)
-    except (SearchError, RunError, SpaceError, DataError, LatencyError, ValueError) as e:
+    except (IGCVError, LatencyError) as e:
         return fail(PROG, str(e))
 
     from ..raytune import connect
@@ -352,7 +358,7 @@ def _main(argv: list[str] | None, held: list[RunDir]) -> int:
     try:
         if lut is None:
             lut, lut_path = _latency_lut(settings, space, run.path)
-    except (SearchError, LatencyError, ValueError) as e:
+    except (IGCVError, LatencyError) as e:
         return fail(PROG, str(e))
     print(f"{PROG}: run directory {run.path}", flush=True)
     for line in startup_lines(settings, space, splits):

@@ -29,10 +29,11 @@ import time
 from dataclasses import fields
 from pathlib import Path
 
-from ..data import DataError, load_splits, resolve_data_dir
+from ..errors import IGCVError, InputError
+from ..data import load_splits, resolve_data_dir
 from ..fileio import write_bytes, write_json, write_text
 from ..spec import SpecError, from_dict
-from ._common import OneLineParser, fail, resolve_spec, valid_spec
+from ._common import OneLineParser, fail, resolve_spec, valid_spec, run_cli
 
 PROG = "igcv-train"
 WARMUP_EPOCHS, WARMUP_FRACTION = 5.0, 0.1  # default warm-up: min(5 epochs, 10% of the epochs)
@@ -170,7 +171,7 @@ def _validate(args) -> None:
     for flag, v in (("--epochs", args.epochs), ("--batch-size", args.batch_size),
                     ("--val-size", args.val_size)):
         if v < 1:
-            raise ValueError(f"{flag} {v}; accepted: an integer >= 1")
+            raise InputError(f"{flag} {v}; accepted: an integer >= 1")
     checks = (("--lr", args.lr, args.lr > 0, "a number > 0"),
               ("--weight-decay", args.weight_decay, args.weight_decay >= 0, "a number >= 0"),
               ("--label-smoothing", args.label_smoothing, 0 <= args.label_smoothing < 1,
@@ -179,9 +180,9 @@ def _validate(args) -> None:
                "0 < value <= 1"))
     for flag, v, ok, accepted in checks:
         if not (ok and math.isfinite(v)):
-            raise ValueError(f"{flag} {v}; accepted: {accepted}")
+            raise InputError(f"{flag} {v}; accepted: {accepted}")
     if args.warmup_epochs is not None and not 0 <= args.warmup_epochs < args.epochs:
-        raise ValueError(f"--warmup-epochs {args.warmup_epochs}; accepted: 0 <= value < "
+        raise InputError(f"--warmup-epochs {args.warmup_epochs}; accepted: 0 <= value < "
                          f"--epochs ({args.epochs})")
 
 
@@ -189,12 +190,12 @@ def _check_out(out: Path, resume: bool) -> None:
     part = partial_dir(out)
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         what = "a finished training" if (out / "result.json").is_file() else "not an empty folder"
-        raise ValueError(f"--out {out} exists ({what}); accepted: a new or empty folder")
+        raise InputError(f"--out {out} exists ({what}); accepted: a new or empty folder")
     if resume and not (part / "checkpoint.pt").is_file():
-        raise ValueError(f"--resume: {part / 'checkpoint.pt'} does not exist (no interrupted "
+        raise InputError(f"--resume: {part / 'checkpoint.pt'} does not exist (no interrupted "
                          f"training of --out {out})")
     if not resume and part.exists():
-        raise ValueError(f"{part} holds an interrupted training of --out {out}; continue it with "
+        raise InputError(f"{part} holds an interrupted training of --out {out}; continue it with "
                          "--resume, or delete it")
 
 
@@ -219,6 +220,10 @@ def _warnings(hist, r, test_acc: float, classes: int) -> list[str]:
 
 
 def main(argv: list[str] | None = None) -> int:
+    return run_cli(PROG, _main, argv)
+
+
+def _main(argv: list[str] | None) -> int:
     args = _parser().parse_args(argv)
     import torch
 
@@ -250,7 +255,7 @@ def main(argv: list[str] | None = None) -> int:
                           device=str(device), channels_last=True, amp=True,
                           eval_batch_size=EVAL_BATCH.get(device.type, 1000), **extra)
         splits = load_splits(args.dataset, resolve_data_dir(args.data_dir), val_size=5000, seed=0)
-    except (SpecError, DataError, ValueError) as e:
+    except IGCVError as e:
         return fail(PROG, str(e))
 
     res = int(splits.train.x.shape[-1])

@@ -1,0 +1,54 @@
+"""One base error for bad input; anything else is reported as a bug (no Ray, no training)."""
+from __future__ import annotations
+
+import pytest
+
+from igcv_nas.cli._common import run_cli
+from igcv_nas.data import DataError
+from igcv_nas.errors import IGCVError, InputError
+from igcv_nas.runstore import RunError
+from igcv_nas.search import SearchError
+from igcv_nas.space import SpaceError
+from igcv_nas.spec import SpecError
+from igcv_nas.train import TrainConfig
+from igcv_nas.units import parse_count
+from igcv_nas.validation import ValidationError
+
+
+@pytest.mark.parametrize("cls", [SpecError, SpaceError, ValidationError, DataError, SearchError,
+                                 RunError, InputError])
+def test_every_input_error_has_the_one_base(cls):
+    assert issubclass(cls, IGCVError)
+
+
+def test_bad_values_raise_input_errors_that_are_still_value_errors():
+    with pytest.raises(InputError, match="lr=-1 must be a finite number >= 0"):
+        TrainConfig(lr=-1)
+    with pytest.raises(ValueError, match="--flops 'abc' is not a count"):
+        parse_count("abc", "--flops")
+
+
+def _boom(argv):
+    raise KeyError("a bug")
+
+
+def _bad(argv):
+    raise SearchError("--trials 0; accepted: an integer >= 1")
+
+
+def test_cli_maps_input_errors_to_exit_2_and_bugs_to_internal_error(capsys):
+    assert run_cli("igcv-x", _bad, []) == 2
+    assert capsys.readouterr().err == "igcv-x: error: --trials 0; accepted: an integer >= 1\n"
+    assert run_cli("igcv-x", _boom, []) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("igcv-x: internal error: KeyError: 'a bug' (a bug in igcv-nas, not in "
+                          "your input; rerun with --debug for the traceback)")
+    assert len(err.splitlines()) == 1
+    with pytest.raises(KeyError):
+        run_cli("igcv-x", _boom, ["--debug"])
+
+
+def test_a_real_cli_accepts_debug(capsys):
+    from igcv_nas.cli.inspect import main
+    assert main(["tiny_does_not_exist", "--debug"]) == 2
+    assert "igcv-inspect: error:" in capsys.readouterr().err
