@@ -64,6 +64,38 @@ def load_meta(run_dir: str | os.PathLike) -> dict:
     return RunDir.open(run_dir).meta
 
 
+_NUMBER = (int, float)
+# the run.json fields a report reads, and the types it accepts for each (None: absent or null)
+META_SHAPE = {"elapsed_s": _NUMBER, "attempts": list, "space": dict, "settings": dict,
+              "engine": dict}
+SETTINGS_SHAPE = {"macs": _NUMBER, "params": _NUMBER, "latency_ms": _NUMBER, "budget": dict,
+                  "trials": _NUMBER, "seed": _NUMBER}
+
+
+def check_meta(meta: dict, where: str) -> dict:
+    """``meta`` when every field the report reads has an accepted type; RunError (one line
+    naming the field) otherwise -- a hand-edited or damaged ``run.json`` is refused, not
+    half-rendered."""
+    def bad(name: str, v, kinds) -> RunError:
+        names = "/".join(sorted({k.__name__ for k in (kinds if isinstance(kinds, tuple)
+                                                         else (kinds,))}))
+        return RunError(f"{where}: {name} is {type(v).__name__} {str(v)[:40]!r}; accepted: "
+                        f"{names} or null")
+    for key, kinds in META_SHAPE.items():
+        v = meta.get(key)
+        if v is not None and (isinstance(v, bool) or not isinstance(v, kinds)):
+            raise bad(key, v, kinds)
+    for key, kinds in SETTINGS_SHAPE.items():
+        v = (meta.get("settings") or {}).get(key)
+        if v is not None and (isinstance(v, bool) or not isinstance(v, kinds)):
+            raise bad(f"settings.{key}", v, kinds)
+    ladder = (meta.get("engine") or {}).get("ladder")
+    if ladder is not None and not (isinstance(ladder, list)
+                                   and all(isinstance(r, dict) for r in ladder)):
+        raise bad("engine.ladder", ladder, list)
+    return meta
+
+
 def score_column(meta: dict) -> str:
     """The column the search maximised (:attr:`igcv_nas.search.Settings.score`): ``val_acc``,
     or ``zc_<metric>`` for a zero-cost proxy."""
@@ -254,8 +286,18 @@ def _duration(s: float | None) -> str:
     return f"{t // 3600:d}:{t % 3600 // 60:02d}:{t % 60:02d} ({s:.1f} s)"
 
 
+def _missing(v) -> bool:
+    import pandas as pd
+    return v is None or bool(pd.isna(v))
+
+
+def _h(v) -> str:
+    """``human(v)``, or ``-`` for a missing cell."""
+    return "-" if _missing(v) else human(v)
+
+
 def _count(v) -> str:
-    return "-" if v is None else f"{human(v)} ({int(v):,})"
+    return "-" if _missing(v) else f"{human(v)} ({int(v):,})"
 
 
 def trials_table(d: pd.DataFrame, score: str) -> pd.DataFrame:
@@ -265,8 +307,8 @@ def trials_table(d: pd.DataFrame, score: str) -> pd.DataFrame:
     return pd.DataFrame({
         "trial": d["number"].astype(int).to_numpy(),
         score: [f"{v:.4f}" for v in d[score]],
-        "MACs": [human(v) for v in d["macs"]],
-        "params": [human(v) for v in d["params"]],
+        "MACs": [_h(v) for v in d["macs"]],
+        "params": [_h(v) for v in d["params"]],
         "latency ms": ["-" if pd.isna(v) else f"{v:.2f}" for v in lat],
         "arch id": d["arch_id"].astype(str).to_numpy(),
     })
@@ -382,8 +424,8 @@ def document(run: RunDir, df: pd.DataFrame, meta: dict, score: str, top: int,
         runs = ", ".join(f"{v:.4f}" for v in w["runs"])
         parts.append(Para(f"Confirmed best: trial {best['number']}, {score} {w['mean']:.4f}"
                           f"{spread} over {len(w['runs'])} fresh-seed re-trainings ({runs}; "
-                          f"seed offsets {w['seeds']}), {human(best['macs'])} MACs, "
-                          f"{human(best['params'])} params, arch id {best['arch_id']}; its "
+                          f"seed offsets {w['seeds']}), {_h(best['macs'])} MACs, "
+                          f"{_h(best['params'])} params, arch id {best['arch_id']}; its "
                           f"first-rung score was {best.get(score, float('nan')):.4f}."))
         cands = best["confirmation"]["candidates"]
         parts.append(Table(pd.DataFrame([{"trial": c["number"], f"mean {score}": f"{c['mean']:.4f}",
@@ -394,8 +436,8 @@ def document(run: RunDir, df: pd.DataFrame, meta: dict, score: str, top: int,
         b = done.iloc[0]
         why = best.get("note") if best else None
         parts.append(Para(f"Best (not confirmed{': ' + why if why else ''}): trial {b['number']}, "
-                          f"{score} {b[score]:.4f}, {human(b['macs'])} MACs, "
-                          f"{human(b['params'])} params, arch id {b['arch_id']}."))
+                          f"{score} {b[score]:.4f}, {_h(b['macs'])} MACs, "
+                          f"{_h(b['params'])} params, arch id {b['arch_id']}."))
     else:
         parts.append(Para("No complete trials yet."))
     parts.append(Heading(f"Top {top} by {score}"))
@@ -477,10 +519,11 @@ def render(run_dir: str | os.PathLike, top: int = 10) -> dict[str, str | bytes]:
     if top < 1:
         raise InputError(f"--top {top}; accepted: an integer >= 1")
     run = RunDir.open(run_dir)
-    meta = run.meta
+    meta = check_meta(run.meta, str(run.path / "run.json"))
     score = score_column(meta)
     raw = load_trials(run.path)
-    df = with_latency(raw[raw.rung == 0].copy())  # one point per architecture (ladder rows aside)
+    # one point per architecture (ladder rows aside); rows without a trial number are not trials
+    df = with_latency(raw[(raw.rung == 0).fillna(False) & raw.number.notna()].copy())
     if score not in df.columns:
         df[score] = float("nan")
     settings = meta.get("settings") or {}

@@ -329,7 +329,9 @@ def load_trials(run_dir: str | os.PathLike) -> pd.DataFrame:
         df = table(df.to_dict("records"))
     for c in df.columns:
         if c in INT_COLUMNS:
-            df[c] = pd.to_numeric(df[c], errors="coerce").round().astype("Int64")
+            v = pd.to_numeric(df[c], errors="coerce").astype("float64")
+            v = v.where(v.abs() < 2**53)  # inf, nan and damaged huge values become missing
+            df[c] = v.round().astype("Int64")
         elif c in FLOAT_COLUMNS or c.startswith("zc_"):
             df[c] = pd.to_numeric(df[c], errors="coerce").astype("float64")
         elif c in TIME_COLUMNS:

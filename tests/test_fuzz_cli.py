@@ -57,22 +57,9 @@ EXPORT_S = 180.0   # a real export of a (mutated) tiny spec: ~3 s
 HARD_S = 300.0     # subprocess timeout: a hang is a failure, not a stuck suite
 CAP_ABOVE = 2 * 2**30  # address space allowed above the import footprint
 
-# (what stderr shows, where the bug is): tolerated by the property tests, pinned by xfail tests
-KNOWN_BUGS = [
-    # report.py _duration: int(round(s)) on a non-number elapsed_s
-    r"TypeError: type \w+ doesn't define __round__ method",
-    # report.py: human()/len()/.get() on run.json fields of the wrong type
-    r"TypeError: bad operand type for abs\(\)",
-    r"TypeError: object of type '\w+' has no len\(\)",
-    r"AttributeError: '\w+' object has no attribute 'get'",
-    # report.py document(): human(NA) for a best row whose macs/params cell is empty or not a number
-    r"TypeError: boolean value of NA is ambiguous",
-    # runstore.load_trials: .round().astype('Int64') of inf / > 2**63 in an integer column
-    r"OverflowError: cannot convert float infinity to integer",
-    r"TypeError: cannot safely cast non-equivalent float64 to int64",
-    # report.front(): a complete row with an empty ``number``
-    r"KeyError: \"None of \[Index\(\[None\]",
-]
+# (what stderr shows, where the bug is) of an open bug: tolerated by the property tests while it
+# is pinned by a strict xfail test
+KNOWN_BUGS: list[str] = []  # none open: the 11 report/loader crashes found here are fixed
 
 
 # ---------------------------------------------------------------------------------------------
@@ -583,59 +570,27 @@ def _report_of(tmp: Path, edit=None, csv_text: str | None = None) -> Result:
 
 
 HEADER = "number,rung,status,arch_id,macs,params,val_acc\n"
+# damaged run directories that once crashed igcv-report (now: exit 0 or one line, exit 2)
 REPORT_BUGS = [
-    pytest.param(_meta_edit(elapsed_s="12 s"), None, id="elapsed_s-text",
-                 marks=pytest.mark.xfail(strict=True, reason="report.py _duration: int(round(s)) "
-                                         "on run.json elapsed_s that is not a number: TypeError")),
-    pytest.param(_meta_edit(**{"settings.macs": "4M"}), None, id="settings-macs-text",
-                 marks=pytest.mark.xfail(strict=True, reason="report.py plot_pareto/_count: "
-                                         "human() of a settings.macs that is a string: TypeError "
-                                         "(cost.py human: abs(n))")),
-    pytest.param(_meta_edit(space="tiny"), None, id="space-text",
-                 marks=pytest.mark.xfail(strict=True, reason="report.py _settings_table: "
-                                         "meta['space'].get on a string: AttributeError")),
-    pytest.param(_meta_edit(attempts=3), None, id="attempts-int",
-                 marks=pytest.mark.xfail(strict=True, reason="report.py document: len() of "
-                                         "run.json attempts that is an int: TypeError")),
-    pytest.param(_meta_edit(**{"engine.ladder": 3}), None, id="engine-ladder-int",
-                 marks=pytest.mark.xfail(strict=True, reason="report.py engine_text: len() of "
-                                         "engine.ladder that is an int: TypeError")),
-    pytest.param(_meta_edit(**{"settings.budget": 3}), None, id="settings-budget-int",
-                 marks=pytest.mark.xfail(strict=True, reason="report.py _settings_table: "
-                                         "budget.get on an int: AttributeError")),
-    pytest.param(None, HEADER + "0,0,complete,a,60000,,0.3\n", id="best-row-empty-params",
-                 marks=pytest.mark.xfail(strict=True, reason="report.py document: human(NA) for "
-                                         "the best row's empty params cell: TypeError boolean "
-                                         "value of NA is ambiguous")),
-    pytest.param(None, HEADER + "0,0,complete,a,x,1000,0.3\n", id="best-row-macs-text",
-                 marks=pytest.mark.xfail(strict=True, reason="report.py document: human(NA) for "
-                                         "the best row's non-numeric macs cell: TypeError")),
-    pytest.param(None, HEADER + ",0,complete,a,60000,1000,0.3\n", id="complete-row-no-number",
-                 marks=pytest.mark.xfail(strict=True, reason="report.py front: .loc[[None]] for a "
-                                         "complete row with an empty number: KeyError")),
-    pytest.param(None, HEADER + "0,0,complete,a,inf,1000,0.3\n", id="macs-inf",
-                 marks=pytest.mark.xfail(strict=True, reason="runstore.py load_trials: "
-                                         ".round().astype('Int64') of inf in an integer column: "
-                                         "OverflowError")),
+    pytest.param(_meta_edit(elapsed_s="12 s"), None, id="elapsed_s-text"),
+    pytest.param(_meta_edit(**{"settings.macs": "4M"}), None, id="settings-macs-text"),
+    pytest.param(_meta_edit(space="tiny"), None, id="space-text"),
+    pytest.param(_meta_edit(attempts=3), None, id="attempts-int"),
+    pytest.param(_meta_edit(**{"engine.ladder": 3}), None, id="engine-ladder-int"),
+    pytest.param(_meta_edit(**{"settings.budget": 3}), None, id="settings-budget-int"),
+    pytest.param(None, HEADER + "0,0,complete,a,60000,,0.3\n", id="best-row-empty-params"),
+    pytest.param(None, HEADER + "0,0,complete,a,x,1000,0.3\n", id="best-row-macs-text"),
+    pytest.param(None, HEADER + ",0,complete,a,60000,1000,0.3\n", id="complete-row-no-number"),
+    pytest.param(None, HEADER + "0,0,complete,a,inf,1000,0.3\n", id="macs-inf"),
     pytest.param(None, HEADER + "99999999999999999999999,0,complete,a,60000,1000,0.3\n",
-                 id="number-over-int64",
-                 marks=pytest.mark.xfail(strict=True, reason="runstore.py load_trials: "
-                                         ".astype('Int64') of a number > 2**63: TypeError cannot "
-                                         "safely cast")),
+                 id="number-over-int64"),
 ]
 
 
 @pytest.mark.parametrize("edit,csv_text", REPORT_BUGS)
-def test_report_known_bug_cases(tmp_path, edit, csv_text):
+def test_report_of_damaged_run_directories(tmp_path, edit, csv_text):
     r = _report_of(tmp_path, edit, csv_text)
     assert r.rc in (0, 2) and not _known(r.err) and "internal error" not in r.err, r
     check_answer(r, EXPORT_S)
 
 
-def test_known_bugs_list_is_what_the_xfail_cases_pin():
-    """Every KNOWN_BUGS signature is one of the pinned cases' (none is tolerated unpinned)."""
-    reasons = " ".join(p.marks[0].kwargs["reason"] for p in REPORT_BUGS)
-    for word in ("round(s)", "abs(n)", "len()", "AttributeError", "NA is ambiguous",
-                 "OverflowError", "safely cast", "KeyError"):
-        assert word in reasons, word
-    assert len(KNOWN_BUGS) == 8
