@@ -272,6 +272,35 @@ def min_params_at_target(space: SearchSpace, target: str) -> int:
     return space.params_range(num_classes=t[1] if t else None)[0][0]
 
 
+def check_budgets(settings: Settings, space: SearchSpace) -> Settings:
+    """``settings`` checked against what ``space`` holds at the target, before anything runs:
+    SearchError when the MACs or params budget is below the space's smallest network or a given
+    band floor above its largest; a default floor above the largest follows the space
+    (``FLOPS_MIN_FRACTION`` of it). Returns the settings with that floor set."""
+    from .cost import human
+    where = f"space {space.name!r} at target {settings.target}"
+
+    def below(flag: str, value: int, floor: int, what: str) -> SearchError:
+        return SearchError(f"{flag} {human(value)} ({value:,}) is below the smallest network of "
+                           f"{where}: {human(floor)} ({floor:,} {what})")
+    if settings.macs is not None:
+        floor = min_macs_at_target(space, settings.target)
+        if settings.macs < floor:
+            raise below("--flops", settings.macs, floor, "MACs")
+        band, top = settings.band_floor, max_macs_at_target(space, settings.target)
+        if band is not None and band > top:
+            if settings.macs_min is not None:
+                raise SearchError(f"--flops-min {human(band)} ({band:,} MACs) is above the most "
+                                  f"expensive network of {where}: {human(top)} ({top:,} MACs); "
+                                  f"lower it or pass --flops-min 0")
+            settings = replace(settings, macs_min=int(FLOPS_MIN_FRACTION * top))
+    if settings.params is not None:
+        floor = min_params_at_target(space, settings.target)
+        if settings.params < floor:
+            raise below("--params", settings.params, floor, "parameters")
+    return settings
+
+
 def check_target(space: SearchSpace, target: str) -> None:
     """SearchError when the space's networks are not valid at ``target`` (strides are fixed per
     stage, so one network shows it: e.g. a resolution its strides cannot reach, whose specs

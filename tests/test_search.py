@@ -304,7 +304,8 @@ BAD = [
     (["--flops", "0"], "--flops '0'"),
     (["--flops", "1e400"], "--flops '1e400'"),
     (["--flops", "300X"], "--flops '300X'"),
-    (["--flops", "10M"], "below the cheapest architecture of space 'igcv3'"),
+    (["--flops", "10M"], "--flops 10.00M (10,000,000) is below the smallest network of space "
+                         "'igcv3' at target space: 62.41M (62,407,696 MACs)"),
     (["--space", "nosuch"], "nosuch"),
     (["--target", "foo"], "--target 'foo'"),
     (["--trials", "0"], "--trials 0"),
@@ -312,7 +313,7 @@ BAD = [
     (["--epochs", "0"], "epochs=0"),
     (["--flops", "300M", "--flops-min", "400M"], "--flops-min 400000000"),
     (["--flops", "300M", "--flops-min", "abc"], "--flops-min 'abc'"),
-    (["--flops", "5G", "--flops-min", "4G"], "above the most expensive architecture"),
+    (["--flops", "5G", "--flops-min", "4G"], "above the most expensive network"),
     (["--scheduler", "hyperband"], "invalid choice: 'hyperband'"),
     (["--latency", "15"], "--latency '15' has no unit; accepted: a duration with its unit"),
     (["--seed", "-1"], "--seed -1; accepted: an integer from 0 to 2,147,483,647"),

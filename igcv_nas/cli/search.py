@@ -23,8 +23,8 @@ from ..data import load_splits, resolve_data_dir
 from ..runstore import RunDir, RunError
 from ..search import (FLOPS_MIN_FRACTION, LATENCY_PREDICTORS, OBJECTIVES, PROXY_MODES,
                       RESUME_MUTABLE, SAMPLERS, SCHEDULERS, TRAINING_SCORES, ZERO_COST_METRICS,
-                      SearchError, Settings, check_target, engine_record, max_macs_at_target,
-                      min_macs_at_target, min_params_at_target, run_search)
+                      SearchError, Settings, check_budgets, check_target, engine_record,
+                      run_search)
 from ..space import available_spaces, load_space
 from ..units import parse_count, parse_duration
 from ._common import OneLineParser, fail, run_cli
@@ -280,28 +280,7 @@ def _main(argv: list[str] | None, held: list[RunDir]) -> int:
                 raise RunError(f"--resume {run.path}: the proxy budget differs from the run's; "
                                f"pass --force to change it")
             settings = replace(settings, budget=new)
-        if settings.macs is not None:
-            floor = min_macs_at_target(space, settings.target)
-            if settings.macs < floor:
-                raise SearchError(f"--flops {human(settings.macs)} ({settings.macs:,} MACs) is "
-                                  f"below the cheapest architecture of space {space.name!r} at "
-                                  f"target {settings.target}: {human(floor)} ({floor:,} MACs)")
-            band = settings.band_floor
-            top = max_macs_at_target(space, settings.target)
-            if band is not None and band > top and settings.macs_min is None:
-                # the default floor follows the space when the budget is above all of it
-                settings = replace(settings, macs_min=int(FLOPS_MIN_FRACTION * top))
-            elif band is not None and band > top:
-                raise SearchError(f"--flops-min {human(band)} ({band:,} MACs) is above the most "
-                                  f"expensive architecture of space {space.name!r} at target "
-                                  f"{settings.target}: {human(top)} ({top:,} MACs); lower it or "
-                                  f"pass --flops-min 0")
-        if settings.params is not None:
-            floor = min_params_at_target(space, settings.target)
-            if settings.params < floor:
-                raise SearchError(f"--params {human(settings.params)} ({settings.params:,}) is "
-                                  f"below the smallest network of space {space.name!r} at target "
-                                  f"{settings.target}: {human(floor)} ({floor:,} parameters)")
+        settings = check_budgets(settings, space)
         lut = lut_path = None
         if settings.latency_ms is not None and settings.lut:  # a given LUT is checked up front
             lut, lut_path = _latency_lut(settings, space, None)
