@@ -1,5 +1,5 @@
 """Run Optuna's own sampler tests (tests/samplers_tests/ of the installed Optuna version) against
-igcv_nas.evolution.EvolutionSampler.
+igcv_nas.evolution.EvolutionSampler and igcv_nas.nsga.ConditionalNSGAII.
 
     python benchmarks/run_optuna_sampler_tests.py [--sdist optuna-X.Y.Z.tar.gz] [-- PYTEST ARGS]
 

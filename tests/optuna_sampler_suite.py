@@ -1,4 +1,5 @@
-"""Optuna's own sampler tests, run with :class:`~igcv_nas.evolution.EvolutionSampler` in place.
+"""Optuna's own sampler tests, run with our samplers in place of Optuna's:
+:class:`~igcv_nas.evolution.EvolutionSampler` and :class:`~igcv_nas.nsga.ConditionalNSGAII`.
 
 Not collected by the project's test run (the file name does not match ``test_*.py``); run it with
 ``benchmarks/run_optuna_sampler_tests.py``, which takes ``tests/samplers_tests/`` from the PyPI
@@ -10,8 +11,10 @@ our sampler in place of their parametrize lists of Optuna samplers.
 Applicable (run): ``test_samplers.py`` -- ``TestBasicSampler`` (every case; the sampler draws
 int/float parameters too), ``TestSingleOnlySampler``, ``test_reseed_rng_change_sampling``,
 ``test_reproducible``, ``test_reproducible_in_other_process``; ``test_partial_fixed.py`` --
-``test_fixed_sampling``. Not applicable (reported as skipped, with the reason): the relative
-sampler and multi-objective cases and the tests written for one particular Optuna sampler.
+``test_fixed_sampling``; for ConditionalNSGAII ``TestMultiObjectiveSampler`` too (it is
+multi-objective, so ``TestSingleOnlySampler`` is the evolution sampler's only). Not
+applicable (reported as skipped, with the reason): the relative sampler cases, the evolution
+sampler's multi-objective cases and the tests written for one particular Optuna sampler.
 """
 from __future__ import annotations
 
@@ -26,6 +29,7 @@ from unittest.mock import patch
 import pytest
 
 from igcv_nas.evolution import EvolutionSampler
+from igcv_nas.nsga import ConditionalNSGAII
 
 _DIR = os.environ.get("IGCV_OPTUNA_TESTS")
 if not _DIR or not (Path(_DIR) / "test_samplers.py").is_file():
@@ -60,10 +64,22 @@ SEEDED: dict[str, Callable[[int], EvolutionSampler]] = {
     "Evolution-P4S2-accept": lambda seed: EvolutionSampler(4, 2, seed=seed,
                                                            accept=lambda cand: True),
 }
+EVOLUTION = list(SEEDED)
+# ConditionalNSGAII: a small population (generations from the 5th COMPLETE trial), the default
+# population (all generation 0 in their short runs) and the accept path.
+NSGA: dict[str, Callable[[int], Any]] = {
+    "NSGA-P4": lambda seed: ConditionalNSGAII(population_size=4, seed=seed),
+    "NSGA-default": lambda seed: ConditionalNSGAII(seed=seed),
+    "NSGA-P4-accept": lambda seed: ConditionalNSGAII(population_size=4, seed=seed,
+                                                     accept=lambda cand: True),
+}
+SEEDED.update(NSGA)
 UNSEEDED = {name: (lambda make=make: make(None)) for name, make in SEEDED.items()}
 
 _seeded = pytest.mark.parametrize("make_seeded", list(SEEDED.values()), ids=list(SEEDED))
 _unseeded = pytest.fixture(params=list(UNSEEDED.values()), ids=list(UNSEEDED))
+_unseeded_evolution = pytest.fixture(params=[UNSEEDED[k] for k in EVOLUTION], ids=EVOLUTION)
+_unseeded_nsga = pytest.fixture(params=[UNSEEDED[k] for k in NSGA], ids=list(NSGA))
 
 
 def _their_params(func: Any, argname: str) -> tuple[list, list | None]:
@@ -76,14 +92,14 @@ def _their_params(func: Any, argname: str) -> tuple[list, list | None]:
 
 # --- test classes: their cases, our sampler -----------------------------------------------
 
-class TestEvolutionBasicSampler(T.TestBasicSampler):
+class TestOurBasicSampler(T.TestBasicSampler):
     @_unseeded
     def sampler(self, request: Any) -> Callable[[], EvolutionSampler]:
         return request.param
 
 
 class TestEvolutionSingleOnlySampler(T.TestSingleOnlySampler):
-    @_unseeded
+    @_unseeded_evolution
     def sampler(self, request: Any) -> Callable[[], EvolutionSampler]:
         return request.param
 
@@ -103,6 +119,20 @@ class TestEvolutionMultiObjectiveSampler(T.TestMultiObjectiveSampler):
         pytest.skip("not applicable: EvolutionSampler is single-objective (tournament by the "
                     "study direction); it raises ValueError on multi-objective studies, which "
                     "TestEvolutionSingleOnlySampler checks")
+
+
+class TestNSGAMultiObjectiveSampler(T.TestMultiObjectiveSampler):
+    @_unseeded_nsga
+    def sampler(self, request: Any) -> Callable[[], Any]:
+        return request.param
+
+
+class TestNSGARelativeSampler(T.TestRelativeSampler):
+    @pytest.fixture
+    def sampler(self) -> Callable[[], Any]:
+        pytest.skip("not applicable: ConditionalNSGAII answers every parameter in "
+                    "sample_independent (its relative search space is empty), as the "
+                    "conditional crossover needs")
 
 
 # --- module-level tests: their functions, called with our factories ------------------------
