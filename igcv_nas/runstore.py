@@ -21,6 +21,7 @@ recomputed from it after every trial and on resume.
 """
 from __future__ import annotations
 
+import contextlib
 import errno
 import fcntl
 import json
@@ -29,7 +30,7 @@ import shutil
 import socket
 import tempfile
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterable
+from typing import TYPE_CHECKING, Any, Iterable, Iterator
 
 from .errors import IGCVError
 from .fileio import write_bytes, write_json, write_text
@@ -269,11 +270,27 @@ class RunDir:
         self._lock_fd = fd
 
     def unlock(self) -> None:
+        """Release the lock if this object holds it (idempotent)."""
         if self._lock_fd is not None:
             os.ftruncate(self._lock_fd, 0)
             fcntl.flock(self._lock_fd, fcntl.LOCK_UN)
             os.close(self._lock_fd)
             self._lock_fd = None
+
+    @property
+    def is_locked(self) -> bool:
+        """Whether this object holds the run's lock."""
+        return self._lock_fd is not None
+
+    @contextlib.contextmanager
+    def locked(self) -> Iterator[RunDir]:
+        """``with run.locked(): ...``: the lock (:meth:`lock`; RunLocked when a live process
+        holds it) for the block, released on every exit from it, an exception included."""
+        self.lock()
+        try:
+            yield self
+        finally:
+            self.unlock()
 
     # -- measured latency of final candidates (the study's finished trials are immutable) ----
     def measured_latency(self) -> dict[int, float]:
