@@ -131,6 +131,14 @@ class Settings:
             raise bad("--scheduler", self.scheduler, ", ".join(SCHEDULERS))
         if self.score_by not in TRAINING_SCORES:
             raise bad("--score", self.score_by, ", ".join(TRAINING_SCORES))
+        for name, value in (("--flops", self.macs), ("--params", self.params)):
+            if value is not None and not value >= 1:
+                raise bad(name, value, "a positive count such as 300M")
+        if self.latency_ms is not None and not 0 < self.latency_ms < float("inf"):
+            raise bad("--latency", self.latency_ms, "a positive duration in ms")
+        if self.latency_device not in ("cpu", "cuda") and not str(
+                self.latency_device).startswith("cuda:"):
+            raise bad("--device", self.latency_device, "cpu, cuda, cuda:N")
         if self.macs_min is not None and (self.macs_min < 0 or (
                 self.macs is not None and self.macs_min > self.macs)):
             top = self.macs if self.macs is not None else "-"
