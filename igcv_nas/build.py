@@ -43,7 +43,7 @@ from .perm import interleave_groups
 from .spec import ACTS, Block as BlockSpec, ConvOp, NetworkSpec, Runs
 
 __all__ = ["Block", "ChannelGather", "ChannelShuffle", "ConvBN", "GroupConv", "IGCNet",
-           "build_block", "build_model", "make_act", "make_perm"]
+           "build_block", "build_head", "build_model", "build_stem", "make_act", "make_perm"]
 
 _ACT_MODULES: dict[str, type[nn.Module]] = {
     "relu": nn.ReLU, "relu6": nn.ReLU6, "hswish": nn.Hardswish, "silu": nn.SiLU}
@@ -195,10 +195,6 @@ class ConvBN(nn.Module):
         return x
 
 
-def _stem_op(in_chs: int, out_chs: int, kernel: int, stride: int) -> ConvOp:
-    return ConvOp(in_chs, out_chs, kernel, stride, ((1, in_chs, out_chs),), True)
-
-
 # ---------------------------------------------------------------------------------------------
 # blocks and network
 
@@ -224,19 +220,14 @@ class IGCNet(nn.Module):
 
     def __init__(self, spec: NetworkSpec):
         super().__init__()
-        s = spec.stem
-        self.stem = ConvBN(_stem_op(spec.in_chs, s.out_chs, s.kernel, s.stride), spec.act)
-        last = s.out_chs
+        self.stem = build_stem(spec)
+        last = spec.stem.out_chs
         for label, b in spec.blocks():
             if b.in_chs != last:
                 raise ValueError(f"{label}: in_chs={b.in_chs} but the previous layer gives {last}")
             last = b.out_chs
         self.blocks = nn.Sequential(*(Block(b, spec.act) for _, b in spec.blocks()))
-        self.head = (ConvBN(_stem_op(last, spec.head_chs, 1, 1), spec.act)
-                     if spec.head_chs > 0 else None)
-        self.pool = nn.AdaptiveAvgPool2d(1)
-        self.dropout = nn.Dropout(spec.dropout)
-        self.classifier = nn.Linear(spec.feature_chs, spec.num_classes)
+        self.head, self.pool, self.dropout, self.classifier = _head_modules(spec)
         self._init_weights()
 
     def _init_weights(self) -> None:
@@ -259,6 +250,27 @@ class IGCNet(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.classifier(self.dropout(self.forward_features(x)))
+
+
+def build_stem(spec: NetworkSpec) -> ConvBN:
+    """The stem of ``spec`` as a module (:attr:`~igcv_nas.spec.NetworkSpec.stem_op`)."""
+    return ConvBN(spec.stem_op, spec.act)
+
+
+def _head_modules(spec: NetworkSpec) -> tuple[ConvBN | None, nn.Module, nn.Module, nn.Linear]:
+    """(head conv or None, global pool, dropout, classifier) of ``spec``."""
+    op = spec.head_op
+    return (ConvBN(op, spec.act) if op is not None else None, nn.AdaptiveAvgPool2d(1),
+            nn.Dropout(spec.dropout), nn.Linear(spec.feature_chs, spec.num_classes))
+
+
+def build_head(spec: NetworkSpec) -> nn.Sequential:
+    """Everything after the last block of ``spec`` as one module: head conv (when there is
+    one), global average pool, flatten, dropout, classifier -- the same modules
+    :class:`IGCNet` runs, in the same order (the latency LUT times this piece)."""
+    head, pool, dropout, classifier = _head_modules(spec)
+    return nn.Sequential(*([head] if head is not None else []), pool, nn.Flatten(1), dropout,
+                         classifier)
 
 
 def build_block(block: BlockSpec, act: str = "relu6") -> Block:

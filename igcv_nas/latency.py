@@ -74,6 +74,7 @@ import time
 from dataclasses import asdict, dataclass
 from typing import Any, Callable, Iterable
 
+from .cost import out_res
 from .fileio import atomic_write
 from .spec import Block, ConvOp, NetworkSpec
 
@@ -450,21 +451,20 @@ def block_key(block: Block, res: int, act: str, batch: int = 1, channels_last: b
 
 def stem_key(spec: NetworkSpec, batch: int = 1, channels_last: bool = False,
              amp: str | None = None) -> str:
-    s = spec.stem
-    return (f"stem {spec.act} {spec.in_chs}>{s.out_chs} k{s.kernel} s{s.stride} "
+    s = spec.stem_op
+    return (f"stem {spec.act} {s.in_chs}>{s.out_chs} k{s.kernel} s{s.stride} "
             f"{_settings(spec.input_size, batch, channels_last, amp)}")
 
 
 def _blocks_res(spec: NetworkSpec) -> tuple[list[tuple[Block, int]], int, int]:
     """[(block, input resolution)], final resolution, channels entering the head."""
-    res = (spec.input_size - 1) // spec.stem.stride + 1
-    last, out = spec.stem.out_chs, []
+    res = out_res(spec.input_size, spec.stem.stride)
+    out = []
     for _, b in spec.blocks():
         out.append((b, res))
         for op in b.ops:
-            res = (res - 1) // op.stride + 1
-        last = b.out_chs
-    return out, res, last
+            res = out_res(res, op.stride)
+    return out, res, spec.last_chs
 
 
 def head_key(spec: NetworkSpec, batch: int = 1, channels_last: bool = False,
@@ -479,38 +479,32 @@ def _build_block(block: Block, act: str):
     return build_block(block, act)
 
 
+def _build_stem(spec: NetworkSpec):
+    from .build import build_stem
+    return build_stem(spec)
+
+
+def _build_head(spec: NetworkSpec):
+    from .build import build_head
+    return build_head(spec)
+
+
 # a piece of a network to time: its key, a builder of its module, its input shape (C, H, W)
 _Piece = tuple[str, Callable[[], Any], tuple[int, int, int]]
 
 
 def _pieces(spec: NetworkSpec, batch: int, channels_last: bool,
             amp: str | None = None) -> list[_Piece]:
-    # the builders import torch only when called: keys (and so prediction) need no torch
-    def stem():
-        from .build import ConvBN
-        s = spec.stem
-        return ConvBN(ConvOp(spec.in_chs, s.out_chs, s.kernel, s.stride,
-                             ((1, spec.in_chs, s.out_chs),), True), spec.act)
-
-    def head():
-        from torch import nn
-
-        from .build import ConvBN
-        layers = []
-        if spec.head_chs > 0:
-            layers.append(ConvBN(ConvOp(last, spec.head_chs, 1, 1,
-                                        ((1, last, spec.head_chs),), True), spec.act))
-        layers += [nn.AdaptiveAvgPool2d(1), nn.Flatten(1), nn.Dropout(spec.dropout),
-                   nn.Linear(spec.feature_chs, spec.num_classes)]
-        return nn.Sequential(*layers)
-
+    # every piece is built by igcv_nas.build (the modules IGCNet runs); the builders import
+    # torch only when called: keys (and so prediction) need no torch
     blocks, res, last = _blocks_res(spec)
-    out: list[_Piece] = [(stem_key(spec, batch, channels_last, amp), stem,
+    out: list[_Piece] = [(stem_key(spec, batch, channels_last, amp), lambda: _build_stem(spec),
                           (spec.in_chs, spec.input_size, spec.input_size))]
     for b, r in blocks:
         out.append((block_key(b, r, spec.act, batch, channels_last, amp),
                     (lambda b=b: _build_block(b, spec.act)), (b.in_chs, r, r)))
-    out.append((head_key(spec, batch, channels_last, amp), head, (last, res, res)))
+    out.append((head_key(spec, batch, channels_last, amp), lambda: _build_head(spec),
+                (last, res, res)))
     return out
 
 

@@ -52,6 +52,9 @@ import warnings
 from types import SimpleNamespace
 from typing import Any, Sequence
 
+from .cost import classifier_cost, ops_cost
+from .spec import ConvOp, Stem, head_conv, stem_conv
+
 LEARNED_FORMAT = "igcv-nas/latency-learned@1"
 REGRESSOR = "sklearn.ensemble.GradientBoostingRegressor"
 
@@ -114,16 +117,21 @@ def parse_key(key: str) -> dict:
             convs.append((int(o["cin"]), int(o["cout"]), int(o["k"]), int(o["s"]), runs, o["p"]))
         d["convs"] = convs
     elif kind == "stem":
-        cin, cout = int(m["cin"]), int(m["cout"])
         d["kind"] = "stem"
-        d["convs"] = [(cin, cout, int(m["k"]), int(m["s"]), [(1, cin, cout)], "-")]
+        d["convs"] = [_conv(stem_conv(int(m["cin"]), Stem(int(m["cout"]), int(m["k"]),
+                                                            int(m["s"]))))]
     else:
-        cin, hc = int(m["cin"]), int(m["hc"])
+        cin, op = int(m["cin"]), head_conv(int(m["cin"]), int(m["hc"]))
         d["kind"], d["classes"] = "head", int(m["cls"])
-        d["convs"] = [(cin, hc, 1, 1, [(1, cin, hc)], "-")] if hc > 0 else []
-        d["features"] = hc if hc > 0 else cin
+        d["convs"] = [_conv(op)] if op is not None else []
+        d["features"] = op.out_chs if op is not None else cin
         d["in_chs"] = cin
     return d
+
+
+def _conv(op: ConvOp) -> tuple:
+    """A conv op as :func:`parse_key` lists it (no permutation: stem and head have none)."""
+    return (op.in_chs, op.out_chs, op.kernel, op.stride, list(op.groups), "-")
 
 
 def piece_features(key: str) -> dict[str, float]:
@@ -139,9 +147,9 @@ def piece_features(key: str) -> dict[str, float]:
     in_chs = convs[0][0] if convs else p.get("in_chs", 0)
     out_chs = max_chs = in_chs
     for cin, cout, k, s, runs, perm in convs:
-        out_res = (res - 1) // s + 1
-        w = k * k * sum(n * gi * go for n, gi, go in runs)
-        macs += w * out_res * out_res * b
+        m, params, _, _, out_res = ops_cost((ConvOp(cin, cout, k, s, tuple(runs), False),), res)
+        w = params - 2 * cout  # conv weights without the BN affine
+        macs += m * b
         weights += w
         act += b * (cin * res * res + cout * out_res * out_res)
         max_groups = max(max_groups, sum(n for n, _, _ in runs))
@@ -157,8 +165,9 @@ def piece_features(key: str) -> dict[str, float]:
     if p["kind"] == "head":
         f, c = p["features"], p["classes"]
         act += b * f * res * res + b * (f + c)  # pooled, then the classifier
-        macs += b * f * c
-        weights += f * c
+        cls_macs, _ = classifier_cost(f, c)
+        macs += b * cls_macs
+        weights += cls_macs  # the classifier's weights, one per multiply-accumulate
         out_chs, max_chs, res = c, max(max_chs, c), 1
     bpe = 2 if p["amp"] else 4
     nbytes = bpe * (act + weights)

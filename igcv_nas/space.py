@@ -77,9 +77,9 @@ import yaml
 
 from .errors import IGCVError
 from . import perm as _perm
-from .cost import block_cost
+from .cost import block_cost, classifier_cost, ops_cost, out_res
 from .spec import (ACTS, BLOCK_KINDS, Block, NetworkSpec, SpecError, Stem, block_from_dict,
-                   from_dict)
+                   head_conv, stem_conv)
 from .units import (MAX_BLOCKS, MAX_CHANNELS, MAX_CLASSES, MAX_IGC_LAYERS, MAX_INPUT_SIZE,
                     MAX_KERNEL, MAX_NESTING, MAX_SPACE_BYTES, MAX_SPACE_CHECKS,
                     MAX_SPACE_COMBINATIONS, MAX_STAGES, MAX_STRIDE, MAX_YAML_NODES, read_bounded,
@@ -302,18 +302,10 @@ def block_dict(kind: str, c_in: int, c_out: int, stride: int, ch: dict, require:
 def to_cifar(spec: NetworkSpec, num_classes: int = 10, input_size: int = 32) -> NetworkSpec:
     """The CIFAR form of a spec: same blocks, stem stride 1, the second stage (index 1) not
     downsampling, ``input_size`` x ``input_size`` input, ``num_classes`` classes (the
-    convention of :mod:`igcv_nas.zoo`: ``to_cifar(zoo.igcv3_d()) == zoo.igcv3_d(cifar=True)``)."""
-    d = spec.to_dict()
-    d["input_size"], d["num_classes"] = input_size, num_classes
-    d["stem"]["stride"] = 1
-    if len(d["stages"]) > 1 and d["stages"][1]:
-        b = d["stages"][1][0]
-        if b["kind"] == "igc":
-            for layer in b["layers"]:
-                layer["stride"] = 1
-        else:
-            b["stride"] = 1
-    return from_dict(d)
+    convention of :mod:`igcv_nas.zoo`: ``to_cifar(zoo.igcv3_d()) == zoo.igcv3_d(cifar=True)``).
+    An alias of the one target transform, ``spec.with_target(input_size, num_classes,
+    cifar=True)`` (:meth:`~igcv_nas.spec.NetworkSpec.with_target`)."""
+    return spec.with_target(input_size, num_classes, cifar=True)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -321,6 +313,8 @@ def to_cifar(spec: NetworkSpec, num_classes: int = 10, input_size: int = 32) -> 
 
 class SearchSpace:
     """A loaded search-space file. Build with :func:`load_space`."""
+
+    in_chs = 3  # input channels of every sample (RGB images): what the stem convolves
 
     def __init__(self, data: Any, source: str, raw: bytes, default_name: str = "space"):
         self.source = source
@@ -573,11 +567,11 @@ class SearchSpace:
             stages.append(tuple(blocks))
         spec = NetworkSpec(input_size=self.target.input_size, num_classes=self.target.num_classes,
                            stem=self.stem, stages=tuple(stages), head_chs=self.head_chs,
-                           dropout=self.dropout, act=self.act, name=self.name)
+                           dropout=self.dropout, act=self.act, in_chs=self.in_chs, name=self.name)
         if cifar:
             self._check_strides(True)
-            return to_cifar(spec, num_classes or 10)
-        return replace(spec, num_classes=num_classes) if num_classes else spec
+            return spec.with_target(32, num_classes or 10, cifar=True)
+        return spec.with_target(num_classes=num_classes) if num_classes else spec
 
     def dimensions(self) -> dict[str, tuple]:
         """Every label a trial may be asked for, with its choices (in sampling order)."""
@@ -658,10 +652,9 @@ class SearchSpace:
         if cifar:
             self._check_strides(True)
         res = 32 if cifar else self.target.input_size
-        s = 1 if cifar else self.stem.stride
-        r_out = (res - 1) // s + 1
-        stem_w = self.stem.kernel ** 2 * 3 * self.stem.out_chs
-        stem = stem_w * r_out * r_out if metric == 0 else stem_w + 2 * self.stem.out_chs
+        stem_op = stem_conv(self.in_chs, replace(self.stem, stride=1) if cifar else self.stem)
+        cost = ops_cost((stem_op,), res)
+        stem, r_out = cost[metric], cost[4]
         # state: width leaving the previous stage -> (MACs so far, params); one table per side
         tables: list[dict[int, tuple[int, dict]]] = [{self.stem.out_chs: (stem, {})},
                                                      {self.stem.out_chs: (stem, {})}]
@@ -669,7 +662,7 @@ class SearchSpace:
         res = r_out
         for st in self.stages:
             stride = 1 if cifar and st.index == 1 else st.stride
-            r_out = (res - 1) // stride + 1
+            r_out = out_res(res, stride)
             new: list[dict[int, tuple[int, dict]]] = [{}, {}]
             for w in st.widths:
                 rest = self._block_extremes(st, w, w, 1, r_out, metric)
@@ -694,12 +687,9 @@ class SearchSpace:
         for side, pick in ((0, min), (1, max)):
             ends = []
             for w, (m, p) in tables[side].items():
-                if metric == 0:
-                    head = w * self.head_chs * res * res if self.head_chs else 0
-                    cls = (self.head_chs or w) * classes
-                else:
-                    head = w * self.head_chs + 2 * self.head_chs if self.head_chs else 0
-                    cls = (self.head_chs or w) * classes + classes
+                head_op = head_conv(w, self.head_chs)
+                head = ops_cost((head_op,), res)[metric] if head_op is not None else 0
+                cls = classifier_cost(w if head_op is None else head_op.out_chs, classes)[metric]
                 ends.append((m + head + cls, p))
             out.append(pick(ends, key=lambda e: e[0]))
         self._ranges[key] = (out[0], out[1])

@@ -270,6 +270,27 @@ class Stem:
     stride: int = 2
 
 
+# The stem and the head as ops: the one place their structure is written down. Cost
+# (igcv_nas.cost.ops_cost), the space's bounds, validation, the builder and the latency pieces
+# all take them from here.
+
+def stem_conv(in_chs: int, stem: Stem) -> ConvOp:
+    """The stem as a :class:`ConvOp`: dense ``kernel`` x ``kernel`` conv of stride ``stride``
+    from the ``in_chs`` input channels, BN and the activation; no permutation."""
+    return ConvOp(in_chs, stem.out_chs, stem.kernel, stem.stride, ((1, in_chs, stem.out_chs),),
+                  True)
+
+
+def head_conv(in_chs: int, head_chs: int) -> ConvOp | None:
+    """The head conv as a :class:`ConvOp`: dense 1x1 conv from the last block's ``in_chs``
+    channels to ``head_chs``, BN and the activation; None when ``head_chs <= 0`` (no head conv:
+    the last block's channels enter the classifier). The global pool and the classifier that
+    follow are not convolutions (:func:`igcv_nas.cost.classifier_cost`)."""
+    if head_chs <= 0:
+        return None
+    return ConvOp(in_chs, head_chs, 1, 1, ((1, in_chs, head_chs),), True)
+
+
 @dataclass(frozen=True)
 class NetworkSpec:
     """A whole network. ``name`` is a label only; it is not part of :attr:`arch_id`."""
@@ -290,14 +311,41 @@ class NetworkSpec:
                 yield f"s{si}.b{bi}", block
 
     @property
+    def stem_op(self) -> ConvOp:
+        """The stem as a conv op (:func:`stem_conv`)."""
+        return stem_conv(self.in_chs, self.stem)
+
+    @property
+    def last_chs(self) -> int:
+        """Channels leaving the last block (the stem's when there is none)."""
+        last = self.stem.out_chs
+        for stage in self.stages:
+            if stage:
+                last = stage[-1].out_chs
+        return last
+
+    @property
+    def head_op(self) -> ConvOp | None:
+        """The head conv as a conv op, None without one (:func:`head_conv`)."""
+        return head_conv(self.last_chs, self.head_chs)
+
+    def ops(self) -> Iterator[tuple[str, tuple[ConvOp, ...], bool]]:
+        """``(label, ops, residual)`` of every conv piece in forward order: ``("stem",
+        (stem_op,), False)``, every block (``s<i>.b<j>``, its ops, its residual flag), then
+        ``("head", (head_op,), False)`` when there is a head conv. The global pool and the
+        classifier (``feature_chs`` -> ``num_classes``) follow."""
+        yield "stem", (self.stem_op,), False
+        for label, b in self.blocks():
+            yield label, b.ops, bool(b.residual)
+        head = self.head_op
+        if head is not None:
+            yield "head", (head,), False
+
+    @property
     def feature_chs(self) -> int:
         """Channels entering the classifier."""
-        if self.head_chs:
-            return self.head_chs
-        last = self.stem.out_chs
-        for _, b in self.blocks():
-            last = b.out_chs
-        return last
+        head = self.head_op
+        return self.last_chs if head is None else head.out_chs
 
     def to_dict(self) -> dict:
         return {"format": "igcv-nas/spec@1", "name": self.name, "input_size": self.input_size,
@@ -321,11 +369,32 @@ class NetworkSpec:
     def to_json(self, indent: int | None = 1) -> str:
         return json.dumps(self.to_dict(), indent=indent)
 
-    def with_target(self, input_size: int | None = None,
-                    num_classes: int | None = None) -> NetworkSpec:
-        import dataclasses
-        return dataclasses.replace(self, input_size=input_size or self.input_size,
-                                   num_classes=num_classes or self.num_classes)
+    def with_target(self, input_size: int | None = None, num_classes: int | None = None,
+                    cifar: bool = False) -> NetworkSpec:
+        """This network at another input resolution and/or number of classes (None or 0: keep
+        this spec's): the one target transform.
+
+        ``cifar=True`` gives the CIFAR form (the convention of :mod:`igcv_nas.zoo`): the same
+        blocks with the stem at stride 1 and the first block of the second stage (index 1) not
+        downsampling, so ``zoo.igcv3_d().with_target(32, 10, cifar=True) ==
+        zoo.igcv3_d(cifar=True)``; :func:`igcv_nas.space.to_cifar` is this with defaults 32 and
+        10."""
+        input_size = input_size or self.input_size
+        num_classes = num_classes or self.num_classes
+        if not cifar:
+            import dataclasses
+            return dataclasses.replace(self, input_size=input_size, num_classes=num_classes)
+        d = self.to_dict()
+        d["input_size"], d["num_classes"] = input_size, num_classes
+        d["stem"]["stride"] = 1
+        if len(d["stages"]) > 1 and d["stages"][1]:
+            b = d["stages"][1][0]
+            if b["kind"] == "igc":
+                for layer in b["layers"]:
+                    layer["stride"] = 1
+            else:
+                b["stride"] = 1
+        return from_dict(d)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from .cost import out_res
 from .errors import IGCVError
 from .spec import ACTS, ConvOp, IGCBlock, NetworkSpec, runs_sum
 from .units import MAX_CHANNELS, MAX_CHECK_CELLS, MAX_KERNEL, MAX_STRIDE
@@ -268,10 +269,8 @@ def check(spec: NetworkSpec) -> Report:
     if not spec.stages or not any(spec.stages):
         v.append(Violation("spec", "no blocks: stages must hold at least one block"))
     res = max(spec.input_size, 1)
-    stem = ConvOp(spec.in_chs, spec.stem.out_chs, spec.stem.kernel, spec.stem.stride,
-                  ((1, spec.in_chs, spec.stem.out_chs),), True)
-    _check_op(stem, "stem", res, v)
-    res = max(res // max(spec.stem.stride, 1), 1)
+    _check_op(spec.stem_op, "stem", res, v)
+    res = out_res(res, max(spec.stem.stride, 1))
     c = spec.stem.out_chs
     for label, b in spec.blocks():
         n_before = len(v)
@@ -293,7 +292,7 @@ def check(spec: NetworkSpec) -> Report:
         r = res
         for li, op in enumerate(ops):
             _check_op(op, f"{label}.layer{li}", r, v)
-            r = max(r // max(op.stride, 1), 1)
+            r = out_res(r, max(op.stride, 1))
         bc = BlockCheck(label, b.kind, None)
         if len(v) == n_before:
             try:

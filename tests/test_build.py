@@ -303,3 +303,21 @@ def test_non_residual_blocks_do_not_add():
         block.ops[-1].bn.weight.zero_()
         block.ops[-1].bn.bias.zero_()
         assert torch.equal(block(x), torch.zeros_like(x))
+
+
+def test_stem_and_head_pieces_are_the_networks_modules():
+    from igcv_nas.build import build_head, build_stem
+    spec = zoo.get("igcv3_d", cifar=True)
+    model = build_model(spec).eval()
+    stem, head = build_stem(spec).eval(), build_head(spec).eval()
+    head.load_state_dict({k.replace("head.", "0.", 1).replace("classifier.", "4.", 1): v
+                          for k, v in model.state_dict().items()
+                          if k.startswith(("head.", "classifier."))})
+    stem.load_state_dict({k[5:]: v for k, v in model.state_dict().items()
+                          if k.startswith("stem.")})
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        assert torch.equal(model(x), head(model.blocks(stem(x))))
+    n = sum(p.numel() for p in stem.parameters()) + sum(p.numel() for p in head.parameters())
+    c = cost.count(spec, per_block=True)
+    assert n == c.stem.params + c.head.params + c.classifier.params

@@ -72,3 +72,34 @@ def test_width_scales_macs_monotonically():
 def test_human():
     assert human(300_774_272) == "300.77M"
     assert human(999) == "999"
+
+
+def test_stem_and_head_are_conv_ops_costed_like_blocks(tiny):
+    from igcv_nas.cost import classifier_cost, ops_cost
+    from igcv_nas.spec import ConvOp
+    tiny["head_chs"] = 16
+    spec = from_dict(tiny)
+    assert spec.stem_op == ConvOp(3, 8, 3, 2, ((1, 3, 8),), True)
+    assert spec.head_op == ConvOp(8, 16, 1, 1, ((1, 8, 16),), True)
+    assert [(label, len(ops)) for label, ops, _ in spec.ops()] == [
+        ("stem", 1), ("s0.b0", 2), ("head", 1)]
+    c = count(spec, per_block=True)
+    # stem 3456 MACs / 232 params (test_tiny_network_by_hand); head 1x1 8->16 on 4x4:
+    # MACs 8*16*16 = 2048, params 128 + 32; classifier 16->10: 160 MACs, 170 params
+    assert (c.stem.macs, c.stem.params, c.stem.in_res, c.stem.out_res) == (3456, 232, 8, 4)
+    assert (c.head.macs, c.head.params, c.head.in_res) == (2048, 160, 4)
+    assert (c.classifier.macs, c.classifier.params) == (160, 170) == classifier_cost(16, 10)
+    assert ops_cost((spec.stem_op,), 8)[:2] == (3456, 232)
+    pieces = [c.stem, *c.blocks, c.head, c.classifier]
+    assert sum(p.macs for p in pieces) == c.macs == 3456 + 2816 + 2048 + 160
+    assert sum(p.params for p in pieces) == c.params
+    # peak: the head's input and output, (8 + 16) * 16 = 384 > the stem's 320
+    assert c.peak_act == 384
+
+
+def test_no_head_conv_feeds_the_last_block_to_the_classifier(tiny):
+    spec = from_dict(tiny)
+    assert spec.head_op is None and spec.feature_chs == spec.last_chs == 8
+    assert [label for label, _, _ in spec.ops()] == ["stem", "s0.b0"]
+    c = count(spec, per_block=True)
+    assert c.head is None and (c.classifier.macs, c.classifier.params) == (80, 90)

@@ -93,3 +93,20 @@ def test_spec_validation_and_cost_do_not_import_torch():
 def test_json_is_plain_json(tiny):
     text = from_dict(tiny).to_json()
     assert json.loads(text)["format"] == "igcv-nas/spec@1"
+
+
+def test_with_target_is_the_one_target_transform():
+    from igcv_nas import zoo
+    from igcv_nas.space import to_cifar
+    spec = zoo.igcv3_d()
+    assert spec.with_target(160, 100) == replace_target(spec, 160, 100)
+    assert spec.with_target() == spec and spec.with_target(None, 10).input_size == 224
+    cifar = spec.with_target(32, 10, cifar=True)
+    assert cifar.arch_id == zoo.igcv3_d(cifar=True).arch_id == to_cifar(spec).arch_id
+    assert cifar.stem.stride == 1 and cifar.stages[1][0].stride == 1
+    assert to_cifar(spec, 100, 64) == spec.with_target(64, 100, cifar=True)
+
+
+def replace_target(spec, input_size, num_classes):
+    import dataclasses
+    return dataclasses.replace(spec, input_size=input_size, num_classes=num_classes)

@@ -171,3 +171,14 @@ def test_dwsep_is_exact_and_mbconv_relaxed():
     v2 = check(zoo.mobilenet_v2())
     # 16 * 6 expanded channels
     assert v2.blocks[1].mode == "relaxed" and v2.blocks[1].max_paths == 96
+
+
+def test_resolution_after_a_stride_that_does_not_divide_rounds_up(tiny):
+    # 9x9 input, stem stride 2: the stem's conv gives 5x5 (padding 1), as cost and build count
+    # it, so the next stride is checked against 5, not 4
+    tiny["input_size"] = 9
+    tiny["stages"][0][0]["layers"][0]["stride"] = 2
+    rep = check(from_dict(tiny))
+    assert [str(v) for v in rep.violations] == [
+        "stem: stride=2 does not divide the input resolution 9",
+        "s0.b0.layer0: stride=2 does not divide the input resolution 5"]

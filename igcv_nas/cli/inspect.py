@@ -22,26 +22,18 @@ def _layer(label: str, kind: str, res: tuple[int, int], macs: int, params: int) 
             "flops": 2 * macs, "params": params}
 
 
-def _outer_rows(spec: NetworkSpec, blocks: tuple) -> dict:
-    """Stem, head and classifier rows of a valid spec, by the conventions of
-    :func:`igcv_nas.cost.count` (conv weights + BN affine; classifier weight + bias); with the
-    blocks' rows they add up to its totals. The global average pool, BN, activations and
-    permutations cost 0 MACs and have no parameters: no row."""
-    s, res = spec.stem, spec.input_size
-    out = (res - 1) // s.stride + 1
-    w = s.kernel * s.kernel * spec.in_chs * s.out_chs
-    rows = {"stem": _layer("stem", f"conv {s.kernel}x{s.kernel}/{s.stride}", (res, out),
-                           w * out * out, w + 2 * s.out_chs)}
-    res = blocks[-1].out_res if blocks else out
-    last = spec.stages[-1][-1].out_chs if any(spec.stages) else s.out_chs
-    rows["head"] = None
-    if spec.head_chs:
-        w = last * spec.head_chs
-        rows["head"] = _layer("head", "conv 1x1", (res, res), w * res * res, w + 2 * spec.head_chs)
-        last = spec.head_chs
-    k = spec.num_classes
-    rows["classifier"] = _layer("classifier", f"avg pool, linear {last}->{k}", (res, 1),
-                                last * k, last * k + k)
+def _outer_rows(spec: NetworkSpec, c: _cost.Cost) -> dict:
+    """Stem, head and classifier rows of a valid spec, as :func:`igcv_nas.cost.count` gives
+    them (``per_block=True``); with the blocks' rows they add up to its totals. The global
+    average pool, BN, activations and permutations cost 0 MACs and have no parameters: no
+    row."""
+    s, h, k = c.stem, c.head, c.classifier
+    rows = {"stem": _layer("stem", f"conv {spec.stem.kernel}x{spec.stem.kernel}/"
+                           f"{spec.stem.stride}", (s.in_res, s.out_res), s.macs, s.params)}
+    rows["head"] = (_layer("head", "conv 1x1", (h.in_res, h.out_res), h.macs, h.params)
+                    if h is not None else None)
+    rows["classifier"] = _layer("classifier", f"avg pool, linear {spec.feature_chs}->"
+                                f"{spec.num_classes}", (k.in_res, k.out_res), k.macs, k.params)
     return rows
 
 
@@ -63,7 +55,7 @@ def _report(spec: NetworkSpec) -> dict:
            "num_classes": spec.num_classes, "valid": rep.ok, "complementary": rep.mode,
            "violations": [str(v) for v in rep.violations], "blocks": blocks}
     if c is not None:
-        out.update(_outer_rows(spec, c.blocks))
+        out.update(_outer_rows(spec, c))
         out.update(c.as_dict())
     return out
 
