@@ -39,6 +39,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from .errors import InputError
 from .perm import interleave_groups
 from .spec import ACTS, Block as BlockSpec, ConvOp, NetworkSpec, Runs
 
@@ -55,7 +56,7 @@ def make_act(name: str) -> nn.Module:
     try:
         return _ACT_MODULES[name](inplace=True)
     except KeyError:
-        raise ValueError(f"unknown activation {name!r}; accepted: {', '.join(ACTS)}") from None
+        raise InputError(f"unknown activation {name!r}; accepted: {', '.join(ACTS)}") from None
 
 
 def _is_channels_last(x: torch.Tensor) -> bool:
@@ -164,7 +165,7 @@ class GroupConv(nn.Module):
             for count, gi, go in groups)
         self.splits = [count * gi for count, gi, _ in groups]
         if sum(self.splits) != in_chs or sum(c * go for c, _, go in groups) != out_chs:
-            raise ValueError(f"group runs {groups} do not give {in_chs} -> {out_chs} channels")
+            raise InputError(f"group runs {groups} do not give {in_chs} -> {out_chs} channels")
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if len(self.convs) == 1:
@@ -182,7 +183,7 @@ class ConvBN(nn.Module):
         self.bn = nn.BatchNorm2d(op.out_chs)
         self.act: nn.Module | None = make_act(act) if op.act else None
         if op.perm is not None and sorted(op.perm) != list(range(op.out_chs)):
-            raise ValueError(f"perm of length {len(op.perm)} is not a permutation of "
+            raise InputError(f"perm of length {len(op.perm)} is not a permutation of "
                              f"{op.out_chs} channels")
         self.perm: nn.Module | None = make_perm(op.perm) if op.perm is not None else None
 
@@ -224,7 +225,7 @@ class IGCNet(nn.Module):
         last = spec.stem.out_chs
         for label, b in spec.blocks():
             if b.in_chs != last:
-                raise ValueError(f"{label}: in_chs={b.in_chs} but the previous layer gives {last}")
+                raise InputError(f"{label}: in_chs={b.in_chs} but the previous layer gives {last}")
             last = b.out_chs
         self.blocks = nn.Sequential(*(Block(b, spec.act) for _, b in spec.blocks()))
         self.head, self.pool, self.dropout, self.classifier = _head_modules(spec)

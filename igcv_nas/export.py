@@ -39,6 +39,7 @@ from typing import Any, Iterator
 
 from . import __version__
 from .cost import count
+from .errors import IGCVError
 from .fileio import write_bytes, write_json
 from .spec import NetworkSpec, from_dict
 from .validation import check
@@ -52,7 +53,7 @@ OPSET = 17
 VERIFY_BATCH, VERIFY_SEED = 2, 1234
 
 
-class ExportError(RuntimeError):
+class ExportError(IGCVError, RuntimeError):
     """An export that could not be written or did not verify (one line: what and by how much)."""
 
 

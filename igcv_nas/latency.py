@@ -75,6 +75,7 @@ from dataclasses import asdict, dataclass
 from typing import Any, Callable, Iterable
 
 from .cost import out_res
+from .errors import IGCVError
 from .fileio import atomic_write
 from .spec import Block, ConvOp, NetworkSpec
 
@@ -90,7 +91,7 @@ METHODS = ("lut", "learned")
 _FIELD = {"median": "ms", "min": "min", "rounds": "stable"}
 
 
-class LatencyError(ValueError):
+class LatencyError(IGCVError, ValueError):
     """Bad latency input (unknown device, unreadable LUT, incompatible settings); one line."""
 
 

@@ -53,6 +53,7 @@ from types import SimpleNamespace
 from typing import Any, Sequence
 
 from .cost import classifier_cost, ops_cost
+from .errors import InputError
 from .spec import ConvOp, Stem, head_conv, stem_conv
 
 LEARNED_FORMAT = "igcv-nas/latency-learned@1"
@@ -78,7 +79,7 @@ CONTEXT_FEATURES = FEATURES + ("prev_kind", "prev_out_elems", "prev_macs", "next
                                "next_macs", "position")
 
 
-class KeyFormatError(ValueError):
+class KeyFormatError(InputError):
     """A LUT key this module cannot read."""
 
 

@@ -75,7 +75,7 @@ from typing import Any, Iterator
 
 import yaml
 
-from .errors import IGCVError
+from .errors import IGCVError, InputError
 from . import perm as _perm
 from .cost import block_cost, classifier_cost, ops_cost, out_res
 from .spec import (ACTS, BLOCK_KINDS, Block, NetworkSpec, SpecError, Stem, block_from_dict,
@@ -706,7 +706,7 @@ class SearchSpace:
     def extreme_params(self, which: str = "min", cifar: bool = False) -> dict:
         """FixedTrial parameters of a cheapest (``"min"``) or dearest (``"max"``) sample."""
         if which not in ("min", "max"):
-            raise ValueError(f"which={which!r}; accepted: min, max")
+            raise InputError(f"which={which!r}; accepted: min, max")
         return dict(self.macs_range(cifar)[0 if which == "min" else 1][1])
 
     def __repr__(self) -> str:

@@ -231,7 +231,7 @@ def scale_to_macs(name: str, macs: int, input_size: int = 224, num_classes: int 
     from .cost import count
 
     if name not in ZOO:
-        raise KeyError(f"unknown zoo network {name!r}; accepted: {', '.join(names())}")
+        raise ZooError(f"unknown zoo network {name!r}; accepted: {', '.join(names())}")
     best = None
     for i in range(int(round((hi - lo) / step)) + 1):
         w = round(lo + i * step, 4)

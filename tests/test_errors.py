@@ -52,3 +52,50 @@ def test_a_real_cli_accepts_debug(capsys):
     from igcv_nas.cli.inspect import main
     assert main(["tiny_does_not_exist", "--debug"]) == 2
     assert "igcv-inspect: error:" in capsys.readouterr().err
+
+
+def test_latency_export_zoo_and_key_errors_have_the_one_base():
+    from igcv_nas.export import ExportError
+    from igcv_nas.latency import LatencyError, MissingKey
+    from igcv_nas.latency_model import KeyFormatError
+    from igcv_nas.validation import CheckTooLarge
+    from igcv_nas.zoo import ZooError
+    for cls in (LatencyError, MissingKey, ExportError, ZooError, CheckTooLarge):
+        assert issubclass(cls, IGCVError), cls
+    assert issubclass(KeyFormatError, InputError)
+    # the builtin bases callers may catch are kept
+    assert issubclass(LatencyError, ValueError) and issubclass(MissingKey, KeyError)
+    assert issubclass(ExportError, RuntimeError)
+
+
+def test_bad_arguments_of_public_functions_are_input_errors():
+    from igcv_nas import zoo
+    from igcv_nas.build import make_act
+    from igcv_nas.space import load_space
+    with pytest.raises(InputError, match="unknown activation 'gelu'"):
+        make_act("gelu")
+    with pytest.raises(InputError, match="which='mid'; accepted: min, max"):
+        load_space("igcv3").extreme_params("mid")
+    with pytest.raises(IGCVError, match="^unknown zoo network 'nope'"):
+        zoo.scale_to_macs("nope", 10**6)
+
+
+def test_igcv_latency_maps_latency_errors_to_exit_2_and_bugs_to_internal_error(
+        capsys, monkeypatch):
+    from igcv_nas import latency
+    from igcv_nas.cli.latency import main
+    assert main(["mobilenet_v2_cifar", "--no-measure", "--lut", "/nonexistent/lut.json"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("igcv-latency: error: /nonexistent/lut.json: cannot read LUT file")
+    assert main(["mobilenet_v2_cifar", "--threads", "0"]) == 2
+    assert capsys.readouterr().err == ("igcv-latency: error: --threads 0 must be a positive "
+                                       "integer\n")
+
+    def boom(*a, **k):
+        raise ZeroDivisionError("a bug")
+    monkeypatch.setattr(latency, "measure", boom)
+    assert main(["mobilenet_v2_cifar", "--reps", "1"]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("igcv-latency: internal error: ZeroDivisionError: a bug")
+    with pytest.raises(ZeroDivisionError):
+        main(["mobilenet_v2_cifar", "--reps", "1", "--debug"])

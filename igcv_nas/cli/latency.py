@@ -15,7 +15,8 @@ table lacks are measured on its device and added to the file) and the learned pr
 shipped space), adds the ``--zoo`` networks, measures every distinct stem, block and head of
 them once and fits the correction on ``--calibrate`` whole networks; an existing ``--out`` file
 with the same settings is extended, not re-measured. Exit code 0 on success, 2 with one line on
-stderr for bad input.
+stderr for bad input; anything else is a bug: one line saying so, exit 1 (the traceback with
+``--debug``).
 """
 from __future__ import annotations
 
@@ -26,8 +27,9 @@ import sys
 import time
 
 from .. import latency as _lat
+from ..errors import IGCVError, InputError
 from ..spec import NetworkSpec, SpecError
-from ._common import OneLineParser, fail, resolve_spec
+from ._common import OneLineParser, fail, resolve_spec, run_cli
 
 PROG = "igcv-latency"
 USAGE = ("igcv-latency SPEC.json|ZOO_NAME [--lut FILE] [options]\n"
@@ -37,7 +39,7 @@ USAGE = ("igcv-latency SPEC.json|ZOO_NAME [--lut FILE] [options]\n"
 def _positive(flag: str, v: int | None, zero_ok: bool = False) -> None:
     if v is not None and (v < 0 if zero_ok else v <= 0):
         kind = "non-negative" if zero_ok else "positive"
-        raise ValueError(f"{flag} {v} must be a {kind} integer")
+        raise InputError(f"{flag} {v} must be a {kind} integer")
 
 
 def _check_common(args: argparse.Namespace) -> None:
@@ -88,7 +90,7 @@ def _build_lut(argv: list[str]) -> int:
         _positive("--n", args.n, zero_ok=True)
         _positive("--calibrate", args.calibrate, zero_ok=True)
         args.device = str(_lat.resolve_device(args.device or "cpu"))
-    except ValueError as e:
+    except IGCVError as e:
         return fail(PROG, str(e))
     from ..space import SpaceError, available_spaces, load_space
     specs: list[NetworkSpec] = []
@@ -155,9 +157,9 @@ def _measure(argv: list[str]) -> int:
     try:
         _check_common(args)
         if args.no_measure and not args.lut:
-            raise ValueError("--no-measure needs --lut FILE")
+            raise InputError("--no-measure needs --lut FILE")
         spec = resolve_spec(args.source)
-    except (ValueError, SpecError) as e:
+    except IGCVError as e:
         return fail(PROG, str(e))
     from ..validation import check
     rep = check(spec)
@@ -230,11 +232,15 @@ def _measure(argv: list[str]) -> int:
     return 0
 
 
-def main(argv: list[str] | None = None) -> int:
+def _main(argv: list[str] | None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv and argv[0] == "build-lut":
         return _build_lut(argv[1:])
     return _measure(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    return run_cli(PROG, _main, argv)
 
 
 if __name__ == "__main__":
