@@ -71,7 +71,7 @@ import os
 import platform
 import statistics
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Any, Callable, Iterable
 
 from .cost import out_res
@@ -81,8 +81,9 @@ from .spec import Block, ConvOp, NetworkSpec
 
 __all__ = ["AMP_DTYPES", "LUT", "LUT_FORMAT", "LatencyError", "METHODS", "Measurement",
            "MissingKey", "STATISTICS", "block_key", "build_lut", "device_name", "fit_correction",
-           "head_key", "measure", "measure_module", "measure_modules", "network_keys", "predict",
-           "resolve_device", "steady_allocator", "stem_key", "summarize"]
+           "head_key", "measure", "measure_module", "measure_modules", "min_latency_ms",
+           "network_keys", "predict", "resolve_device", "steady_allocator", "stem_key",
+           "summarize"]
 
 LUT_FORMAT = "igcv-nas/latency-lut@1"
 STATISTICS = ("median", "min", "rounds")
@@ -457,6 +458,12 @@ def stem_key(spec: NetworkSpec, batch: int = 1, channels_last: bool = False,
             f"{_settings(spec.input_size, batch, channels_last, amp)}")
 
 
+def _head_key(act: str, last: int, head_chs: int, num_classes: int, res: int, batch: int,
+              channels_last: bool, amp: str | None) -> str:
+    return (f"head {act} {last}>{head_chs} classes{num_classes} "
+            f"{_settings(res, batch, channels_last, amp)}")
+
+
 def _blocks_res(spec: NetworkSpec) -> tuple[list[tuple[Block, int]], int, int]:
     """[(block, input resolution)], final resolution, channels entering the head."""
     res = out_res(spec.input_size, spec.stem.stride)
@@ -471,8 +478,8 @@ def _blocks_res(spec: NetworkSpec) -> tuple[list[tuple[Block, int]], int, int]:
 def head_key(spec: NetworkSpec, batch: int = 1, channels_last: bool = False,
              amp: str | None = None) -> str:
     _, res, last = _blocks_res(spec)
-    return (f"head {spec.act} {last}>{spec.head_chs} classes{spec.num_classes} "
-            f"{_settings(res, batch, channels_last, amp)}")
+    return _head_key(spec.act, last, spec.head_chs, spec.num_classes, res, batch, channels_last,
+                     amp)
 
 
 def _build_block(block: Block, act: str):
@@ -822,3 +829,92 @@ def predict(spec: NetworkSpec, lut: LUT, device: Any = None,
     if method == "learned":
         return lut.predict(spec, method="learned")
     return lut.predict(spec, measure_missing)
+
+
+# ---------------------------------------------------------------------------------------------
+# the space's latency floor
+
+
+def min_latency_ms(space: Any, predictor: Any, target: tuple[int, int] | None = None,
+                   cifar: bool = False, method: str = "lut", missing: str = "zero") -> float:
+    """A lower bound on the latency ``predictor`` predicts for any network of ``space``, in ms:
+    a ``--latency`` budget below it is met by no sample.
+
+    ``space`` is a :class:`igcv_nas.space.SearchSpace`; ``predictor`` a :class:`LUT` (``method``
+    ``lut`` or ``learned``) or a :class:`igcv_nas.latency_model.LearnedPredictor` (then
+    ``learned``). The networks are taken as the search predicts them: at ``target`` =
+    ``(input_size, num_classes)`` (None: the space's own target) and, with ``cifar=True``, in
+    the CIFAR form (stem stride 1, stage 1 not downsampling; what
+    :meth:`~igcv_nas.spec.NetworkSpec.with_target` gives with ``cifar=True``).
+
+    * ``lut``: the prediction is ``scale * (stem + sum of blocks + head) + offset_ms`` with a
+      positive scale, a sum of per-piece entries, so the minimum over the space is found
+      exactly by dynamic programming over per-block choices
+      (:meth:`~igcv_nas.space.SearchSpace.min_over_samples`; exact up to floating-point
+      summation order). A piece the LUT lacks would be measured when predicted, and a
+      measurement is >= 0: ``missing="zero"`` (default) counts it as 0, which keeps the result
+      a true lower bound (exact when the LUT holds every piece of the space);
+      ``missing="raise"`` raises :class:`MissingKey` for the first absent piece instead.
+    * ``learned``: the prediction is ``scale * sum_i base_i * exp(h_i)``, ``base_i`` the LUT
+      entry or the piece model's price (a function of the piece alone) and ``h_i`` the
+      neighbour model, which depends on the neighbours. With ``h`` a constant (fewer
+      calibration rows than ``min_context_rows``) the minimum is exact as above; with a fitted
+      neighbour model the result is ``scale * exp(min h) * min sum_i base_i``, ``min h`` the
+      smallest value the boosted trees can output (initial value + learning rate x the
+      smallest leaf of every tree): a sound lower bound, not attained in general.
+
+    Cost: one LUT key (and lookup, or piece-model price, batched) per distinct block of the
+    space at each resolution and one per last-stage width -- the local combinations the space
+    checks at load (bounded by ``MAX_SPACE_COMBINATIONS``); no torch, nothing measured. On the
+    shipped spaces 0.1-1 s on a busy 2-core VM, most of it building blocks and keys (blocks are
+    cached on the space, so a second call is faster); the learned method computes the keys twice
+    and prices the unmeasured pieces in one batch."""
+    from .latency_model import LearnedPredictor
+    if method not in METHODS:
+        raise LatencyError(f"method {method!r}: accepted: {', '.join(METHODS)}")
+    if missing not in ("zero", "raise"):
+        raise LatencyError(f"missing {missing!r}: accepted: zero, raise")
+    if isinstance(predictor, LearnedPredictor):
+        learned, settings, method = predictor, predictor._settings, "learned"
+    else:
+        settings = predictor
+        learned = predictor.learned() if method == "learned" else None
+    batch, cl, amp = settings.batch, settings.channels_last, settings.amp
+    size, classes = target if target is not None else (None, None)
+    size = size or (32 if cifar else space.target.input_size)
+    classes = classes or space.target.num_classes
+    spec0 = NetworkSpec(input_size=size, num_classes=classes,
+                        stem=replace(space.stem, stride=1) if cifar else space.stem, stages=(),
+                        head_chs=space.head_chs, act=space.act, in_chs=space.in_chs)
+
+    def keys_of(fn: Callable[[str], float]) -> float:
+        """The space's smallest sum of ``fn(key)`` over a network's pieces."""
+        return fn(stem_key(spec0, batch, cl, amp)) + space.min_over_samples(
+            lambda b, r: fn(block_key(b, r, space.act, batch, cl, amp)),
+            lambda w, r: fn(_head_key(space.act, w, space.head_chs, classes, r, batch, cl, amp)),
+            size, cifar)
+
+    if learned is None:
+        lut, field = predictor, _FIELD[predictor.statistic]
+
+        def entry(key: str) -> float:
+            e = lut.entries.get(key)
+            if e is not None:
+                return e[field]
+            if missing == "raise":
+                raise MissingKey(f"latency LUT has no entry for {key!r}: the space's latency "
+                                 "floor needs every piece (or missing='zero')")
+            return 0.0
+        c = lut.correction
+        return c["scale"] * keys_of(entry) + c["offset_ms"]
+
+    seen: list[str] = []
+    keys_of(lambda k: seen.append(k) or 0.0)  # every key once (min_over_samples memoises)
+    todo = sorted({k for k in seen if k not in learned.entries})
+    priced = dict(zip(todo, learned.piece_ms(todo))) if todo else {}
+    field = learned.field
+
+    def base(key: str) -> float:
+        e = learned.entries.get(key)
+        return e[field] if e is not None else priced[key]
+    return learned.scale * math.exp(learned.min_log_factor()) * keys_of(base)

@@ -310,6 +310,26 @@ class LearnedPredictor:
                     CONTEXT_FEATURES)
         return [math.exp(v) for v in self.context.predict(X)]
 
+    def min_log_factor(self) -> float:
+        """The smallest ``h`` (log in-context / alone ratio) the neighbour model can give any
+        piece in any context: the constant without a fitted model; else the boosted trees'
+        initial value plus the learning rate times the smallest leaf of every tree (every
+        output is that initial value plus one leaf per tree), less 1e-9 for the rounding of
+        that sum. A lower bound for :func:`igcv_nas.latency.min_latency_ms`."""
+        if self.context is None:
+            return self.context_constant
+        import numpy as np
+        gbr = self.context
+        trees = [t for t in gbr.estimators_[:, 0]]
+        x = np.zeros((1, len(CONTEXT_FEATURES)))
+        init = float(gbr.predict(x)[0]) - gbr.learning_rate * sum(float(t.predict(x)[0])
+                                                                  for t in trees)
+        lows = []
+        for t in trees:
+            leaf = t.tree_.children_left == -1
+            lows.append(float(t.tree_.value[leaf, 0, 0].min()))
+        return init + gbr.learning_rate * sum(lows) - 1e-9
+
     def predict_keys(self, keys: Sequence[str], use_entries: bool = True) -> float:
         """Predicted ms of a network given its pieces' keys in forward order (module doc);
         ``use_entries=False`` prices every piece with the piece model."""

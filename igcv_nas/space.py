@@ -71,7 +71,7 @@ import math
 import re
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 import yaml
 
@@ -79,7 +79,7 @@ from .errors import IGCVError, InputError
 from . import perm as _perm
 from .cost import block_cost, classifier_cost, ops_cost, out_res
 from .spec import (ACTS, BLOCK_KINDS, Block, NetworkSpec, SpecError, Stem, block_from_dict,
-                   head_conv, stem_conv)
+                   head_conv, stem_conv, unstrided)
 from .units import (MAX_BLOCKS, MAX_CHANNELS, MAX_CLASSES, MAX_IGC_LAYERS, MAX_INPUT_SIZE,
                     MAX_KERNEL, MAX_NESTING, MAX_SPACE_BYTES, MAX_SPACE_CHECKS,
                     MAX_SPACE_COMBINATIONS, MAX_STAGES, MAX_STRIDE, MAX_YAML_NODES, read_bounded,
@@ -702,6 +702,58 @@ class SearchSpace:
     def max_macs(self) -> int:
         """Exact largest MACs of any sample at :attr:`target`."""
         return self.macs_range()[1][0]
+
+    def min_over_samples(self, block_value: Callable[[Block, int], float],
+                         end_value: Callable[[int, int], float], input_size: int | None = None,
+                         cifar: bool = False) -> float:
+        """Exact smallest, over every sample, of ``sum(block_value(block, res))`` over its
+        blocks (``res``: the block's input resolution) plus ``end_value(channels, res)`` of what
+        leaves the last block (its channels and resolution). The samples are taken at input
+        resolution ``input_size`` (default: :attr:`target`'s) or in the CIFAR form
+        (``cifar=True``: 32x32 unless ``input_size`` says otherwise, stem stride 1, the first
+        block of stage 1 not downsampling, as :func:`to_cifar` makes it). The blocks passed are
+        the ones the samples hold (permutations included).
+
+        Dynamic programming over stages as :meth:`macs_range` (the value of a sum is separable:
+        each block's choices are independent given its in / out widths, stride and resolution);
+        ``block_value`` is called once per distinct (block, resolution), ``end_value`` once per
+        width of the last stage. Exact up to floating-point summation order."""
+        if cifar:
+            self._check_strides(True)
+        res = input_size or (32 if cifar else self.target.input_size)
+        res = out_res(res, 1 if cifar else self.stem.stride)
+        memo: dict[tuple, float] = {}
+
+        def best(st: StageSpace, c_in: int, c_out: int, stride: int, r: int,
+                 cifar_first: bool) -> float:
+            lo = None
+            for kind in st.choices["kind"]:
+                for ch in self._combos(st, kind):
+                    b = self._block(kind, c_in, c_out, stride, ch)
+                    if cifar_first:
+                        b = unstrided(b)
+                    key = (b, r)
+                    v = memo.get(key)
+                    if v is None:
+                        v = memo[key] = block_value(b, r)
+                    lo = v if lo is None or v < lo else lo
+            return lo
+
+        table: dict[int, float] = {self.stem.out_chs: 0.0}  # width leaving the stage -> min
+        for st in self.stages:
+            cifar_first = cifar and st.index == 1
+            r_out = out_res(res, 1 if cifar_first else st.stride)
+            new: dict[int, float] = {}
+            for w in st.widths:
+                rest = best(st, w, w, 1, r_out, False) if max(st.depths) > 1 else 0.0
+                for c, so_far in table.items():
+                    first = so_far + best(st, c, w, st.stride, res, cifar_first)
+                    for d in st.depths:
+                        v = first + (d - 1) * rest
+                        if w not in new or v < new[w]:
+                            new[w] = v
+            table, res = new, r_out
+        return min(v + end_value(w, res) for w, v in table.items())
 
     def extreme_params(self, which: str = "min", cifar: bool = False) -> dict:
         """FixedTrial parameters of a cheapest (``"min"``) or dearest (``"max"``) sample."""

@@ -388,13 +388,24 @@ class NetworkSpec:
         d["input_size"], d["num_classes"] = input_size, num_classes
         d["stem"]["stride"] = 1
         if len(d["stages"]) > 1 and d["stages"][1]:
-            b = d["stages"][1][0]
-            if b["kind"] == "igc":
-                for layer in b["layers"]:
-                    layer["stride"] = 1
-            else:
-                b["stride"] = 1
+            _unstride(d["stages"][1][0])
         return from_dict(d)
+
+
+def _unstride(d: dict) -> dict:
+    """A block dict made not to downsample (every stride 1), in place."""
+    if d["kind"] == "igc":
+        for layer in d["layers"]:
+            layer["stride"] = 1
+    else:
+        d["stride"] = 1
+    return d
+
+
+def unstrided(block: Block) -> Block:
+    """``block`` with every stride 1: the first block of the second stage in the CIFAR form
+    (:meth:`NetworkSpec.with_target` with ``cifar=True``)."""
+    return block_from_dict(_unstride(block.to_dict()))
 
 
 # ---------------------------------------------------------------------------------------------
