@@ -3,6 +3,9 @@
 Optuna proposes architectures, Ray Tune trains the proxy of each in parallel (local Ray on this
 machine, or an existing cluster with --address), and the run directory records everything
 (resume with --resume RUN_DIR). Bad input: one line on stderr, exit code 2, nothing written.
+
+This module only parses and prints: every rule (checks, defaults, resume, LUT, data, the run
+lock) is :func:`igcv_nas.session.prepare_search` and :meth:`igcv_nas.session.PreparedSearch.run`.
 """
 from __future__ import annotations
 
