@@ -857,11 +857,12 @@ def min_latency_ms(space: Any, predictor: Any, target: tuple[int, int] | None = 
       ``missing="raise"`` raises :class:`MissingKey` for the first absent piece instead.
     * ``learned``: the prediction is ``scale * sum_i base_i * exp(h_i)``, ``base_i`` the LUT
       entry or the piece model's price (a function of the piece alone) and ``h_i`` the
-      neighbour model, which depends on the neighbours. With ``h`` a constant (fewer
-      calibration rows than ``min_context_rows``) the minimum is exact as above; with a fitted
-      neighbour model the result is ``scale * exp(min h) * min sum_i base_i``, ``min h`` the
-      smallest value the boosted trees can output (initial value + learning rate x the
-      smallest leaf of every tree): a sound lower bound, not attained in general.
+      neighbour model, which also depends on the neighbours and the position. Each piece is
+      given its smallest ``h`` over every context
+      (:meth:`~igcv_nas.latency_model.LearnedPredictor.min_log_factors`) and the sum is
+      minimised exactly as above: exact when ``h`` is a constant (fewer calibration rows than
+      ``min_context_rows``) or its trees never split on a neighbour feature, otherwise a sound
+      lower bound (the smallest contexts of neighbouring pieces need not agree).
 
     Cost: one LUT key (and lookup, or piece-model price, batched) per distinct block of the
     space at each resolution and one per last-stage width -- the local combinations the space
@@ -910,11 +911,10 @@ def min_latency_ms(space: Any, predictor: Any, target: tuple[int, int] | None = 
 
     seen: list[str] = []
     keys_of(lambda k: seen.append(k) or 0.0)  # every key once (min_over_samples memoises)
-    todo = sorted({k for k in seen if k not in learned.entries})
+    seen = sorted(set(seen))
+    todo = [k for k in seen if k not in learned.entries]
     priced = dict(zip(todo, learned.piece_ms(todo))) if todo else {}
     field = learned.field
-
-    def base(key: str) -> float:
-        e = learned.entries.get(key)
-        return e[field] if e is not None else priced[key]
-    return learned.scale * math.exp(learned.min_log_factor()) * keys_of(base)
+    low = {k: (learned.entries[k][field] if k in learned.entries else priced[k]) * math.exp(h)
+           for k, h in zip(seen, learned.min_log_factors(seen))}
+    return learned.scale * keys_of(low.__getitem__)

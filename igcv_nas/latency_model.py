@@ -310,25 +310,42 @@ class LearnedPredictor:
                     CONTEXT_FEATURES)
         return [math.exp(v) for v in self.context.predict(X)]
 
-    def min_log_factor(self) -> float:
-        """The smallest ``h`` (log in-context / alone ratio) the neighbour model can give any
-        piece in any context: the constant without a fitted model; else the boosted trees'
-        initial value plus the learning rate times the smallest leaf of every tree (every
-        output is that initial value plus one leaf per tree), less 1e-9 for the rounding of
-        that sum. A lower bound for :func:`igcv_nas.latency.min_latency_ms`."""
+    def min_log_factors(self, keys: Sequence[str]) -> list[float]:
+        """For each piece key, the smallest ``h`` (log in-context / alone ratio) the neighbour
+        model can give that piece in any network: its own features fixed, the neighbours' and
+        its position free. The constant without a fitted model; else the boosted trees' initial
+        value plus the learning rate times, per tree, the smallest leaf the piece can reach
+        (a split on its own feature is followed as the tree would follow it, on a neighbour
+        feature both ways), less 1e-9 for rounding. Exact when no tree splits on a neighbour
+        feature; a lower bound otherwise (:func:`igcv_nas.latency.min_latency_ms`)."""
         if self.context is None:
-            return self.context_constant
+            return [self.context_constant] * len(keys)
+        if not keys:
+            return []
         import numpy as np
         gbr = self.context
-        trees = [t for t in gbr.estimators_[:, 0]]
-        x = np.zeros((1, len(CONTEXT_FEATURES)))
-        init = float(gbr.predict(x)[0]) - gbr.learning_rate * sum(float(t.predict(x)[0])
-                                                                  for t in trees)
-        lows = []
+        trees = list(gbr.estimators_[:, 0])
+        zero = np.zeros((1, len(CONTEXT_FEATURES)))
+        init = float(gbr.predict(zero)[0]) - gbr.learning_rate * sum(
+            float(t.predict(zero)[0]) for t in trees)
+        # the trees compare float32 inputs with their thresholds
+        own = _matrix([self._features(k) for k in keys], FEATURES).astype(np.float32)
+        n_own = len(FEATURES)
+        total = np.zeros(len(keys))
         for t in trees:
-            leaf = t.tree_.children_left == -1
-            lows.append(float(t.tree_.value[leaf, 0, 0].min()))
-        return init + gbr.learning_rate * sum(lows) - 1e-9
+            tr = t.tree_
+            low: list = [None] * tr.node_count
+            for node in range(tr.node_count - 1, -1, -1):  # children have larger ids
+                left, right = tr.children_left[node], tr.children_right[node]
+                if left == -1:
+                    low[node] = np.full(len(keys), float(tr.value[node, 0, 0]))
+                elif tr.feature[node] < n_own:
+                    go_left = own[:, tr.feature[node]] <= tr.threshold[node]
+                    low[node] = np.where(go_left, low[left], low[right])
+                else:
+                    low[node] = np.minimum(low[left], low[right])
+            total += low[0]
+        return [float(v) for v in init + gbr.learning_rate * total - 1e-9]
 
     def predict_keys(self, keys: Sequence[str], use_entries: bool = True) -> float:
         """Predicted ms of a network given its pieces' keys in forward order (module doc);
