@@ -377,7 +377,9 @@ def make_sampler(settings: Settings, seed: int,
     * evolution: regularized evolution (:class:`igcv_nas.evolution.EvolutionSampler`),
       population trials // 3 (4 to 20), tournament half of it; ``accept`` keeps every child
       inside the budgets and the band and new.
-    * nsga2: population trials // 3 (6 to 50), uniform crossover.
+    * nsga2: NSGA-II (:class:`igcv_nas.nsga.ConditionalNSGAII`), population trials // 3 (6 to
+      50), uniform crossover of every parameter the parents have (conditional ones included),
+      ``accept`` as for evolution.
     * random: uniform.
     """
     n = settings.trials
@@ -392,9 +394,9 @@ def make_sampler(settings: Settings, seed: int,
             return EvolutionSampler(population_size=pop, sample_size=max(2, pop // 2), seed=seed,
                                     accept=accept)
         if settings.sampler == "nsga2":
-            from optuna.samplers.nsgaii import UniformCrossover
-            return optuna.samplers.NSGAIISampler(seed=seed, crossover=UniformCrossover(),
-                                                 population_size=max(6, min(50, n // 3)))
+            from .nsga import ConditionalNSGAII
+            return ConditionalNSGAII(seed=seed, population_size=max(6, min(50, n // 3)),
+                                     accept=accept)
         return optuna.samplers.RandomSampler(seed=seed)
 # ---------------------------------------------------------------------------------------------
 # summary for progress displays
@@ -451,7 +453,7 @@ class Engine:
         self.stopping_reason: str | None = None
         self.exhausted: str | None = None
         seed = settings.seed + 7919 * (attempt - 1)  # a resumed search draws afresh
-        accept = self._accept if settings.sampler == "evolution" else None
+        accept = self._accept if settings.sampler in ("evolution", "nsga2") else None
         directions = ["maximize", "minimize"] if self.objective.pareto else ["maximize"]
         study = optuna.create_study(storage=storage, sampler=make_sampler(settings, seed, accept),
                                     study_name=STUDY_NAME, directions=directions,
@@ -488,7 +490,8 @@ class Engine:
         return attrs, cand
 
     def _accept(self, trial_like: Any) -> bool:
-        """For the evolution sampler: is a child inside the budgets and band, and new?"""
+        """For the evolution and NSGA-II samplers: is a child inside the budgets and band, and
+        new?"""
         cand = self._candidate(trial_like)
         attrs = {"macs": cand.macs, "params": cand.params, "latency_ms": cand.latency_ms}
         return judge(self.settings, attrs) is None and cand.arch_id not in self.book.by_arch()

@@ -103,6 +103,32 @@ def test_rejected_samples_never_reach_the_sampler_as_results(tmp_path):
     assert eng.next_config("x") == FINISHED
 
 
+@pytest.mark.parametrize("sampler", ["nsga2", "evolution"])
+def test_genetic_samplers_breed_children_inside_the_band_through_accept(tmp_path, sampler):
+    space = load_space(SMALL)
+    settings = Settings(space=SMALL, macs=4_000_000, trials=12, seed=3, budget=TINY_BUDGET,
+                        scheduler="none", sampler=sampler)
+    run = RunDir.create(tmp_path / "run", {"settings": settings.to_dict(), "space": {
+        "sha256": space.sha256}, "attempts": []}, space.raw)
+    eng = Engine(run, settings, space, 10, 1, optuna.storages.InMemoryStorage(), epochs=1)
+    numbers = []
+    for i in range(12):
+        cfg = eng.next_config(f"t{i}")
+        assert 2_800_000 <= cfg["macs"] <= 4_000_000
+        numbers.append(cfg["number"])
+        eng.on_complete(f"t{i}", result(0.1 + 0.03 * (i % 5)))
+    assert eng.next_config("x") == FINISHED
+    df = load_trials(run.path)
+    ev = df[df.status == "complete"]
+    assert len(ev) == 12 and ev.arch_id.is_unique
+    children = ev[ev.parent.notna()]
+    # population max(6 (nsga2) / 4 (evolution), 12 // 3): random first generation, then children
+    first = 6 if sampler == "nsga2" else 4
+    assert len(children) == 12 - first
+    assert set(children.parent.astype(int)) <= set(numbers)
+    assert len(df) == 12  # accept kept every sample (random ones too) inside the band and new
+
+
 def test_extreme_macs_at_targets():
     from igcv_nas import cost
     from igcv_nas.search import extreme_spec, max_macs_at_target, min_macs_at_target
