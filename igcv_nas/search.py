@@ -309,6 +309,35 @@ def check_budgets(settings: Settings, space: SearchSpace) -> Settings:
     return settings
 
 
+def min_latency_at_target(space: SearchSpace, target: str, predictor: Any,
+                          method: str = "lut") -> float:
+    """A lower bound (exact for the LUT sum) on the latency ``predictor`` predicts for any
+    network of ``space`` at ``target``, in ms, as candidates are predicted
+    (:func:`igcv_nas.latency.min_latency_ms`)."""
+    from .latency import min_latency_ms
+    t = parse_target(target)
+    own = (space.target.input_size, space.target.num_classes)
+    if t is None or t == own:
+        return min_latency_ms(space, predictor, None, method=method)
+    return min_latency_ms(space, predictor, t, cifar=t[0] == 32, method=method)
+
+
+def check_latency_budget(settings: Settings, space: SearchSpace, predictor: Any) -> None:
+    """SearchError when ``settings.latency_ms`` is below the fastest network of ``space`` that
+    ``predictor`` predicts (no sample could meet it: without this check the search would draw
+    until its cap of rejected samples)."""
+    if settings.latency_ms is None or predictor is None:
+        return
+    method = settings.latency_predictor
+    floor = min_latency_at_target(space, settings.target, predictor, method)
+    if settings.latency_ms < floor:
+        raise SearchError(
+            f"--latency {settings.latency_ms:g}ms is below the fastest network of space "
+            f"{space.name!r} at target {settings.target}: {floor:.3f} ms predicted "
+            f"({method} predictor, device {settings.latency_device}); accepted: at least "
+            f"{floor:.3f}ms")
+
+
 def check_target(space: SearchSpace, target: str) -> None:
     """SearchError when the space's networks are not valid at ``target`` (strides are fixed per
     stage, so one network shows it: e.g. a resolution its strides cannot reach, whose specs

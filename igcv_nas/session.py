@@ -43,7 +43,7 @@ from .cost import human
 from .errors import IGCVError
 from .runstore import RunDir, RunError
 from .search import (RESUME_MUTABLE, Outcome, SearchError, Settings, Summary, check_budgets,
-                     check_target, engine_record)
+                     check_latency_budget, check_target, engine_record)
 
 log = logging.getLogger("igcv_nas.session")
 
@@ -119,6 +119,7 @@ def prepare_search(settings: Mapping[str, Any] | None = None, *,
         lut = lut_path = None
         if s.latency_ms is not None and s.lut:  # a given LUT is checked up front
             lut, lut_path = latency_lut(s, space, None, say)
+            check_latency_budget(s, space, lut)
         from .data import load_splits, resolve_data_dir
         splits = load_splits(s.dataset, resolve_data_dir(s.data_dir), val_size=VAL_SIZE, seed=0,
                              download_ok=True)
@@ -238,8 +239,9 @@ def _latency_lut(settings: Settings, space, run_path: Path | None, say: Callable
 
     from .latency import LUT, build_lut, resolve_device
     from .search import at_target
-    path = Path(settings.lut) if settings.lut else run_path / "latency_lut.json"
-    if path.is_file():
+    path = (Path(settings.lut) if settings.lut
+            else None if run_path is None else run_path / "latency_lut.json")
+    if path is not None and path.is_file():
         lut = LUT.load(path)
         if lut.device != str(resolve_device(settings.latency_device)):
             raise SearchError(f"--lut {path} was measured on {lut.device}, not on "
@@ -247,7 +249,8 @@ def _latency_lut(settings: Settings, space, run_path: Path | None, say: Callable
                               f"or a new file name to build one")
         say(f"using latency LUT {path} ({len(lut)} entries, {lut.device})")
         return lut, path
-    say(f"building a latency LUT on {settings.latency_device} at {path} "
+    where = "for the new run directory" if path is None else f"at {path}"
+    say(f"building a latency LUT on {settings.latency_device} {where} "
         f"(12 sampled networks, calibrated on 8) ...")
     sampler = optuna.samplers.RandomSampler(seed=settings.seed)
     study = optuna.create_study(sampler=sampler)
@@ -357,10 +360,18 @@ class PreparedSearch:
                 previous = signal.signal(signal.SIGTERM, self._terminate)  # after ray.init's own
             self.phase = "starting"
             self._defaults(resources)
+            if self.lut is None and self.run_dir is None:
+                # a new run measures its LUT before its directory exists, so that a latency
+                # budget below every network is refused with nothing created
+                self.lut, _ = latency_lut(self.settings, self.space, None, self._say)
+                check_latency_budget(self.settings, self.space, self.lut)
             run = self._open_run()
             if self.lut is None:
                 self.lut, self.lut_path = latency_lut(self.settings, self.space, run.path,
                                                       self._say)
+                check_latency_budget(self.settings, self.space, self.lut)
+            elif self.lut_path is None:
+                self.lut_path = run.path / "latency_lut.json"
             if on_start is not None:
                 on_start(self)
             self.phase = "searching"

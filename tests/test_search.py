@@ -375,6 +375,29 @@ def test_latency_budget_with_a_lut_built_once_and_reused(tmp_path, cifar_dir, lo
     best = json.loads((d1 / "best.json").read_text())
     assert best["measured_latency_ms"] > 0  # confirmed by measurement at the end
 
+    # a budget below the space's fastest predicted network is refused before anything is
+    # written, with the floor (exact for the LUT sum: no sample is below it)
+    from igcv_nas.latency import LUT
+    from igcv_nas.search import min_latency_at_target
+    floor = min_latency_at_target(load_space(SMALL), "space", LUT.load(lut))
+    assert 0 < floor <= sampled.latency_ms.min() + 1e-9
+    before = lut.read_bytes()
+    d4 = tmp_path / "run4"
+    rc = main(["--space", SMALL, "--latency", f"{floor / 2:.6f}ms", "--lut", str(lut),
+               "--data-dir", str(cifar_dir), "--run-dir", str(d4), *FAST])
+    assert rc == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("igcv-search: error: --latency ") and len(err.splitlines()) == 1
+    assert f"is below the fastest network of space 'small' at target space: {floor:.3f} ms" in err
+    assert not d4.exists() and lut.read_bytes() == before
+    # without --lut the new run measures its LUT first and refuses before its directory exists
+    d5 = tmp_path / "run5"
+    rc = main(["--space", SMALL, "--latency", "0.000001ms", "--device", "cpu",
+               "--data-dir", str(cifar_dir), "--run-dir", str(d5), *FAST])
+    assert rc == 2
+    assert "is below the fastest network of space 'small'" in capsys.readouterr().err
+    assert not d5.exists()
+
     budget = float(sampled.latency_ms.median())
     d2 = tmp_path / "run2"
     rc = main(["--space", SMALL, "--latency", f"{budget:.4f}ms", "--lut", str(lut), "--trials", "2",
