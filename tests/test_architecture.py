@@ -19,9 +19,10 @@ PKG = Path(__file__).resolve().parent.parent / "igcv_nas"
 # -> export; base holds what every stage may use; cli comes last.
 STAGES: dict[str, list[str]] = {
     "base": ["errors", "units", "fileio", "compat"],
-    "arch": ["spec", "perm", "validation", "cost", "zoo", "space"],
+    "arch": ["spec", "perm", "validation", "cost", "zoo", "space", "sources"],
     "nn": ["build"],
-    "evaluate": ["data", "train", "zero_cost", "proxy", "latency", "latency_model"],
+    "evaluate": ["data", "train", "zero_cost", "proxy", "latency", "latency_model",
+                 "training_run"],
     "search": ["trials", "evolution", "nsga", "search", "session", "raytune", "runstore",
                "progress"],
     "artifacts": ["crosscheck", "export", "deploy", "report"],

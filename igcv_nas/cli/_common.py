@@ -2,11 +2,9 @@
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 
-from .. import zoo
-from ..spec import NetworkSpec, SpecError, from_dict, parse_json, read_spec_file
+from ..sources import resolve_spec, valid_spec  # noqa: F401 - the commands' spec readers
 
 EXIT_BAD_INPUT = 2
 EXIT_INTERNAL = 1
@@ -39,29 +37,6 @@ def fail(prog: str, message: str) -> int:
     return EXIT_BAD_INPUT
 
 
-def resolve_spec(source: str) -> NetworkSpec:
-    """A spec JSON file -- a plain spec, or a document holding one under ``"spec"`` (an
-    ``igcv-export`` spec.json, an ``igcv-train`` output) -- or a zoo network name
-    (``igcv3_d_0.7_cifar``); SpecError (one line) otherwise. The file is read once, bounded
-    (a regular file of at most MAX_SPEC_BYTES; FIFOs and devices are refused unread)."""
-    if os.path.lexists(source) or source.endswith(".json"):
-        raw = read_spec_file(source)
-        try:
-            doc = parse_json(raw)
-            if isinstance(doc, dict) and isinstance(doc.get("spec"), dict):
-                doc = doc["spec"]
-            return from_dict(doc)
-        except SpecError as e:
-            raise SpecError(f"{source}: {e}") from None
-    try:
-        return zoo.get(source)
-    except zoo.ZooError as e:
-        if e.bad_width:
-            raise SpecError(str(e)) from None
-        raise SpecError(f"{source!r} is neither a spec file nor a zoo network "
-                        f"({', '.join(zoo.names())}, optionally _<width> and/or _cifar)") from None
-
-
 class OneLineParser(argparse.ArgumentParser):
     """argparse, but a usage error is one line on stderr and exit code 2 like every other;
     every command takes ``--debug`` (a traceback instead of the one-line internal error)."""
@@ -73,13 +48,3 @@ class OneLineParser(argparse.ArgumentParser):
 
     def error(self, message: str):  # type: ignore[override]
         sys.exit(fail(self.prog.split()[0], message))  # "igcv-latency build-lut" -> the tool
-
-
-def valid_spec(spec: NetworkSpec, source: str) -> NetworkSpec:
-    """``spec`` when it passes validation; SpecError naming ``source`` and the first violation."""
-    from ..validation import check
-    rep = check(spec)
-    if not rep.ok:
-        more = f" (and {len(rep.violations) - 1} more)" if len(rep.violations) > 1 else ""
-        raise SpecError(f"{source}: {rep.violations[0]}{more}")
-    return spec

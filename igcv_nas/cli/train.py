@@ -17,65 +17,44 @@ result.json.
 """
 from __future__ import annotations
 
-import inspect
-import io
-import json
-import math
-import os
 import shlex
-import shutil
 import sys
 import time
-from dataclasses import fields
-from pathlib import Path
 
-from ..errors import IGCVError, InputError
-from ..data import load_splits, resolve_data_dir
-from ..fileio import write_bytes, write_json, write_text
-from ..spec import SpecError, from_dict
-from ._common import OneLineParser, fail, resolve_spec, valid_spec, run_cli
+from ..training_run import prepare_training
+from ._common import OneLineParser, run_cli
 
 PROG = "igcv-train"
-WARMUP_EPOCHS, WARMUP_FRACTION = 5.0, 0.1  # default warm-up: min(5 epochs, 10% of the epochs)
-EVAL_BATCH = {"cpu": 128, "cuda": 1000}  # see main(): batch 1000 is 3x slower on a CPU
 LOG_EVERY_S = 30.0  # plain progress: a step line at most this often (besides the epoch lines)
-CHANCE_FACTOR = 1.5  # an accuracy <= 1.5 / classes is at chance level
-
-
-def default_warmup(epochs: int) -> float:
-    """Warm-up epochs when --warmup-epochs is not given: min(5, epochs / 10)."""
-    return min(WARMUP_EPOCHS, WARMUP_FRACTION * epochs)
+# the flags that are igcv_nas.training_run.prepare_training's keywords (its defaults apply)
+KEYWORDS = ("dataset", "data_dir", "epochs", "batch_size", "lr", "weight_decay",
+            "label_smoothing", "warmup_epochs", "train_fraction", "val_size", "device", "seed")
 
 
 def _parser() -> OneLineParser:
     ap = OneLineParser(prog=PROG, description=__doc__.split("\n\n")[1])
     ap.add_argument("spec", help="spec JSON file or zoo network name")
-    ap.add_argument("--dataset", default="cifar10",
+    ap.add_argument("--dataset",
                     help="cifar10 (default), cifar100 or an image folder")
     ap.add_argument("--data-dir", help="default $IGCV_DATA_DIR or ~/.cache/igcv-nas/data")
-    ap.add_argument("--epochs", type=int, default=200, help="training epochs (default 200)")
-    ap.add_argument("--batch-size", type=int, default=128, help="default 128")
-    ap.add_argument("--lr", type=float, default=0.1, help="peak learning rate (default 0.1)")
-    ap.add_argument("--weight-decay", type=float, default=5e-4, help="default 5e-4")
-    ap.add_argument("--label-smoothing", type=float, default=0.1, help="default 0.1")
-    ap.add_argument("--warmup-epochs", type=float, default=None,
+    ap.add_argument("--epochs", type=int, help="training epochs (default 200)")
+    ap.add_argument("--batch-size", type=int, help="default 128")
+    ap.add_argument("--lr", type=float, help="peak learning rate (default 0.1)")
+    ap.add_argument("--weight-decay", type=float, help="default 5e-4")
+    ap.add_argument("--label-smoothing", type=float, help="default 0.1")
+    ap.add_argument("--warmup-epochs", type=float,
                     help="epochs of linear lr warm-up, 0 <= value < --epochs (default "
                          "min(5, epochs / 10): 5 for 50 epochs and more, 0.1 for 1 epoch)")
-    ap.add_argument("--train-fraction", type=float, default=1.0,
+    ap.add_argument("--train-fraction", type=float,
                     help="use a fraction (0, 1] of the training split (quick checks)")
-    ap.add_argument("--val-size", type=int, default=5000,
+    ap.add_argument("--val-size", type=int,
                     help="held-out validation images scored each epoch (default all 5,000)")
-    ap.add_argument("--device", default="auto", help="auto (CUDA when available), cpu, cuda")
-    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--device", help="auto (CUDA when available), cpu, cuda")
+    ap.add_argument("--seed", type=int)
     ap.add_argument("--out", required=True, help="output directory (must not exist or be empty)")
     ap.add_argument("--resume", action="store_true", help="continue the interrupted training "
                                                           "in OUT.partial")
     return ap
-
-
-def partial_dir(out: Path) -> Path:
-    """Where a training into ``out`` lives until it ends."""
-    return out.with_name(out.name + ".partial")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -167,207 +146,48 @@ class TrainProgress:
 
 # ---------------------------------------------------------------------------------------------
 
-def _validate(args) -> None:
-    for flag, v in (("--epochs", args.epochs), ("--batch-size", args.batch_size),
-                    ("--val-size", args.val_size)):
-        if v < 1:
-            raise InputError(f"{flag} {v}; accepted: an integer >= 1")
-    checks = (("--lr", args.lr, args.lr > 0, "a number > 0"),
-              ("--weight-decay", args.weight_decay, args.weight_decay >= 0, "a number >= 0"),
-              ("--label-smoothing", args.label_smoothing, 0 <= args.label_smoothing < 1,
-               "0 <= value < 1"),
-              ("--train-fraction", args.train_fraction, 0 < args.train_fraction <= 1,
-               "0 < value <= 1"))
-    for flag, v, ok, accepted in checks:
-        if not (ok and math.isfinite(v)):
-            raise InputError(f"{flag} {v}; accepted: {accepted}")
-    if args.warmup_epochs is not None and not 0 <= args.warmup_epochs < args.epochs:
-        raise InputError(f"--warmup-epochs {args.warmup_epochs}; accepted: 0 <= value < "
-                         f"--epochs ({args.epochs})")
-
-
-def _check_out(out: Path, resume: bool) -> None:
-    part = partial_dir(out)
-    if out.exists() and (not out.is_dir() or any(out.iterdir())):
-        what = "a finished training" if (out / "result.json").is_file() else "not an empty folder"
-        raise InputError(f"--out {out} exists ({what}); accepted: a new or empty folder")
-    if resume and not (part / "checkpoint.pt").is_file():
-        raise InputError(f"--resume: {part / 'checkpoint.pt'} does not exist (no interrupted "
-                         f"training of --out {out})")
-    if not resume and part.exists():
-        raise InputError(f"{part} holds an interrupted training of --out {out}; continue it with "
-                         "--resume, or delete it")
-
-
-def _warnings(hist, r, test_acc: float, classes: int) -> list[str]:
-    """What makes this training not a result: divergence, no learning, chance accuracy."""
-    out = []
-    chance = 1.0 / classes
-    limit = CHANCE_FACTOR / classes
-    if hist and hist[-1].train_loss >= math.log(classes):
-        out.append(f"the final training loss {hist[-1].train_loss:.4f} is not below ln({classes}) "
-                   f"= {math.log(classes):.4f}, the loss of a uniform guess: the training "
-                   "diverged or did not learn")
-    if len(hist) >= 2 and hist[-1].train_loss > 1.5 * min(h.train_loss for h in hist):
-        best = min(hist, key=lambda h: h.train_loss)
-        out.append(f"the training loss rose from {best.train_loss:.4f} (epoch {best.epoch}) to "
-                   f"{hist[-1].train_loss:.4f} (epoch {hist[-1].epoch}): it diverged")
-    if r.val_acc <= limit or test_acc <= limit:
-        out.append(f"val acc {r.val_acc:.4f} and test acc {test_acc:.4f} are at chance level "
-                   f"(1/{classes} = {chance:.4f}; <= {CHANCE_FACTOR}/{classes} = {limit:.4f} "
-                   "counts as chance): the network has not learned, this is not a result")
-    return out
-
-
 def main(argv: list[str] | None = None) -> int:
     return run_cli(PROG, _main, argv)
 
 
+def _say(message: str) -> None:
+    print(f"{PROG}: {message}", flush=True)
+
+
 def _main(argv: list[str] | None) -> int:
+    """Parse -> :func:`igcv_nas.training_run.prepare_training` -> run -> print."""
     args = _parser().parse_args(argv)
-    import torch
-
-    from ..build import build_model
-    from ..space import to_cifar
-    from ..train import (GpuBatches, NonFiniteLoss, ProxyTrainer, TrainConfig, pick_device,
-                         seed_everything)
-
-    out = Path(args.out)
-    part = partial_dir(out)
+    from ..train import NonFiniteLoss
+    given = {k: getattr(args, k) for k in KEYWORDS if getattr(args, k) is not None}
+    prep = prepare_training(args.spec, args.out, resume=args.resume, log=_say, **given)
     try:
-        _validate(args)
-        spec = valid_spec(resolve_spec(args.spec), args.spec)
-        _check_out(out, args.resume)
-        device = pick_device(args.device)
-        warmup = (args.warmup_epochs if args.warmup_epochs is not None
-                  else default_warmup(args.epochs))
-        extra = {}
-        if "data_seed" in {f.name for f in fields(TrainConfig)}:
-            extra["data_seed"] = args.seed
-        # Evaluation batch: a batch of 1,000 32x32 images makes every activation of a wide
-        # IGCV net hundreds of MB on a CPU, far out of cache (and each one freshly mapped by the
-        # allocator): the 10,000 test images took 83 s at batch 1,000 and 25 s at batch 128
-        # (igcv3_d_0.25_cifar, one core). On CUDA a large batch is what is fast.
-        cfg = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
-                          weight_decay=args.weight_decay, label_smoothing=args.label_smoothing,
-                          warmup=warmup / args.epochs, schedule="onecycle",
-                          train_fraction=args.train_fraction, seed=args.seed,
-                          device=str(device), channels_last=True, amp=True,
-                          eval_batch_size=EVAL_BATCH.get(device.type, 1000), **extra)
-        splits = load_splits(args.dataset, resolve_data_dir(args.data_dir), val_size=5000, seed=0)
-    except IGCVError as e:
-        return fail(PROG, str(e))
-
-    res = int(splits.train.x.shape[-1])
-    if (spec.input_size, spec.num_classes) != (res, splits.num_classes):
-        spec = to_cifar(spec, splits.num_classes, res)
-        print(f"{PROG}: training the {args.dataset} variant ({res}x{res}, stem stride 1, stage 2 "
-              f"not downsampling, {splits.num_classes} classes): arch id {spec.arch_id}",
-              flush=True)
-    if args.resume:
-        try:
-            trained = from_dict(json.loads((part / "spec.json").read_text())["spec"])
-        except (OSError, ValueError, KeyError, SpecError) as e:
-            return fail(PROG, f"--resume: {part / 'spec.json'} cannot be read: {e}")
-        if trained.arch_id != spec.arch_id:
-            return fail(PROG, f"--resume: {part} trains arch {trained.arch_id}, not {spec.arch_id}")
-
-    created = not args.resume
-    progress = None
-    try:
-        part.mkdir(parents=True, exist_ok=True)
-        write_json(part / "spec.json", {"spec": spec.to_dict(), "arch_id": spec.arch_id,
-                                        "recipe": cfg.to_dict(), "dataset": args.dataset})
-        seed_everything(args.seed)
-        from ..proxy import val_subset
-        trainer = ProxyTrainer(build_model(spec), val_subset(splits, args.val_size), cfg)
-        if args.resume:
-            try:
-                trainer.load(part / "checkpoint.pt")
-            except ValueError as e:
-                return fail(PROG, f"--resume: {e}")
-            print(f"{PROG}: resuming at epoch {trainer.epoch + 1}/{trainer.epochs}", flush=True)
-        print(f"{PROG}: {trainer.epochs} epoch{'s' if trainer.epochs != 1 else ''} of "
-              f"{trainer.steps_per_epoch} steps (batch "
-              f"{cfg.batch_size}, {len(trainer.train.y):,} training images, {trainer.val.n:,} "
-              f"validation images), warm-up {warmup:g} epochs, peak lr {cfg.lr:g}, on {device}",
-              flush=True)
-        progress = TrainProgress(trainer.epochs, trainer.steps_per_epoch, trainer.total_steps,
-                                 trainer.step, cfg.batch_size)
-        t_epoch = [time.perf_counter()]
-
-        def on_epoch(rep) -> None:
-            trainer.save(part / "checkpoint.pt")
-            write_text(part / "history.csv", "epoch,steps,train_loss,val_acc,seconds\n" + "".join(
-                f"{h.epoch},{h.steps},{h.train_loss:.5f},{h.val_acc:.5f},{h.seconds:.2f}\n"
-                for h in trainer.history))
-            now = time.perf_counter()
-            progress.on_epoch(rep, now - t_epoch[0])
-            t_epoch[0] = now
-
-        t0 = time.perf_counter()
-        if "on_step" in inspect.signature(trainer.fit).parameters:
-            r = trainer.fit(on_epoch, on_step=progress.on_step)
-        else:  # a trainer without step callbacks: epoch lines only
-            r = trainer.fit(on_epoch)
-        progress.close()
-        print(f"{PROG}: scoring the {len(splits.test):,} test images", flush=True)
-        te = time.perf_counter()
-        test = GpuBatches(splits.test.x, splits.test.y, splits.mean, splits.std, trainer.device,
-                          0, False)
-        test_acc = trainer.evaluate(test)
-        test_s = time.perf_counter() - te
-        warns = _warnings(trainer.history, r, test_acc, splits.num_classes)
-        buf = io.BytesIO()
-        torch.save({"state_dict": trainer.model.state_dict(), "arch_id": spec.arch_id,
-                    "trained": True, "source": f"igcv-train --out {out}"}, buf)
-        write_bytes(part / "weights.pt", buf.getvalue())
-        result = {"arch_id": spec.arch_id, "dataset": args.dataset, "epochs": r.epochs,
-                  "val_acc": r.val_acc, "best_val_acc": r.best_val_acc, "test_acc": test_acc,
-                  "chance_acc": 1.0 / splits.num_classes, "warnings": warns,
-                  "train_images": len(trainer.train.y), "seconds": r.seconds,
-                  "test_seconds": test_s, "wall_seconds_this_run": time.perf_counter() - t0,
-                  "recipe": cfg.to_dict()}
-        write_json(part / "result.json", result)
-        if out.is_dir():  # an empty folder given as --out
-            out.rmdir()
-        os.replace(part, out)
+        outcome = prep.run(lambda t: TrainProgress(t.epochs, t.steps_per_epoch, t.total_steps,
+                                                   t.step, t.cfg.batch_size))
     except KeyboardInterrupt:
-        if progress is not None:
-            progress.close()
-        if (part / "checkpoint.pt").is_file():
+        out, part = prep.out, prep.partial
+        if prep.resumable:
             cmd = shlex.join([PROG, *(argv if argv is not None else sys.argv[1:])])
             if "--resume" not in cmd.split():
                 cmd += " --resume"
             print(f"\n{PROG}: interrupted; {out} was not written. The training so far is in "
                   f"{part}; continue it with: {cmd}", file=sys.stderr)
         else:
-            if created:
-                shutil.rmtree(part, ignore_errors=True)
             print(f"\n{PROG}: interrupted before the first epoch ended; nothing was kept",
                   file=sys.stderr)
         return 130
     except NonFiniteLoss as e:
-        if progress is not None:
-            progress.close()
-        if created:
-            shutil.rmtree(part, ignore_errors=True)
         print(f"{PROG}: error: the training diverged: {e}; nothing was written. Try a lower "
-              f"--lr (now {cfg.lr:g}) or a longer --warmup-epochs (now {warmup:g})",
-              file=sys.stderr)
+              f"--lr (now {prep.config.lr:g}) or a longer --warmup-epochs (now "
+              f"{prep.warmup_epochs:g})", file=sys.stderr)
         return 1
-    except BaseException:
-        if progress is not None:
-            progress.close()
-        if created:
-            shutil.rmtree(part, ignore_errors=True)
-        raise
-    for w in warns:
+    r, out = outcome.result, outcome.out
+    for w in outcome.warnings:
         print(f"{PROG}: WARNING: {w}", file=sys.stderr)
-    verdict = " -- NOT a result, see the warnings above" if warns else ""
-    print(f"{PROG}: val acc {r.val_acc:.4f}, test acc {test_acc:.4f} ({len(splits.test):,} test "
-          f"images, {test_s:.0f} s){verdict}; weights in {out / 'weights.pt'} (igcv-export "
-          f"{out / 'spec.json'} --weights {out / 'weights.pt'} --out exports)")
+    verdict = " -- NOT a result, see the warnings above" if outcome.warnings else ""
+    print(f"{PROG}: val acc {r['val_acc']:.4f}, test acc {r['test_acc']:.4f} "
+          f"({outcome.test_images:,} test images, {r['test_seconds']:.0f} s){verdict}; weights in "
+          f"{out / 'weights.pt'} (igcv-export {out / 'spec.json'} --weights {out / 'weights.pt'} "
+          f"--out exports)")
     return 0
 
 
