@@ -19,7 +19,10 @@ Block kinds:
 * ``dwsep``  -- MobileNetV1 depthwise-separable conv.
 
 Each block reduces to a tuple of :class:`ConvOp` (``block.ops``) that cost, validation and the
-builder share, so what is counted is what is built.
+builder share, so what is counted is what is built; so do the stem and the head conv
+(:attr:`NetworkSpec.stem_op`, :attr:`NetworkSpec.head_op`, :meth:`NetworkSpec.ops`, written down
+once in :func:`stem_conv` and :func:`head_conv`). :meth:`NetworkSpec.with_target` is the one
+transform of a spec to another resolution, class count or the CIFAR form.
 """
 from __future__ import annotations
 
