@@ -10,7 +10,8 @@ study journal stays the source of truth: everything here is read from ``run.json
   ``pareto_macs.png`` (score vs MACs, Pareto front, best trial, MACs budget),
   ``pareto_latency.png`` (score vs latency; only when the run has latencies), ``progress.png``
   (best score so far vs trial number), ``trials.csv``, ``report.md`` and ``report.html``.
-* :func:`write_report` -- render, then write each file atomically into the output folder.
+* :func:`write_report` -- ``igcv-report`` as a call: its checks, render, then write each file
+  atomically into the output folder.
 """
 from __future__ import annotations
 
@@ -21,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from .errors import InputError
+from .errors import IGCVError, InputError
 from .cost import human
 from .fileio import write_bytes, write_text
 from .runstore import (COMPLETE, DUPLICATE, FAILED, JOURNAL, LOST, OVER_BUDGET, PRUNED, RUNNING,
@@ -39,6 +40,7 @@ STATUS_ORDER = (COMPLETE, PRUNED, FAILED, OVER_BUDGET, BELOW_BAND, DUPLICATE, RU
 FIGSIZE, DPI = (8.0, 5.0), 120
 PARETO_MACS, PARETO_LATENCY, PROGRESS = "pareto_macs.png", "pareto_latency.png", "progress.png"
 REPORT_MD, REPORT_HTML, TRIALS_CSV = "report.md", "report.html", "trials.csv"
+DEFAULT_TOP = 10  # architectures in the top table
 LATENCY = "latency"  # column added for plots: measured latency where present, else predicted
 # cost axis: label (with its unit), divisor
 _AXES = {"macs": ("MACs (M, millions of multiply-accumulates at batch 1)", 1e6),
@@ -512,7 +514,7 @@ def to_html(parts: list[Part]) -> str:
 # ---------------------------------------------------------------------------------------------
 # the whole report
 
-def render(run_dir: str | os.PathLike, top: int = 10) -> dict[str, str | bytes]:
+def render(run_dir: str | os.PathLike, top: int = DEFAULT_TOP) -> dict[str, str | bytes]:
     """Every report file of ``run_dir`` (name -> text or PNG bytes), rendered in memory;
     RunError when ``run_dir`` is not a run directory, ValueError when ``top`` < 1 or a table is
     unreadable."""
@@ -561,8 +563,28 @@ def write_files(files: dict[str, str | bytes], folder: str | os.PathLike) -> lis
 
 
 def write_report(run_dir: str | os.PathLike, out: str | os.PathLike | None = None,
-                 top: int = 10) -> list[Path]:
+                 top: int = DEFAULT_TOP) -> list[Path]:
     """Render the report of ``run_dir`` and write it into ``out`` (default ``RUN_DIR/report``);
-    nothing is written when rendering fails. Returns the paths written."""
-    files = render(run_dir, top)
-    return write_files(files, out if out is not None else Path(run_dir) / "report")
+    returns the paths written. Everything ``igcv-report`` refuses is refused here, before any
+    write and with the same one-line message: ``top`` < 1 or an ``out`` that exists and is not a
+    folder (InputError), not a run directory or an unreadable run (RunError, InputError); a
+    file that cannot be written is a :class:`ReportWriteError`."""
+    if top < 1:
+        raise InputError(f"--top {top}; accepted: an integer >= 1")
+    folder = report_dir(run_dir, out)
+    if folder.exists() and not folder.is_dir():
+        raise InputError(f"--out {folder} exists and is not a folder")
+    files = render(run_dir, top)  # every check, all rendering, before any write
+    try:
+        return write_files(files, folder)
+    except OSError as e:
+        raise ReportWriteError(f"cannot write the report into {folder}: {e}") from e
+
+
+def report_dir(run_dir: str | os.PathLike, out: str | os.PathLike | None = None) -> Path:
+    """Where the report of ``run_dir`` goes: ``out``, else ``RUN_DIR/report``."""
+    return Path(out) if out is not None else Path(run_dir) / "report"
+
+
+class ReportWriteError(IGCVError, OSError):
+    """A report file that could not be written (one line: the folder and the OS's reason)."""

@@ -333,3 +333,53 @@ def test_every_plot_axis_has_a_unit(run, score, ylabel):
     assert axes["latency"].get_xlabel() == "latency (ms; measured where available, else predicted)"
     assert axes["progress"].get_xlabel().startswith("trial number (count, study order")
     assert {ax.get_ylabel() for ax in axes.values()} == {ylabel}
+
+
+# ---------------------------------------------------------------------------------------------
+# from Python: igcv_nas.report.write_report gives the command's guarantees
+
+
+def test_write_report_refuses_what_the_cli_refuses_with_its_message(run, tmp_path, capsys):
+    from igcv_nas.errors import IGCVError
+    from igcv_nas.report import write_report
+    afile = tmp_path / "afile"
+    afile.write_text("keep")
+    plain = tmp_path / "plain"
+    plain.mkdir()
+    cases = [((str(run), None, 0), ["--top", "0"]),
+             ((str(run), str(afile), 10), ["--out", str(afile)]),
+             ((str(tmp_path / "nope"), None, 10), None),
+             ((str(plain), None, 10), None)]
+    for (run_dir, out, top), extra in cases:
+        argv = [run_dir, *(extra or [])]
+        assert main(argv) == 2
+        expected = _one_error_line(capsys).removeprefix("igcv-report: error: ")
+        with pytest.raises(IGCVError) as e:
+            write_report(run_dir, out, top)
+        assert " ".join(str(e.value).split()) == expected
+    assert afile.read_text() == "keep" and list(plain.iterdir()) == []
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["afile", "plain"]
+
+
+def test_write_report_writes_what_the_cli_writes(run, report, tmp_path):
+    from igcv_nas.report import write_report
+    paths = write_report(run, tmp_path / "rep")
+    assert [p.parent for p in paths] == [tmp_path / "rep"] * len(paths)
+    assert {p.name for p in paths} == {p.name for p in report.iterdir()}
+    for name in ("trials.csv", "report.md"):
+        assert (tmp_path / "rep" / name).read_text() == (report / name).read_text()
+
+
+def test_a_file_that_cannot_be_written_is_one_line(run, tmp_path, capsys):
+    from igcv_nas.report import ReportWriteError, write_report
+    out = tmp_path / "rep"
+    (out / "report.md").mkdir(parents=True)  # a folder where a file goes
+    assert main([str(run), "--out", str(out)]) == 2
+    expected = _one_error_line(capsys).removeprefix("igcv-report: error: ")
+    assert expected.startswith(f"cannot write the report into {out}: ")
+    with pytest.raises(ReportWriteError) as e:
+        write_report(run, out)
+    def tmp(text: str) -> str:  # the temporary file's random part differs between the two
+        return re.sub(r"\.report\.md\.\w+\.tmp", ".report.md.*.tmp", text)
+    assert tmp(" ".join(str(e.value).split())) == tmp(expected)
+    assert isinstance(e.value, OSError)

@@ -8,11 +8,9 @@ input: one line on stderr, exit code 2, nothing written.
 from __future__ import annotations
 
 import sys
-from pathlib import Path
 
-from ..report import render, write_files
-from ..errors import IGCVError
-from ._common import OneLineParser, fail, run_cli
+from ..report import DEFAULT_TOP, write_report
+from ._common import OneLineParser, run_cli
 
 PROG = "igcv-report"
 
@@ -21,7 +19,7 @@ def _parser() -> OneLineParser:
     ap = OneLineParser(prog=PROG, description=__doc__.split("\n\n")[1])
     ap.add_argument("run_dir", metavar="RUN_DIR", help="an igcv-search run directory")
     ap.add_argument("--out", metavar="DIR", help="output folder (default RUN_DIR/report)")
-    ap.add_argument("--top", type=int, default=10, metavar="K",
+    ap.add_argument("--top", type=int, default=DEFAULT_TOP, metavar="K",
                     help="architectures in the top table (default 10)")
     return ap
 
@@ -31,21 +29,10 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _main(argv: list[str] | None) -> int:
+    """Parse -> :func:`igcv_nas.report.write_report` -> print."""
     args = _parser().parse_args(argv)
-    if args.top < 1:
-        return fail(PROG, f"--top {args.top}; accepted: an integer >= 1")
-    out = Path(args.out) if args.out else Path(args.run_dir) / "report"
-    if out.exists() and not out.is_dir():
-        return fail(PROG, f"--out {out} exists and is not a folder")
-    try:
-        files = render(args.run_dir, args.top)  # every check, all rendering, before any write
-    except IGCVError as e:
-        return fail(PROG, str(e))
-    try:
-        paths = write_files(files, out)
-    except OSError as e:
-        return fail(PROG, f"cannot write the report into {out}: {e}")
-    print(f"{PROG}: wrote {', '.join(p.name for p in paths)} to {out.resolve()}")
+    paths = write_report(args.run_dir, args.out, args.top)
+    print(f"{PROG}: wrote {', '.join(p.name for p in paths)} to {paths[0].parent.resolve()}")
     return 0
 
 
