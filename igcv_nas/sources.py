@@ -22,6 +22,9 @@ def resolve_spec(source: str | os.PathLike) -> NetworkSpec:
     ``igcv-export`` spec.json, an ``igcv-train`` output) -- or a zoo network name
     (``igcv3_d_0.7_cifar``); SpecError (one line) otherwise. The file is read once, bounded
     (a regular file of at most MAX_SPEC_BYTES; FIFOs and devices are refused unread)."""
+    if not isinstance(source, (str, os.PathLike)):
+        raise SpecError(f"spec {source!r}; accepted: a NetworkSpec, a spec JSON file or a zoo "
+                        f"network name")
     source = os.fspath(source)
     if os.path.lexists(source) or source.endswith(".json"):
         raw = read_spec_file(source)
@@ -61,7 +64,4 @@ def resolve_valid(spec: NetworkSpec | str | os.PathLike) -> NetworkSpec:
     (:func:`valid_spec`); SpecError otherwise (a wrong type included)."""
     if isinstance(spec, NetworkSpec):
         return valid_spec(spec, spec_label(spec))
-    if not isinstance(spec, (str, os.PathLike)):
-        raise SpecError(f"spec {spec!r}; accepted: a NetworkSpec, a spec JSON file or a zoo "
-                        f"network name")
     return valid_spec(resolve_spec(spec), os.fspath(spec))

@@ -12,60 +12,8 @@ import json
 import sys
 
 from .. import cost as _cost
-from ..spec import NetworkSpec, SpecError
-from ..validation import check
-from ._common import fail, resolve_spec, run_cli
-
-
-def _layer(label: str, kind: str, res: tuple[int, int], macs: int, params: int) -> dict:
-    return {"label": label, "kind": kind, "resolution": list(res), "macs": macs,
-            "flops": 2 * macs, "params": params}
-
-
-def _outer_rows(spec: NetworkSpec, c: _cost.Cost) -> dict:
-    """Stem, head and classifier rows of a valid spec, as :func:`igcv_nas.cost.count` gives
-    them (``per_block=True``); with the blocks' rows they add up to its totals. The global
-    average pool, BN, activations and permutations cost 0 MACs and have no parameters: no
-    row."""
-    s, h, k = c.stem, c.head, c.classifier
-    rows = {"stem": _layer("stem", f"conv {spec.stem.kernel}x{spec.stem.kernel}/"
-                           f"{spec.stem.stride}", (s.in_res, s.out_res), s.macs, s.params)}
-    rows["head"] = (_layer("head", "conv 1x1", (h.in_res, h.out_res), h.macs, h.params)
-                    if h is not None else None)
-    rows["classifier"] = _layer("classifier", f"avg pool, linear {spec.feature_chs}->"
-                                f"{spec.num_classes}", (k.in_res, k.out_res), k.macs, k.params)
-    return rows
-
-
-def _report(spec: NetworkSpec) -> dict:
-    rep = check(spec)
-    c = _cost.count(spec, per_block=True) if rep.ok else None
-    blocks = []
-    for i, bc in enumerate(rep.blocks):
-        row = {"label": bc.label, "kind": bc.kind, "complementary": bc.mode,
-               "paths": [bc.min_paths, bc.max_paths], "balance": bc.balance}
-        if bc.example:
-            row["unconnected_example"] = list(bc.example)
-        if c is not None:
-            b = c.blocks[i]
-            row.update(resolution=[b.in_res, b.out_res], macs=b.macs, flops=b.flops,
-                       params=b.params, perm_bytes=b.perm_bytes)
-        blocks.append(row)
-    out = {"name": spec.name, "arch_id": spec.arch_id, "input_size": spec.input_size,
-           "num_classes": spec.num_classes, "valid": rep.ok, "complementary": rep.mode,
-           "violations": [str(v) for v in rep.violations], "blocks": blocks}
-    if c is not None:
-        out.update(_outer_rows(spec, c))
-        out.update(c.as_dict())
-    return out
-
-
-def rows(r: dict) -> list[dict]:
-    """The cost rows of a report in network order: stem, blocks, head (when there is one),
-    classifier; for a valid spec their MACs and params add up to ``r["macs"]``, ``r["params"]``."""
-    if "stem" not in r:
-        return list(r["blocks"])
-    return [r["stem"], *r["blocks"], *([r["head"]] if r["head"] else []), r["classifier"]]
+from ..inspection import inspect_spec, rows
+from ._common import fail, run_cli
 
 
 def _print_table(r: dict) -> None:
@@ -120,15 +68,7 @@ def _main(argv: list[str] | None) -> int:
                     help="number of classes (default: the spec's)")
     ap.add_argument("--json", action="store_true", help="print the report as JSON")
     args = ap.parse_args(argv)
-    try:
-        spec = resolve_spec(args.source)
-    except SpecError as e:
-        return fail("igcv-inspect", str(e))
-    for flag, v in (("--target", args.target), ("--classes", args.classes)):
-        if v is not None and v <= 0:
-            return fail("igcv-inspect", f"{flag} {v} must be a positive integer")
-    spec = spec.with_target(args.target, args.classes)
-    r = _report(spec)
+    r = inspect_spec(args.source, args.target, args.classes)
     if args.json:
         print(json.dumps(r, indent=1))
     else:
