@@ -14,6 +14,16 @@
   fails loudly when any check fails. A check that could not run (onnxruntime not installed, no
   weights to run) is recorded as ``"ok": null, "skipped": "<why>"``, never as passed.
 
+:func:`prepare_export` / :meth:`PreparedExport.run` are ``igcv-export`` as calls (the command is
+parse -> these -> print): the source (a run directory and its selected trials, a spec file, a
+zoo name), the formats, the weights and the output root checked first with nothing created,
+then one verified export per architecture under the root::
+
+    from igcv_nas.export import prepare_export
+
+    results = prepare_export("runs/r", "exports", top=3, formats="json,onnx").run()
+    [(r.out, r.ok, r.trained) for r in results]
+
 Everything is written into a temporary sibling of ``out_dir`` and renamed into place once it
 verified: a failed export (bad weights, a failed check, an interruption) leaves no ``out_dir``.
 
@@ -34,15 +44,20 @@ import shutil
 import tempfile
 import warnings
 from contextlib import contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import TYPE_CHECKING, Any, Callable, Iterator, Sequence
 
 from . import __version__
 from .cost import count
-from .errors import IGCVError
+from .errors import IGCVError, InputError
 from .fileio import write_bytes, write_json
-from .spec import NetworkSpec, from_dict
+from .sources import resolve_valid, spec_label
+from .spec import NetworkSpec, from_dict, load
 from .validation import check
+
+if TYPE_CHECKING:
+    from .runstore import RunDir
 
 EXPORT_FORMAT = "igcv-nas/export@1"
 FORMATS = ("json", "pt", "torchscript", "onnx")
@@ -328,3 +343,249 @@ def _verify_onnx(path: Path, x, y) -> list[dict]:
     out.append({"check": "onnx_outputs", "ok": diff <= TOL["onnx"], "max_abs_diff": diff,
                 "tolerance": TOL["onnx"], "runtime": f"onnxruntime {ort.__version__}"})
     return out
+
+
+# ---------------------------------------------------------------------------------------------
+# exporting what a caller names: a run's trials or one spec (igcv-export as a call)
+
+VARIANTS = ("target", "proxy")  # the spec budgets were counted on; the proxy's data-set variant
+DEPLOY_MODES = ("none", "fold", "auto", "all")
+ACCEPTED_WEIGHTS = ("igcv-train's weights.pt or checkpoint.pt, an igcv-export weights.pt or a "
+                    "plain state_dict")
+
+
+def parse_formats(formats: str | Sequence[str]) -> tuple[str, ...]:
+    """The formats of a comma-separated text (``"json,onnx"``) or a sequence of names;
+    InputError unless it is a non-empty subset of :data:`FORMATS`."""
+    text = formats if isinstance(formats, str) else ",".join(str(f) for f in formats)
+    fs = tuple(f.strip() for f in text.split(",") if f.strip())
+    bad = [f for f in fs if f not in FORMATS]
+    if bad or not fs:
+        raise InputError(f"--format {text!r}; accepted: a comma-separated subset of "
+                         f"{','.join(FORMATS)}")
+    return fs
+
+
+def select_trials(run: RunDir, trial: int | None = None, top: int | None = None,
+                  pareto: bool = False) -> list[dict]:
+    """The rows of ``run``'s trials table to export: ``trial``, the ``top`` best complete
+    trials (score descending, MACs ascending), the Pareto front, or by default the best trial
+    (``best.json``). RunError or InputError (one line) when the selection is empty or refused."""
+    import pandas as pd
+
+    from .report import score_column
+    from .runstore import BEST_JSON, PARETO_JSON, RunError, load_trials
+    df = load_trials(run.path)
+    score = score_column(run.meta)
+    done = df[df.status == "complete"]
+    if trial is not None:
+        row = df[df.number == trial]
+        if row.empty or not run.spec_file(trial).is_file():
+            evaluated = ", ".join(str(n) for n in done.number) or "none"
+            raise RunError(f"--trial {trial}: not an evaluated trial of {run.path} "
+                           f"(complete trials: {evaluated})")
+        rows = row
+    elif top is not None:
+        if top < 1:
+            raise InputError(f"--top {top}; accepted: an integer >= 1")
+        rows = done.sort_values([score, "macs"], ascending=[False, True]).head(top)
+    elif pareto:
+        nums = [r["number"] for r in json.loads((run.path / PARETO_JSON).read_text())]
+        rows = df[df.number.isin(nums)]
+    else:
+        best_file = run.path / BEST_JSON
+        best = json.loads(best_file.read_text()) if best_file.is_file() else None
+        if best is None:
+            raise RunError(f"{run.path} has no complete trial to export yet")
+        rows = df[df.number == best["number"]]
+    if rows.empty:
+        raise RunError(f"{run.path}: nothing to export for this selection")
+    return [{k: (None if pd.isna(v) else v) for k, v in r.items()} for r in rows.to_dict("records")]
+
+
+def load_weights(path: str | os.PathLike) -> tuple[dict, bool]:
+    """``(state_dict, trained)`` of a weights file (:data:`ACCEPTED_WEIGHTS`); InputError (one
+    line) when it is none."""
+    import pickle
+
+    import torch
+    try:
+        blob = torch.load(path, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise InputError(f"--weights {path}: no such file") from None
+    except IsADirectoryError:
+        raise InputError(f"--weights {path}: a folder, not a file; accepted: "
+                         f"{ACCEPTED_WEIGHTS}") from None
+    except Exception as e:  # noqa: BLE001 - whatever unpickling a foreign file raises
+        if isinstance(e, pickle.UnpicklingError) and "weights_only" in str(e):
+            e = ValueError("it holds objects other than tensors and plain containers")
+        first = next((ln for ln in str(e).splitlines() if ln.strip()), type(e).__name__)
+        raise InputError(f"--weights {path}: not a torch weights file (torch.load: "
+                         f"{type(e).__name__}: {first[:160]}); "
+                         f"accepted: {ACCEPTED_WEIGHTS}") from None
+    trained = True
+    if isinstance(blob, dict) and isinstance(blob.get("state_dict"), dict):
+        trained = blob.get("trained", True) is not False  # an untrained igcv-export weights.pt
+        blob = blob["state_dict"]
+    elif isinstance(blob, dict) and isinstance(blob.get("model"), dict):
+        blob = blob["model"]
+    tensors = isinstance(blob, dict) and all(isinstance(v, torch.Tensor) for v in blob.values())
+    if not (tensors and blob):
+        raise InputError(f"--weights {path}: holds no state_dict; accepted: {ACCEPTED_WEIGHTS}")
+    return blob, trained
+
+
+def check_fits(state: dict, spec: NetworkSpec, path: str | os.PathLike) -> None:
+    """InputError naming the first mismatch when ``state`` is not weights of ``spec``."""
+    from .build import build_model
+    try:
+        build_model(spec).load_state_dict(state)
+    except RuntimeError as e:
+        lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
+        why = lines[1] if len(lines) > 1 else lines[0]
+        raise InputError(f"--weights {path}: not weights of arch {spec.arch_id} "
+                         f"({why[:200]})") from None
+
+
+@dataclass(frozen=True)
+class ExportJob:
+    """One architecture to export: its folder name under the output root, spec, provenance."""
+    name: str
+    spec: NetworkSpec
+    provenance: dict
+
+
+@dataclass(frozen=True)
+class ExportResult:
+    """One export done: its folder, the verification report (None when it failed), the error
+    (None when it verified) and the spec file to train it from."""
+    name: str
+    out: Path
+    report: dict | None
+    error: ExportError | None
+    spec_json: Path
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+    @property
+    def trained(self) -> bool:
+        """Whether the exported weights are trained (False for the initialisation)."""
+        return bool(self.report and self.report["weights"]["trained"])
+
+
+def run_jobs(run: RunDir, rows: list[dict], variant: str) -> list[ExportJob]:
+    """The jobs of ``rows`` of ``run`` (:func:`select_trials`): each trial's spec at the target
+    (``variant="target"``) or the proxy's variant, with the run's provenance."""
+    meta = run.meta
+    jobs = []
+    for row in rows:
+        n = int(row["number"])
+        f = run.spec_file(n) if variant == "target" else run.trial_dir(n) / "proxy_spec.json"
+        prov = {"run": str(run.path), "trial": n, "variant": variant,
+                "scores": {k: row[k] for k in row
+                           if k in ("val_acc", "best_val_acc", "epochs")
+                           or str(k).startswith("zc_")},
+                "trial_row": {k: row[k] for k in ("status", "macs", "params", "latency_ms",
+                                                  "measured_latency_ms", "node")},
+                "space": meta.get("space"), "settings": meta.get("settings"),
+                "search_versions": meta.get("versions")}
+        jobs.append(ExportJob(f"{n:05d}-{row['arch_id']}", load(f), prov))
+    return jobs
+
+
+def prepare_export(source: NetworkSpec | str | os.PathLike, out: str | os.PathLike, *,
+                   trial: int | None = None, top: int | None = None, pareto: bool = False,
+                   formats: str | Sequence[str] = FORMATS, variant: str = "target",
+                   weights: str | os.PathLike | None = None,
+                   deploy: str = "none") -> PreparedExport:
+    """Check an export completely and return it prepared (nothing created).
+
+    ``source``: a run directory of ``igcv-search`` (``trial``, ``top`` or ``pareto`` select its
+    trials; default its best one), a spec JSON file, a zoo name or a
+    :class:`~igcv_nas.spec.NetworkSpec`. ``out``: the output root; each architecture goes to
+    ``OUT/<trial>-<arch id>/`` (``OUT/<arch id>/`` for a spec). ``formats``: a subset of
+    :data:`FORMATS` (a sequence or ``"json,onnx"``). ``variant``: ``target`` or ``proxy`` (the
+    data set's variant the proxy trained). ``weights``: trained weights for a single export
+    (:func:`load_weights`, checked against the spec); default the initialisation. ``deploy``:
+    :data:`DEPLOY_MODES`.
+
+    Raises an :class:`igcv_nas.errors.IGCVError` (one line, as ``igcv-export`` prints it) for
+    anything it refuses, in the command's order; an OSError for a file the OS refuses."""
+    fs = parse_formats(formats)
+    if variant not in VARIANTS:
+        raise InputError(f"--variant {variant!r}; accepted: {', '.join(VARIANTS)}")
+    if deploy not in DEPLOY_MODES:
+        raise InputError(f"--deploy {deploy!r}; accepted: {', '.join(DEPLOY_MODES)}")
+    is_spec = isinstance(source, NetworkSpec)
+    shown = spec_label(source) if is_spec else os.fspath(source)
+    if not is_spec and Path(shown).is_dir():
+        from .runstore import RunDir
+        run = RunDir.open(source)
+        jobs = run_jobs(run, select_trials(run, trial, top, pareto), variant)
+    else:
+        if trial is not None or top is not None or pareto:
+            raise InputError("--trial/--top/--pareto select trials of a run directory, "
+                             f"and {shown} is not one")
+        spec = resolve_valid(source)
+        jobs = [ExportJob(spec.arch_id, spec, {"source": str(shown)})]
+    state, trained = None, False
+    if weights is not None:
+        if len(jobs) != 1:
+            raise InputError("--weights applies to a single export; "
+                             f"this selection has {len(jobs)}")
+        state, trained = load_weights(weights)
+        check_fits(state, jobs[0].spec, weights)
+    root = Path(out)
+    if root.exists() and not root.is_dir():
+        raise InputError(f"--out {root} exists and is not a folder")
+    return PreparedExport(jobs, root, fs, deploy, state, trained,
+                          None if weights is None else os.fspath(weights),
+                          None if is_spec else Path(shown))
+
+
+@dataclass
+class PreparedExport:
+    """A checked export (:func:`prepare_export`); :meth:`run` writes it."""
+    jobs: list[ExportJob]
+    out: Path
+    formats: tuple[str, ...]
+    deploy: str
+    state_dict: dict | None = field(repr=False)
+    trained: bool
+    weights: str | None
+    source: Path | None  # the source named (None for a spec object)
+
+    def run(self, on_result: Callable[[ExportResult], None] | None = None) -> list[ExportResult]:
+        """Export and verify every job (:func:`export`), in order; an export that fails
+        (:class:`ExportError`) is recorded in its result and leaves no folder, and the others
+        still run. ``on_result`` is called after each. The output root is created only when
+        something is exported (an interruption included: an empty root it created is removed)."""
+        created_root = not self.out.exists()
+        results: list[ExportResult] = []
+        try:
+            for job in self.jobs:
+                out = self.out / job.name
+                spec_json = (out / FILES["json"] if "json" in self.formats or self.source is None
+                             else self.source)
+                try:
+                    rep = export(job.spec, out, self.formats, self.state_dict, job.provenance,
+                                 deploy_mode=self.deploy, weights_source=self.weights,
+                                 trained=self.trained if self.state_dict is not None else None)
+                    res = ExportResult(job.name, out, rep, None, spec_json)
+                except ExportError as e:
+                    res = ExportResult(job.name, out, None, e, spec_json)
+                results.append(res)
+                if on_result is not None:
+                    on_result(res)
+        finally:
+            if created_root and self.out.is_dir() and not any(self.out.iterdir()):
+                self.out.rmdir()  # nothing was exported: leave no empty folder either
+        return results
+
+
+def export_source(source: NetworkSpec | str | os.PathLike, out: str | os.PathLike,
+                  **kw: Any) -> list[ExportResult]:
+    """:func:`prepare_export` (same keywords) and :meth:`PreparedExport.run` in one call."""
+    return prepare_export(source, out, **kw).run()

@@ -355,3 +355,148 @@ def test_staged_dir_removes_everything_when_interrupted(tmp_path, exc):
         write_text(d / "spec.json", "{}")
     assert [p.name for p in tmp_path.iterdir()] == ["final"]
     assert (tmp_path / "final" / "spec.json").read_text() == "{}"
+
+
+# ---------------------------------------------------------------------------------------------
+# from Python: igcv_nas.export.prepare_export gives the command's guarantees
+
+def _cli_error(argv: list[str], capsys) -> str:
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and err.startswith("igcv-export: error: "), err
+    return err.removeprefix("igcv-export: error: ")
+
+
+def _weights_file(tmp_path: Path, kind: str) -> Path:
+    from igcv_nas.build import build_model
+    wf = tmp_path / "w.pt"
+    if kind == "wrong-shape":
+        torch.save(build_model(zoo.get("igcv3_d_0.5_cifar")).state_dict(), wf)
+    elif kind == "junk":
+        wf.write_text("not a weights file")
+    elif kind == "no-state-dict":
+        torch.save({"epochs": 3}, wf)
+    return wf
+
+
+# (CLI arguments after SOURCE, the library keywords, the error class)
+SAME = [
+    (["--format", "json,xml"], {"formats": "json,xml"}, "InputError"),
+    (["--format", ","], {"formats": ","}, "InputError"),
+    (["--trial", "1"], {"trial": 1}, "InputError"),
+    (["--pareto"], {"pareto": True}, "InputError"),
+]
+
+
+@pytest.mark.parametrize("argv,kw,cls", SAME, ids=[" ".join(a) for a, _, _ in SAME])
+def test_library_refuses_what_the_cli_refuses_with_its_message(argv, kw, cls, tmp_path, capsys):
+    from igcv_nas import errors
+    from igcv_nas.export import prepare_export
+    out = tmp_path / "out"
+    expected = _cli_error([NET, *argv, "--out", str(out)], capsys)
+    with pytest.raises(getattr(errors, cls)) as e:
+        prepare_export(NET, out, **kw)
+    assert " ".join(str(e.value).split()) == expected
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("kind", ["wrong-shape", "junk", "no-state-dict", "missing"])
+def test_library_refuses_bad_weights_as_the_cli_does(kind, tmp_path, capsys):
+    from igcv_nas.errors import InputError
+    from igcv_nas.export import prepare_export
+    wf = _weights_file(tmp_path, kind)
+    out = tmp_path / "out"
+    expected = _cli_error([NET, "--weights", str(wf), "--out", str(out)], capsys)
+    with pytest.raises(InputError) as e:
+        prepare_export(NET, out, weights=wf)  # a Path as well as a string
+    assert " ".join(str(e.value).split()) == expected
+    assert not out.exists()
+
+
+def test_library_refuses_bad_sources_and_out_as_the_cli_does(tmp_path, capsys):
+    from igcv_nas.errors import IGCVError
+    from igcv_nas.export import prepare_export
+    afile = tmp_path / "afile"
+    afile.write_text("keep")
+    plain = tmp_path / "plain"
+    plain.mkdir()
+    for source, out in (("nosuchnet", tmp_path / "o"), (NET, afile), (str(plain), tmp_path / "o")):
+        expected = _cli_error([source, "--out", str(out)], capsys)
+        with pytest.raises(IGCVError) as e:
+            prepare_export(source, out)
+        assert " ".join(str(e.value).split()) == expected
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["afile", "plain"]
+    assert afile.read_text() == "keep" and list(plain.iterdir()) == []
+
+
+def test_values_only_python_can_give_are_refused(small_net, tmp_path):
+    from igcv_nas.errors import InputError
+    from igcv_nas.export import prepare_export
+    with pytest.raises(InputError, match=r"^--variant 'proxi'; accepted: target, proxy$"):
+        prepare_export(small_net, tmp_path / "o", variant="proxi")
+    with pytest.raises(InputError, match=r"^--deploy 'fast'; accepted: none, fold, auto, all$"):
+        prepare_export(small_net, tmp_path / "o", deploy="fast")
+    with pytest.raises(InputError, match=r"^--format 'json,xml'; accepted"):
+        prepare_export(small_net, tmp_path / "o", formats=["json", "xml"])
+    with pytest.raises(InputError, match=r"^--format ''; accepted"):
+        prepare_export(small_net, tmp_path / "o", formats=())
+    with pytest.raises(InputError, match=r"select trials of a run directory, and "
+                                         r"igcv3_d_0\.25_cifar is not one"):
+        prepare_export(small_net, tmp_path / "o", top=2)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_failed_verification_is_a_result_and_leaves_nothing(small_net, tmp_path):
+    from igcv_nas.build import build_model
+    from igcv_nas.export import prepare_export
+    wf = tmp_path / "zeros.pt"
+    torch.save({k: torch.zeros_like(v) for k, v in build_model(small_net).state_dict().items()},
+               wf)
+    out = tmp_path / "out"
+    seen = []
+    (r,) = prepare_export(NET, out, weights=str(wf), formats="json,pt").run(seen.append)
+    assert seen == [r] and not r.ok and r.report is None and r.out == out / small_net.arch_id
+    assert str(r.error).startswith(f"{out / small_net.arch_id}: verification failed: "
+                                   "outputs_informative")
+    assert not out.exists()
+
+
+@pytest.mark.integration
+def test_library_writes_what_the_cli_writes(small_net, tmp_path, capsys):
+    from igcv_nas.export import export_source
+    cli_out, lib_out = tmp_path / "cli", tmp_path / "lib"
+    assert main([NET, "--format", "json,pt", "--out", str(cli_out)]) == 0
+    capsys.readouterr()
+    (r,) = export_source(NET, lib_out, formats=("json", "pt"))
+    assert r.ok and not r.trained and r.out == lib_out / small_net.arch_id
+    assert r.spec_json == r.out / "spec.json" and r.report["ok"]
+    (c,) = list(cli_out.iterdir())
+    assert c.name == r.out.name
+    assert sorted(p.name for p in c.iterdir()) == sorted(p.name for p in r.out.iterdir()) == [
+        "spec.json", "verify.json", "weights.pt"]
+    a, b = (json.loads((d / "spec.json").read_text()) for d in (c, r.out))
+    assert a == b and a["provenance"]["source"] == NET
+    wa, wb = (torch.load(d / "weights.pt", weights_only=True) for d in (c, r.out))
+    assert all(torch.equal(wa["state_dict"][k], wb["state_dict"][k]) for k in wa["state_dict"])
+
+
+@pytest.mark.integration
+def test_library_selects_a_runs_trials_as_the_cli_does(run_dir, tmp_path, capsys):
+    from igcv_nas.errors import IGCVError
+    from igcv_nas.export import prepare_export
+    for argv, kw in ((["--trial", "999"], {"trial": 999}), (["--top", "0"], {"top": 0})):
+        expected = _cli_error([str(run_dir), *argv, "--out", str(tmp_path / "o")], capsys)
+        with pytest.raises(IGCVError) as e:
+            prepare_export(run_dir, tmp_path / "o", **kw)
+        assert " ".join(str(e.value).split()) == expected
+    prepared = prepare_export(run_dir, tmp_path / "o", top=2, formats="json")
+    df = load_trials(run_dir)
+    done = df[df.status == "complete"].sort_values(["val_acc", "macs"], ascending=[False, True])
+    assert [j.name for j in prepared.jobs] == [f"{int(r.number):05d}-{r.arch_id}"
+                                               for r in done.head(2).itertuples()]
+    assert not (tmp_path / "o").exists()  # prepared: nothing written yet
+    results = prepared.run()
+    assert [r.out.name for r in results] == [j.name for j in prepared.jobs]
+    assert all(r.ok for r in results)
+    assert sorted(p.name for p in (tmp_path / "o").iterdir()) == sorted(j.name
+                                                                       for j in prepared.jobs)
