@@ -147,8 +147,13 @@ def test_keys_separate_what_changes_run_time():
 # prediction
 
 
+@pytest.mark.slow  # a timing comparison: it failed once at load average 8 (not for CI's tier)
 def test_prediction_within_tolerance_of_measurement(lut_file):
     """The correction fitted on 6 other networks carries over to a network it never saw.
+
+    Marked slow: it compares two wall-clock measurements, so a busy machine can fail it (it did
+    once at load average 8, then passed alone); run it on a quiet machine with ``-m slow``. The
+    predictor's accuracy over 100 networks is measured by ``benchmarks/bench_latency.py``.
 
     This machine's speed drifts in spells of seconds (README, igcv-latency), so each attempt
     measures the target's pieces for the LUT and then the whole target right after, in the same
