@@ -32,7 +32,7 @@ from optuna.trial import TrialState
 
 from .errors import IGCVError
 from . import cost as costmod
-from .space import SearchSpace, to_cifar
+from .space import SearchSpace
 from .spec import NetworkSpec
 from .trials import Objective, TrialStatus
 
@@ -240,14 +240,13 @@ def parse_target(text: str) -> tuple[int, int] | None:
 
 
 def at_target(spec: NetworkSpec, target: str) -> NetworkSpec:
-    """``spec`` (as the space samples it) at the resolution and classes budgets are counted at:
-    32x32 targets use the CIFAR form (:func:`igcv_nas.space.to_cifar`)."""
+    """``spec`` (as the space samples it) at the resolution and classes budgets are counted at,
+    through the one target transform :meth:`NetworkSpec.with_target` (32x32 targets in the
+    CIFAR form)."""
     t = parse_target(target)
     if t is None or t == (spec.input_size, spec.num_classes):
         return spec
-    if t[0] == 32:
-        return to_cifar(spec, t[1], 32)
-    return replace(spec, input_size=t[0], num_classes=t[1])
+    return spec.with_target(t[0], t[1], cifar=t[0] == 32)
 
 
 def extreme_spec(space: SearchSpace, target: str, which: str = "min") -> NetworkSpec:
@@ -373,7 +372,7 @@ def make_candidate(space: SearchSpace, trial: Any, settings: Settings, num_class
     base = space.sample(trial)
     spec = at_target(base, settings.target)
     c = costmod.count(spec)
-    cand = Candidate(spec, to_cifar(base, num_classes, resolution), c.macs, c.params)
+    cand = Candidate(spec, base.with_target(resolution, num_classes, cifar=True), c.macs, c.params)
     if lut is not None and settings.latency_ms is not None:
         from .latency import predict
         method = settings.latency_predictor  # learned: prices unmeasured pieces, measures nothing
