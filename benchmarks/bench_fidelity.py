@@ -325,7 +325,8 @@ def report(df: pd.DataFrame, zc_path: Path | None = None) -> None:
     )
     print("-" * 85)
     for col in table.columns.drop("reference"):
-        sub = table[[col, "reference", "macs", "depth"]].replace([np.inf, -np.inf], np.nan).dropna()
+        cols = list(dict.fromkeys([col, "reference", "macs", "depth"]))  # col may be macs/depth
+        sub = table[cols].replace([np.inf, -np.inf], np.nan).dropna()
         if len(sub) < 5:
             continue
         x, yy = sub[col].to_numpy(), sub.reference.to_numpy()

@@ -153,7 +153,12 @@ def pick_device(device: str = "auto") -> torch.device:
     """``auto``: the current CUDA device when there is one, else the CPU."""
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    d = torch.device(device)
+    try:
+        d = torch.device(device)
+    except (RuntimeError, TypeError, ValueError):
+        d = None
+    if d is None or d.type not in ("cpu", "cuda"):
+        raise InputError(f"device {device!r}; accepted: auto, cpu, cuda, cuda:N")
     if d.type == "cuda" and not torch.cuda.is_available():
         raise InputError(f"device {device!r} requested but CUDA is not available")
     return d

@@ -163,3 +163,12 @@ def test_old_checkpoint_config_without_data_seed_loads():
     d = TrainConfig(seed=4).to_dict()
     del d["data_seed"]
     assert TrainConfig.from_dict(d) == TrainConfig(seed=4, data_seed=4)
+
+
+@pytest.mark.parametrize("device", ["tpu", "mps", "cuda:x", "", "meta"])
+def test_a_device_torch_or_the_trainer_cannot_use_is_bad_input(device):
+    from igcv_nas.errors import InputError
+    from igcv_nas.train import pick_device
+    with pytest.raises(InputError, match=r"accepted: auto, cpu, cuda, cuda:N"):
+        pick_device(device)
+    assert pick_device("cpu").type == "cpu"
