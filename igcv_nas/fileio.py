@@ -30,7 +30,7 @@ def _failpoint(path: str) -> None:
             os._exit(99)
 
 
-def atomic_write(path: str | os.PathLike, write: Callable[[IO], None],
+def atomic_write(path: str | os.PathLike, write: Callable[[IO], object],
                  binary: bool = False) -> None:
     """Call ``write(f)`` on a temporary file beside ``path``, fsync it, and rename it over
     ``path``. The temporary file is removed when ``write`` raises."""
@@ -40,8 +40,7 @@ def atomic_write(path: str | os.PathLike, write: Callable[[IO], None],
     fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".tmp", dir=folder)
     try:
         os.fchmod(fd, 0o666 & ~_UMASK)  # mkstemp creates 0600; give the file normal permissions
-        text_kw = {} if binary else {"encoding": "utf-8"}
-        with os.fdopen(fd, "wb" if binary else "w", **text_kw) as f:
+        with (os.fdopen(fd, "wb") if binary else os.fdopen(fd, "w", encoding="utf-8")) as f:
             write(f)
             f.flush()
             os.fsync(f.fileno())
@@ -72,7 +71,7 @@ def remove_stale_temps(folder: str | os.PathLike) -> int:
     """Delete temporary files left in ``folder`` (recursively) by writes that a crash
     interrupted; returns how many. Only for a folder no live process writes to."""
     n = 0
-    for root, _dirs, files in os.walk(folder):
+    for root, _dirs, files in os.walk(os.fspath(folder)):
         for f in files:
             if f.startswith(".") and f.endswith(".tmp"):
                 os.unlink(os.path.join(root, f))
