@@ -52,6 +52,7 @@ import warnings
 from types import SimpleNamespace
 from typing import Any, Sequence
 
+from .blocks import BLOCK_KINDS, block_kinds
 from .cost import classifier_cost, ops_cost
 from .errors import InputError
 from .spec import ConvOp, Stem, head_conv, stem_conv
@@ -67,7 +68,19 @@ DEFAULT_CONFIG: dict = {
     "min_context_rows": 30,
 }
 
-KINDS = {"stem": 0, "head": 1, "igc": 2, "igcv3": 3, "mbconv": 4, "dwsep": 5}
+# kind codes: stem 0, head 1, then the registered block kinds in registration order (igc 2,
+# igcv3 3, mbconv 4, dwsep 5, a kind registered later 6, ...); anything else one past them
+KINDS = {"stem": 0, "head": 1, **{k: 2 + i for i, k in enumerate(BLOCK_KINDS)}}
+
+
+def kind_code(kind: str) -> int:
+    """The ``kind`` feature of a piece (see :data:`KINDS`); a kind registered after import
+    (:func:`igcv_nas.blocks.register_block_kind`) gets the next code."""
+    code = KINDS.get(kind)
+    if code is not None:
+        return code
+    names = block_kinds()
+    return 2 + (names.index(kind) if kind in names else len(names))
 ACTS = {"relu": 0, "relu6": 1, "hswish": 2, "silu": 3}
 AMPS = {None: 0, "fp16": 1, "bf16": 2}
 
@@ -172,7 +185,7 @@ def piece_features(key: str) -> dict[str, float]:
         out_chs, max_chs, res = c, max(max_chs, c), 1
     bpe = 2 if p["amp"] else 4
     nbytes = bpe * (act + weights)
-    return {"kind": KINDS.get(p["kind"], len(KINDS)), "act": ACTS.get(p["act"], len(ACTS)),
+    return {"kind": kind_code(p["kind"]), "act": ACTS.get(p["act"], len(ACTS)),
             "residual": int(p["residual"]), "res_in": res_in, "res_out": res,
             "in_chs": in_chs, "out_chs": out_chs, "max_chs": max_chs, "n_convs": len(convs),
             "max_groups": max_groups, "uneven": uneven, "max_kernel": max_kernel,

@@ -76,16 +76,15 @@ from typing import Any, Callable, Iterator
 import yaml
 
 from .errors import IGCVError, InputError
-from . import perm as _perm
+from .blocks import SpaceKey, block_kind, block_kinds, igc_min_layers, ratio as _ratio
 from .cost import block_cost, classifier_cost, ops_cost, out_res
-from .spec import (ACTS, BLOCK_KINDS, Block, NetworkSpec, SpecError, Stem, block_from_dict,
-                   head_conv, stem_conv, unstrided)
+from .spec import (ACTS, Block, NetworkSpec, SpecError, Stem, block_from_dict, head_conv,
+                   stem_conv, unstrided)
 from .units import (MAX_BLOCKS, MAX_CHANNELS, MAX_CLASSES, MAX_IGC_LAYERS, MAX_INPUT_SIZE,
                     MAX_KERNEL, MAX_NESTING, MAX_SPACE_BYTES, MAX_SPACE_CHECKS,
                     MAX_SPACE_COMBINATIONS, MAX_STAGES, MAX_STRIDE, MAX_YAML_NODES, read_bounded,
                     show)
 from .validation import CheckTooLarge, complementary
-from .zoo import igc_chain, igc_groups
 
 __all__ = ["FORMAT", "SearchSpace", "SpaceError", "StageSpace", "Target", "available_spaces",
            "block_dict", "igc_min_layers", "load_space", "to_cifar"]
@@ -94,21 +93,17 @@ FORMAT = "igcv-nas/space@1"
 MODES = ("exact", "relaxed")
 SPACE_DIR = Path(__file__).resolve().parent.parent / "search_spaces"  # source checkout
 
-KIND_KEYS: dict[str, tuple[str, ...]] = {
-    "igcv3": ("expand", "kernel", "g1", "g2"),
-    "mbconv": ("expand", "kernel"),
-    "dwsep": ("kernel",),
-    "igc": ("kernel", "K", "L", "residual"),
-}
+# the block keys the shipped kinds use; which of them a kind asks (and any key it adds) is in
+# its registry record (igcv_nas.blocks.BlockKind.space_keys, .new_space_keys)
 BLOCK_KEYS = ("kind", "expand", "kernel", "g1", "g2", "K", "L", "residual")
 DEFAULTS: dict[str, tuple] = {"expand": (6,), "kernel": (3,), "g1": (2,), "g2": (2,), "K": (8,),
                               "L": ("min",), "residual": (False,)}
 _TOP_KEYS = ("format", "name", "description", "complementary", "target", "act", "dropout",
              "stem", "head_chs", "block", "stages")
-_STAGE_KEYS = ("width", "depth", "stride") + BLOCK_KEYS
+# keys whose choice does not change a block's connectivity: verified at one value (_verify)
+_VERIFY_FREE = ("kernel", "residual")
 _L_RE = re.compile(r"^min(\+[1-9][0-9]{0,3})?$")
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]{0,63}$")  # a space's name names run directories
-_MAX_IGC_1X1 = 8  # an igc chain that is not dense after this many 1x1 convs is rejected
 
 
 class SpaceError(IGCVError, ValueError):
@@ -149,7 +144,7 @@ def _bounded(hi: int):
 
 
 def _kind(v: Any) -> Any:
-    return v if v in BLOCK_KINDS else None
+    return v if isinstance(v, str) and v in block_kinds() else None
 
 
 def _kernel(v: Any) -> Any:
@@ -183,8 +178,7 @@ def _bool(v: Any) -> Any:
 
 _GROUPS = (f"an integer >= 1 (even groups) or a ratio list like [1, 3] (values up to "
            f"{MAX_CHANNELS:,})")
-_CHECKERS = {
-    "kind": (_kind, " | ".join(BLOCK_KINDS)),
+_CHECKERS = {  # "kind": the registered kinds, see _checker
     "expand": (_bounded(MAX_CHANNELS), f"an integer >= 1 and <= {MAX_CHANNELS:,}"),
     "kernel": (_kernel, f"an odd integer >= 1 and <= {MAX_KERNEL}"),
     "g1": (_groups, _GROUPS),
@@ -195,13 +189,43 @@ _CHECKERS = {
     "width": (_bounded(MAX_CHANNELS), f"an integer >= 1 and <= {MAX_CHANNELS:,} (channels)"),
     "depth": (_bounded(MAX_BLOCKS), f"an integer >= 1 and <= {MAX_BLOCKS:,} (blocks)"),
 }
+
+
+def _kind_keys(kind: str) -> tuple[str, ...]:
+    """The space keys a block of ``kind`` asks, in order."""
+    return block_kind(kind).space_keys
+
+
+def _new_keys() -> dict[str, SpaceKey]:
+    """Block keys registered kinds add to :data:`BLOCK_KEYS`, in registration order."""
+    out: dict[str, SpaceKey] = {}
+    for name in block_kinds():
+        for k, spec in block_kind(name).new_space_keys.items():
+            if k not in BLOCK_KEYS:
+                out.setdefault(k, spec)
+    return out
+
+
+def _block_keys() -> tuple[str, ...]:
+    return BLOCK_KEYS + tuple(_new_keys())
+
+
+def _checker(key: str) -> tuple[Callable[[Any], Any], str]:
+    if key == "kind":
+        return _kind, " | ".join(block_kinds())
+    if key in _CHECKERS:
+        return _CHECKERS[key]
+    spec = _new_keys()[key]
+    return spec.check, spec.accepted
+
+
+def _defaults() -> dict[str, tuple]:
+    return {**DEFAULTS, **{k: spec.default for k, spec in _new_keys().items()}}
+
+
 # upper bounds of the integer keys read with SearchSpace._int
 _INT_MAX = {"input_size": MAX_INPUT_SIZE, "num_classes": MAX_CLASSES, "out_chs": MAX_CHANNELS,
             "kernel": MAX_KERNEL, "stride": MAX_STRIDE, "head_chs": MAX_CHANNELS}
-
-
-def _ratio(g: Any) -> tuple[int, ...] | None:
-    return tuple(int(x) for x in g.split(":")) if isinstance(g, str) else None
 
 
 def _fmt(v: Any) -> str:
@@ -216,84 +240,12 @@ def _fmt(v: Any) -> str:
 # ---------------------------------------------------------------------------------------------
 # blocks from choices
 
-def _group_arg(g: Any, c_in: int, c_out: int) -> Any:
-    """Spec ``groups`` value: an int G, or run-length groups for a ratio (dividing both sides)."""
-    r = _ratio(g)
-    if r is None:
-        return g
-    s = sum(r)
-    if c_in % s or c_out % s:
-        raise SpecError(f"ratio {list(r)} (sum {s}) must divide both channel counts of the "
-                        f"{c_in}->{c_out} conv")
-    return [[1, c_in * a // s, c_out * a // s] for a in r]
-
-
-def _igc_dict(c_in: int, c_out: int, stride: int, kernel: int, k: int, n_pw: int,
-              residual: bool, require: str) -> dict:
-    return igc_chain(c_in, c_out, stride, k, kernel, require, n_pw, residual)
-
-
-_IGC_MIN: dict[tuple[int, int, int], int] = {}
-
-
-def igc_min_layers(c_in: int, c_out: int, k: int) -> int:
-    """Fewest 1x1 group convs after the channel-wise conv that make an igc chain dense."""
-    key = (c_in, c_out, k)
-    if key not in _IGC_MIN:
-        # necessary: an output reaches at most prod(input channels per group) inputs
-        start, reach, c = 1, 1, c_in
-        while start < _MAX_IGC_1X1:
-            reach *= c // igc_groups(c, c_out, k)
-            if reach >= c_in:
-                break
-            start, c = start + 1, c_out
-        for n in range(start, _MAX_IGC_1X1 + 1):
-            b = block_from_dict(_igc_dict(c_in, c_out, 1, 3, k, n, False, "none"))
-            if complementary(b.ops)[0] != "violated":
-                break
-        else:
-            raise SpecError(f"igc chain {c_in}->{c_out} with K={k} is not dense after "
-                            f"{_MAX_IGC_1X1} 1x1 group convs")
-        _IGC_MIN[key] = n
-    return _IGC_MIN[key]
-
-
-def _n_pw(l_choice: Any, c_in: int, c_out: int, k: int) -> int:
-    if _is_int(l_choice):
-        return l_choice - 1
-    extra = int(l_choice[4:]) if len(l_choice) > 3 else 0
-    return igc_min_layers(c_in, c_out, k) + extra
-
-
 def block_dict(kind: str, c_in: int, c_out: int, stride: int, ch: dict, require: str,
                perms: bool = True) -> dict:
     """The spec dict of one block from its local choices ``ch`` (``perms=False``: without
-    permutations, for counting MACs only)."""
-    if kind == "dwsep":
-        return {"kind": "dwsep", "in_chs": c_in, "out_chs": c_out, "stride": stride,
-                "kernel": ch["kernel"]}
-    if kind == "mbconv":
-        return {"kind": "mbconv", "in_chs": c_in, "out_chs": c_out, "stride": stride,
-                "expand_chs": c_in * ch["expand"], "kernel": ch["kernel"]}
-    if kind == "igc":
-        d = _igc_dict(c_in, c_out, stride, ch["kernel"], ch["K"],
-                      _n_pw(ch["L"], c_in, c_out, ch["K"]), ch["residual"], require)
-        if not perms:
-            for layer in d["layers"]:
-                layer["perm"] = None
-        return d
-    e = c_in * ch["expand"]
-    eg, pg = _group_arg(ch["g1"], c_in, e), _group_arg(ch["g2"], e, c_out)
-    if not perms or pg == 1:
-        p_proj = None
-    elif _is_int(pg):
-        p_proj = {"scheme": "interleave", "groups": pg}
-    else:  # uneven: deal the projection groups proportionally (= interleave for even groups)
-        p_proj = list(_perm.complement(_perm.expand_runs(pg, 2), [c_out]))
-    return {"kind": "igcv3", "in_chs": c_in, "out_chs": c_out, "stride": stride, "expand_chs": e,
-            "kernel": ch["kernel"], "expand_groups": eg, "project_groups": pg,
-            "perm_expand": {"scheme": "complement"} if perms else None,
-            "perm_project": p_proj, "require": require}
+    permutations, for counting MACs only): the kind's ``space_dict``
+    (:class:`igcv_nas.blocks.BlockKind`)."""
+    return block_kind(kind).space_dict(c_in, c_out, stride, ch, require, perms)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -334,7 +286,7 @@ class SearchSpace:
 
     def _choices(self, key: str, value: Any, where: str) -> tuple:
         vals = value if isinstance(value, list) else [value]
-        check, accepted = _CHECKERS[key]
+        check, accepted = _checker(key)
         if not vals:
             raise self._err(f"{where}.{key}=[] has no choices; give at least one ({accepted})")
         out, seen = [], set()
@@ -401,7 +353,8 @@ class SearchSpace:
             raise self._err(f"stem.kernel={self.stem.kernel} is not accepted; "
                             "expected an odd integer")
         self.head_chs = self._int(top, "head_chs", "", 1280, lo=0)
-        base = self._keys(top.get("block", {}), BLOCK_KEYS, "block")
+        block_keys = _block_keys()
+        base = self._keys(top.get("block", {}), block_keys, "block")
         base_ch = {k: self._choices(k, v, "block") for k, v in base.items()}
         raw_stages = top.get("stages")
         if not isinstance(raw_stages, list) or not raw_stages:
@@ -412,26 +365,26 @@ class SearchSpace:
         stages, used = [], set()
         for i, rs in enumerate(raw_stages):
             where = f"stages[{i}]"
-            rs = self._keys(rs, _STAGE_KEYS, where)
+            rs = self._keys(rs, ("width", "depth", "stride") + block_keys, where)
             for k in ("width", "depth"):
                 if k not in rs:
                     raise self._err(f"{where}: missing key {k!r}")
             widths = self._choices("width", rs["width"], where)
             depths = self._choices("depth", rs["depth"], where)
             stride = self._int(rs, "stride", where, 1)
-            own = {k: self._choices(k, v, where) for k, v in rs.items() if k in BLOCK_KEYS}
-            merged = {**DEFAULTS, **base_ch, **own}
+            own = {k: self._choices(k, v, where) for k, v in rs.items() if k in block_keys}
+            merged = {**_defaults(), **base_ch, **own}
             if "kind" not in merged:
                 raise self._err(f"{where}: missing key 'kind' "
                                 "(set it under block: or in the stage)")
             kinds = merged["kind"]
-            need = {k for kind in kinds for k in KIND_KEYS[kind]}
+            need = {k for kind in kinds for k in _kind_keys(kind)}
             for k in own:
                 if k != "kind" and k not in need:
                     raise self._err(f"{where}.{k}: not used by kind {_fmt(list(kinds))}; "
                                     f"keys of these kinds: {', '.join(sorted(need))}")
             used |= need
-            choices = {"kind": kinds, **{k: merged[k] for k in BLOCK_KEYS if k in need}}
+            choices = {"kind": kinds, **{k: merged[k] for k in block_keys if k in need}}
             stages.append(StageSpace(i, widths, depths, stride, choices))
         for k in base_ch:
             if k != "kind" and k not in used:
@@ -454,11 +407,11 @@ class SearchSpace:
             if max(st.depths) > 1:
                 pairs += len(st.widths)
             for kind in st.choices["kind"]:
-                local = math.prod(len(st.choices[k]) for k in KIND_KEYS[kind]
-                                  if k not in ("kernel", "residual"))
+                keys = _kind_keys(kind)
+                local = math.prod(len(st.choices[k]) for k in keys if k not in _VERIFY_FREE)
                 checks += pairs * local
-                combos += pairs * local * len(st.choices["kernel"]) * (
-                    len(st.choices["residual"]) if kind == "igc" else 1)
+                combos += pairs * local * math.prod(len(st.choices[k]) for k in keys
+                                                    if k in _VERIFY_FREE)
         if checks > MAX_SPACE_CHECKS:
             raise self._err(f"{checks:,} local block combinations to verify (kind x in/out width x "
                             f"expand/groups/K/L choices, summed over stages); accepted: at most "
@@ -470,7 +423,7 @@ class SearchSpace:
     # -- static verification ------------------------------------------------------------------
 
     def _combos(self, st: StageSpace, kind: str, skip: tuple[str, ...] = ()) -> Iterator[dict]:
-        keys = [k for k in KIND_KEYS[kind] if k not in skip]
+        keys = [k for k in _kind_keys(kind) if k not in skip]
         for vals in itertools.product(*(st.choices[k] for k in keys)):
             yield dict(zip(keys, vals))
 
@@ -503,7 +456,7 @@ class SearchSpace:
                 pairs += [(w, w) for w in st.widths]
             for c_in, c_out in pairs:
                 for kind in st.choices["kind"]:
-                    for ch in self._combos(st, kind, skip=("kernel", "residual")):
+                    for ch in self._combos(st, kind, skip=_VERIFY_FREE):
                         ch = {**ch, "kernel": 3, "residual": False}
                         key = (kind, c_in, c_out, tuple(sorted(ch.items())))
                         if key in seen:
@@ -512,11 +465,12 @@ class SearchSpace:
                         self._verify_block(st, kind, c_in, c_out, ch)
 
     def _verify_block(self, st: StageSpace, kind: str, c_in: int, c_out: int, ch: dict) -> None:
-        shown = ", ".join(f"{k}={_fmt(v)}" for k, v in ch.items() if k in KIND_KEYS[kind]
-                          and k not in ("kernel", "residual"))
+        keys = _kind_keys(kind)
+        shown = ", ".join(f"{k}={_fmt(v)}" for k, v in ch.items() if k in keys
+                          and k not in _VERIFY_FREE)
         what = f"stages[{st.index}]: {kind} block {c_in}->{c_out}"
         what += f" with {shown}" if shown else ""
-        if kind in ("igcv3", "mbconv") and c_in * ch["expand"] > MAX_CHANNELS:
+        if "expand" in keys and c_in * ch["expand"] > MAX_CHANNELS:
             raise self._err(f"{what} cannot be built: expand_chs={c_in * ch['expand']:,} is out of "
                             f"range; accepted: at most {MAX_CHANNELS:,} channels")
         try:
@@ -547,7 +501,8 @@ class SearchSpace:
 
     def _pick_block(self, trial: Any, label: str, st: StageSpace) -> tuple[str, dict]:
         kind = self._pick(trial, f"{label}.kind", st.choices["kind"])
-        return kind, {k: self._pick(trial, f"{label}.{k}", st.choices[k]) for k in KIND_KEYS[kind]}
+        return kind, {k: self._pick(trial, f"{label}.{k}", st.choices[k])
+                      for k in _kind_keys(kind)}
 
     def sample(self, trial: Any, cifar: bool = False,
                num_classes: int | None = None) -> NetworkSpec:
@@ -582,7 +537,7 @@ class SearchSpace:
                 if len(ch) > 1:
                     out[f"{s}.{k}"] = ch
             for j in range(max(st.depths)):
-                for k in BLOCK_KEYS:
+                for k in _block_keys():
                     if k in st.choices and len(st.choices[k]) > 1:
                         out[f"{s}.b{j}.{k}"] = st.choices[k]
         return out
@@ -591,7 +546,7 @@ class SearchSpace:
         """Number of distinct parameter assignments (sampled points) in the space."""
         total = 1
         for st in self.stages:
-            n = sum(math.prod(len(st.choices[k]) for k in KIND_KEYS[kind])
+            n = sum(math.prod(len(st.choices[k]) for k in _kind_keys(kind))
                     for kind in st.choices["kind"])
             total *= len(st.widths) * sum(n ** d for d in st.depths)
         return total

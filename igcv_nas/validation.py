@@ -29,7 +29,8 @@ import numpy as np
 
 from .cost import out_res
 from .errors import IGCVError
-from .spec import ACTS, ConvOp, IGCBlock, NetworkSpec, runs_sum
+from .blocks import block_kind
+from .spec import ACTS, ConvOp, NetworkSpec, runs_sum
 from .units import MAX_CHANNELS, MAX_CHECK_CELLS, MAX_KERNEL, MAX_STRIDE
 
 MODES = ("exact", "relaxed", "violated")
@@ -202,17 +203,6 @@ def complementary(ops) -> tuple[str, tuple[int, int] | None, int, int]:
     return ("exact" if hi == 1 else "relaxed"), None, lo, hi
 
 
-def _balance(block: IGCBlock) -> float | None:
-    """IGCV2 balance: S*K_1 = K_2 = ... = K_L (K = input channels per group), even groups only."""
-    ks = []
-    for li, op in enumerate(block.ops):
-        if len(op.groups) != 1:
-            return None
-        k = op.groups[0][1]
-        ks.append(k * op.kernel * op.kernel if li == 0 else k)
-    return max(ks) / min(ks)
-
-
 def _check_op(op: ConvOp, where: str, res: int, out: list[Violation]) -> None:
     big = [f"{k}={v}" for k, v, hi in (("in_chs", op.in_chs, MAX_CHANNELS),
                                        ("out_chs", op.out_chs, MAX_CHANNELS),
@@ -278,17 +268,8 @@ def check(spec: NetworkSpec) -> Report:
             v.append(Violation(label, f"in_chs={b.in_chs} but the previous layer gives "
                                       f"{c} channels"))
         ops = b.ops
-        if isinstance(b, IGCBlock):
-            if len(ops) < 2:
-                v.append(Violation(label, f"an igc block needs L >= 2 group convs, has {len(ops)}"))
-            for li, op in enumerate(ops[1:], start=1):
-                if op.kernel != 1 or op.stride != 1:
-                    v.append(Violation(f"{label}.layer{li}",
-                                       f"kernel={op.kernel} stride={op.stride}: only the first "
-                                       "layer of an igc chain may be spatial or strided"))
-            if b.residual and (b.stride != 1 or b.in_chs != b.out_chs):
-                v.append(Violation(label, f"residual needs stride 1 and in_chs == out_chs "
-                                          f"(stride {b.stride}, {b.in_chs}->{b.out_chs})"))
+        kind = block_kind(b.kind)  # what is particular to the kind (igc: chain structure)
+        v.extend(Violation(where, msg) for where, msg in kind.check(b, label))
         r = res
         for li, op in enumerate(ops):
             _check_op(op, f"{label}.layer{li}", r, v)
@@ -311,8 +292,7 @@ def check(spec: NetworkSpec) -> Report:
                 v.append(Violation(label, "complementary condition is relaxed, not exact: some "
                                           f"(out, in) pairs have {bc.max_paths} paths "
                                           "(require=exact)"))
-            if isinstance(b, IGCBlock):
-                bc.balance = _balance(b)
+            bc.balance = kind.balance(b)
         rep.blocks.append(bc)
         res, c = r, b.out_chs
     return rep

@@ -12,14 +12,17 @@ Each entry is a function ``(width=1.0, cifar=False, num_classes=None) -> Network
                        channels per group, L = ceil(log_8 C) + 1 layers, interleave
                        permutations between them.
 
-ImageNet form: 224x224, 1000 classes. CIFAR form (``cifar=True``): 32x32, 10 classes, stem stride 1
+The blocks come from each kind's dict builder in :mod:`igcv_nas.blocks` (``mbconv_block``,
+``dwsep_block``, ``igcv3_block``, ``igc_chain``; re-exported here). ImageNet form: 224x224,
+1000 classes. CIFAR form (``cifar=True``): 32x32, 10 classes, stem stride 1
 and no downsampling in the second stage.
 """
 from __future__ import annotations
 
-import math
 from typing import Callable
 
+from .blocks import dwsep_block, igc_chain, igcv3_block, mbconv_block
+from .blocks import igc_groups  # noqa: F401  (re-exported: zoo.igc_groups as before)
 from .errors import InputError
 from .spec import NetworkSpec, SpecError, from_dict
 from .units import MAX_ZOO_WIDTH, show
@@ -73,24 +76,11 @@ def mobilenet_v2(width: float = 1.0, cifar: bool = False,
         c_out = make_divisible(c * width)
         blocks = []
         for i in range(n):
-            blocks.append({"kind": "mbconv", "in_chs": c_in, "out_chs": c_out,
-                           "stride": s if i == 0 else 1, "expand_chs": c_in * t, "kernel": 3})
+            blocks.append(mbconv_block(c_in, c_out, s if i == 0 else 1, t))
             c_in = c_out
         stages.append(blocks)
     return _net(f"mobilenet_v2_{width:g}{'_cifar' if cifar else ''}", cifar, num_classes,
                 make_divisible(32 * width), stages, head)
-
-
-def igcv3_block(c_in: int, c_out: int, stride: int, t: int, g1: int = 2, g2: int = 2,
-                kernel: int = 3, require: str = "relaxed") -> dict:
-    """One IGCV3 block dict: group expansion (g1), complement deal, depthwise, group projection
-    (g2), interleave back so the next block's expansion groups see both projection groups."""
-    e = c_in * t
-    return {"kind": "igcv3", "in_chs": c_in, "out_chs": c_out, "stride": stride, "expand_chs": e,
-            "kernel": kernel, "expand_groups": g1, "project_groups": g2,
-            "perm_expand": {"scheme": "complement"},
-            "perm_project": {"scheme": "interleave", "groups": g2} if g2 > 1 else None,
-            "require": require}
 
 
 def igcv3_d(width: float = 1.0, cifar: bool = False, num_classes: int | None = None) -> NetworkSpec:
@@ -118,39 +108,10 @@ def mobilenet_v1(width: float = 1.0, cifar: bool = False,
     blocks = []
     for (c, _), s in zip(MBV1_TABLE, strides):
         c_out = make_divisible(c * width)
-        blocks.append({"kind": "dwsep", "in_chs": c_in, "out_chs": c_out, "stride": s, "kernel": 3})
+        blocks.append(dwsep_block(c_in, c_out, s))
         c_in = c_out
     return _net(f"mobilenet_v1_{width:g}{'_cifar' if cifar else ''}", cifar, num_classes,
                 make_divisible(32 * width), [[b] for b in blocks], 0, act="relu", dropout=0.0)
-
-
-def igc_groups(c_in: int, c_out: int, k: int) -> int:
-    """Groups of a 1x1 group conv c_in -> c_out with about ``k`` input channels per group: the
-    most groups dividing both widths that leave >= k input channels per group (1 if none)."""
-    g = math.gcd(c_in, c_out)
-    return max((d for d in range(1, g + 1) if g % d == 0 and c_in // d >= k), default=1)
-
-
-def igc_chain(c_in: int, c_out: int, stride: int, k: int = 8, kernel: int = 3,
-              require: str = "relaxed", n_pw: int | None = None, residual: bool = False) -> dict:
-    """IGCV2 block: channel-wise kxk (K_1 = 1), then ``n_pw`` 1x1 group convs with about ``k``
-    input channels per group (:func:`igc_groups`) and an interleave (channel shuffle by the
-    previous conv's groups) between them. Default ``n_pw = ceil(log_k c_in)``, i.e. the paper's
-    L = ceil(log_k C) + 1. ``residual`` applies where stride is 1 and c_in == c_out."""
-    if n_pw is None:
-        n_pw = max(1, math.ceil(math.log(c_in, k) - 1e-9))
-    layers = [{"out_chs": c_in, "kernel": kernel, "stride": stride, "groups": c_in, "perm": None,
-               "act": False}]
-    c = c_in
-    for i in range(n_pw):
-        g = igc_groups(c, c_out, k)
-        last = i == n_pw - 1
-        layers.append({"out_chs": c_out, "kernel": 1, "stride": 1, "groups": g,
-                       "perm": None if last or g == 1 else {"scheme": "interleave", "groups": g},
-                       "act": last})
-        c = c_out
-    return {"kind": "igc", "in_chs": c_in, "require": require, "layers": layers,
-            "residual": bool(residual and stride == 1 and c_in == c_out)}
 
 
 def igcv2(width: float = 1.0, cifar: bool = False, num_classes: int | None = None) -> NetworkSpec:

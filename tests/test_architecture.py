@@ -19,7 +19,8 @@ PKG = Path(__file__).resolve().parent.parent / "igcv_nas"
 # -> export; base holds what every stage may use; cli comes last.
 STAGES: dict[str, list[str]] = {
     "base": ["errors", "units", "fileio", "compat"],
-    "arch": ["spec", "perm", "validation", "cost", "zoo", "space", "sources", "inspection"],
+    "arch": ["blocks", "spec", "perm", "validation", "cost", "zoo", "space", "sources",
+             "inspection"],
     "nn": ["build"],
     "evaluate": ["data", "train", "zero_cost", "proxy", "latency", "latency_model",
                  "training_run"],
