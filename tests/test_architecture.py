@@ -23,7 +23,7 @@ STAGES: dict[str, list[str]] = {
              "inspection"],
     "nn": ["build"],
     "evaluate": ["data", "train", "zero_cost", "proxy", "latency", "latency_model",
-                 "training_run"],
+                 "latency_run", "training_run"],
     "search": ["trials", "evolution", "nsga", "search", "session", "raytune", "runstore",
                "progress"],
     "artifacts": ["crosscheck", "export", "deploy", "report"],
