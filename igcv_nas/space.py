@@ -531,13 +531,14 @@ class SearchSpace:
     def dimensions(self) -> dict[str, tuple]:
         """Every label a trial may be asked for, with its choices (in sampling order)."""
         out: dict[str, tuple] = {}
+        keys = _block_keys()
         for st in self.stages:
             s = f"s{st.index}"
             for k, ch in (("depth", st.depths), ("width", st.widths)):
                 if len(ch) > 1:
                     out[f"{s}.{k}"] = ch
             for j in range(max(st.depths)):
-                for k in _block_keys():
+                for k in keys:
                     if k in st.choices and len(st.choices[k]) > 1:
                         out[f"{s}.b{j}.{k}"] = st.choices[k]
         return out
