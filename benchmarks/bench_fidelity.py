@@ -77,6 +77,7 @@ REFERENCE = replace(
     train_fraction=13_500 / HALF,
 )
 PROXY_SEED, REF_SEED = 0, 1000  # seed s: initialisation s, data order s (+1 per noise seed)
+DEFAULT_PROXY = "e1x2700"  # the recipe of igcv_nas.proxy.CPU_BUDGET (2,700 images seen once)
 FIELDS = [
     "arch",
     "arch_id",
@@ -283,6 +284,20 @@ def bootstrap(fn, x, y, reps: int = 2000, seed: int = 0) -> tuple[float, float]:
     return float(np.nanpercentile(vals, 2.5)), float(np.nanpercentile(vals, 97.5))
 
 
+def paired_rho_difference(a, b, y, reps: int = 2000, seed: int = 0) -> tuple[float, float, float]:
+    """rho(a, y) - rho(b, y) and its bootstrap 95% interval, both scores resampled over the same
+    architectures (paired: the architectures' spread in difficulty cancels)."""
+    a, b, y = np.asarray(a), np.asarray(b), np.asarray(y)
+    rng = np.random.default_rng(seed)
+    vals = []
+    for _ in range(reps):
+        i = rng.integers(0, len(y), len(y))
+        if len(set(y[i])) > 1 and len(set(a[i])) > 1 and len(set(b[i])) > 1:
+            vals.append(spearman(a[i], y[i]) - spearman(b[i], y[i]))
+    d = spearman(a, y) - spearman(b, y)
+    return d, float(np.nanpercentile(vals, 2.5)), float(np.nanpercentile(vals, 97.5))
+
+
 def top_k_precision(x, y, k: int = 5) -> float:
     x, y = np.asarray(x), np.asarray(y)
     return len(set(np.argsort(-x)[:k]) & set(np.argsort(-y)[:k])) / k
@@ -342,6 +357,15 @@ def report(df: pd.DataFrame, zc_path: Path | None = None) -> None:
             f"{col:<22}{rho:>7.3f}  [{rlo:>6.3f},{rhi:>6.3f}]{tau:>7.3f}  [{tlo:>6.3f},{thi:>6.3f}]"
             f"{part:>9.3f}{top_k_precision(x, yy):>6.1f}"
         )
+    base = f"{DEFAULT_PROXY} val_acc"  # the CPU default's score, which every budget is held to
+    if base in table.columns:
+        print(f"\npaired against the CPU default's score ({base}): rho difference, bootstrap 95%")
+        for col in [c for c in table.columns if " " in c and c != base]:
+            sub = table[[col, base, "reference"]].replace([np.inf, -np.inf], np.nan).dropna()
+            if len(sub) < 5:
+                continue
+            d, lo, hi = paired_rho_difference(sub[col], sub[base], sub.reference)
+            print(f"  {col:<22}{d:>+7.3f}  [{lo:>+6.3f},{hi:>+6.3f}]  (n = {len(sub)})")
     secs = df.groupby(df.role.str.split(":").str[0]).seconds.mean()
     print(
         "\n# mean seconds per training: "
