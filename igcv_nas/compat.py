@@ -16,3 +16,11 @@ def trial_by_number(study: optuna.Study, number: int) -> optuna.Trial:
     trial_id = storage.get_trial_id_from_study_id_trial_number(study._study_id, number)
     return optuna.Trial(study, trial_id)
 
+
+
+def set_trial_system_attr(study: optuna.Study, trial: optuna.trial.FrozenTrial, key: str,
+                          value: object) -> None:
+    """Write a system attribute on a RUNNING trial from inside a sampler (samplers receive a
+    :class:`~optuna.trial.FrozenTrial`, which has no public setter; Optuna's own NSGA-II sampler
+    records its generation the same way)."""
+    study._storage.set_trial_system_attr(trial._trial_id, key, value)

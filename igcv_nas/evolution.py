@@ -30,8 +30,8 @@ so a resumed study, or several workers sharing one storage, go on exactly where 
 
 The parent of each trial is kept in memory (:meth:`EvolutionSampler.parent_of`) and in the
 trial's system attribute :data:`PARENT_KEY` (so it survives a restart and is visible to other
-processes; writing it is this module's one use of private Optuna API, in
-:func:`_set_trial_system_attr`).
+processes; writing it needs private Optuna API, which lives in
+:func:`igcv_nas.compat.set_trial_system_attr`).
 """
 from __future__ import annotations
 
@@ -48,6 +48,7 @@ from optuna.samplers import BaseSampler, RandomSampler
 from optuna.study import StudyDirection
 from optuna.trial import FrozenTrial, TrialState
 
+from .compat import set_trial_system_attr as _set_trial_system_attr
 from .errors import InputError
 
 if TYPE_CHECKING:
@@ -57,15 +58,6 @@ __all__ = ["PARENT_KEY", "Candidate", "EvolutionSampler"]
 
 PARENT_KEY = "igcv_nas:evolution:parent"  # trial system attribute: parent trial number or None
 _NUMERIC_REDRAWS = 64  # a numeric mutation redraws until it differs from the parent, at most this
-
-
-def _set_trial_system_attr(study: Study, trial: FrozenTrial, key: str, value: Any) -> None:
-    """Write a system attribute on a RUNNING trial from inside a sampler.
-
-    The ONE private Optuna API use of this module (``Study._storage`` and
-    ``FrozenTrial._trial_id``; Optuna's own NSGA-II sampler records its generation the same way):
-    samplers receive a :class:`~optuna.trial.FrozenTrial`, which has no public setter."""
-    study._storage.set_trial_system_attr(trial._trial_id, key, value)
 
 
 def _member(choices: Sequence[Any], value: Any) -> Any:

@@ -37,8 +37,9 @@ from optuna.samplers import NSGAIISampler
 from optuna.study import StudyDirection
 from optuna.trial import FrozenTrial, TrialState
 
+from .compat import set_trial_system_attr
 from .errors import InputError
-from .evolution import _MISSING, Candidate, _in_dist, _Plan, _set_trial_system_attr
+from .evolution import _MISSING, Candidate, _in_dist, _Plan
 
 if TYPE_CHECKING:
     from optuna.study import Study
@@ -226,7 +227,7 @@ class ConditionalNSGAII(NSGAIISampler):
             self._plans[key] = plan
             self._parents[trial.number] = plan.parent_numbers
         if trial.state == TrialState.RUNNING:
-            _set_trial_system_attr(study, trial, PARENTS_KEY, plan.parent_numbers)
+            set_trial_system_attr(study, trial, PARENTS_KEY, plan.parent_numbers)
         return plan
 
     def _tournament(self, study: Study, population: list[FrozenTrial],

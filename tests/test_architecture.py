@@ -109,3 +109,15 @@ def test_the_core_imports_without_torch_optuna_or_ray():
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr
     assert r.stdout.strip() == ""
+
+
+PRIVATE = [r"\._storage\b", r"\._trial_id\b", r"\._study_id\b", r"\._get_trials\b",
+           r"_ot_study", r"\boptuna\._[a-z]", r"\bray\._[a-z]"]  # optuna.__version__ is public
+
+
+def test_private_optuna_and_ray_api_only_in_compat():
+    import re
+    used = {str(p.relative_to(PKG)): [w for w in PRIVATE if re.search(w, p.read_text())]
+            for p in MODULES if p.name != "compat.py"}
+    assert {k: v for k, v in used.items() if v} == {}
+    assert "._storage" in (PKG / "compat.py").read_text()  # the checker looks at real text
