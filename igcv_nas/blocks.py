@@ -90,7 +90,7 @@ def make_runs(groups: Any, in_chs: int, out_chs: int, where: str) -> Runs:
             runs[-1][0] += c
         else:
             runs.append([c, i, o])
-    return tuple(tuple(r) for r in runs)  # type: ignore[return-value]
+    return tuple((r[0], r[1], r[2]) for r in runs)
 
 
 def runs_sum(runs: Runs) -> tuple[int, int, int]:
@@ -391,8 +391,8 @@ def igc_chain(c_in: int, c_out: int, stride: int, k: int = 8, kernel: int = 3,
     L = ceil(log_k C) + 1. ``residual`` applies where stride is 1 and c_in == c_out."""
     if n_pw is None:
         n_pw = max(1, math.ceil(math.log(c_in, k) - 1e-9))
-    layers = [{"out_chs": c_in, "kernel": kernel, "stride": stride, "groups": c_in, "perm": None,
-               "act": False}]
+    layers: list[dict[str, Any]] = [{"out_chs": c_in, "kernel": kernel, "stride": stride,
+                                     "groups": c_in, "perm": None, "act": False}]
     c = c_in
     for i in range(n_pw):
         g = igc_groups(c, c_out, k)
@@ -424,7 +424,7 @@ def _igc_parse(d: dict, where: str) -> IGCBlock:
         runs = make_runs(ld["groups"], c, out, lw)
         parsed.append((ld, out, runs))
         c = out
-    layers = []
+    layers: list[IGCLayer] = []
     for li, (ld, out, runs) in enumerate(parsed):
         lw = f"{where}.layer{li}"
         nxt = parsed[li + 1][2] if li + 1 < len(parsed) else None
@@ -590,6 +590,7 @@ def _igcv3_space(c_in: int, c_out: int, stride: int, ch: dict, require: str,
                  perms: bool = True) -> dict:
     e = c_in * ch["expand"]
     eg, pg = group_arg(ch["g1"], c_in, e), group_arg(ch["g2"], e, c_out)
+    p_proj: dict | list | None
     if not perms or pg == 1:
         p_proj = None
     elif isinstance(pg, int):

@@ -6,6 +6,8 @@ this is the only file to mend.
 """
 from __future__ import annotations
 
+from typing import Any
+
 import optuna
 
 
@@ -19,7 +21,7 @@ def trial_by_number(study: optuna.Study, number: int) -> optuna.Trial:
 
 
 def set_trial_system_attr(study: optuna.Study, trial: optuna.trial.FrozenTrial, key: str,
-                          value: object) -> None:
+                          value: Any) -> None:
     """Write a system attribute on a RUNNING trial from inside a sampler (samplers receive a
     :class:`~optuna.trial.FrozenTrial`, which has no public setter; Optuna's own NSGA-II sampler
     records its generation the same way)."""

@@ -53,8 +53,10 @@ def _outer_rows(spec: NetworkSpec, c: cost.Cost) -> dict:
     average pool, BN, activations and permutations cost 0 MACs and have no parameters: no
     row."""
     s, h, k = c.stem, c.head, c.classifier
-    rows = {"stem": _layer("stem", f"conv {spec.stem.kernel}x{spec.stem.kernel}/"
-                           f"{spec.stem.stride}", (s.in_res, s.out_res), s.macs, s.params)}
+    assert s is not None and k is not None  # count(per_block=True) fills them
+    rows: dict[str, dict | None] = {}
+    rows["stem"] = _layer("stem", f"conv {spec.stem.kernel}x{spec.stem.kernel}/"
+                          f"{spec.stem.stride}", (s.in_res, s.out_res), s.macs, s.params)
     rows["head"] = (_layer("head", "conv 1x1", (h.in_res, h.out_res), h.macs, h.params)
                     if h is not None else None)
     rows["classifier"] = _layer("classifier", f"avg pool, linear {spec.feature_chs}->"

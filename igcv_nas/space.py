@@ -231,7 +231,7 @@ _INT_MAX = {"input_size": MAX_INPUT_SIZE, "num_classes": MAX_CLASSES, "out_chs":
 def _fmt(v: Any) -> str:
     """A choice as the YAML spelled it: ratios as lists, booleans in lower case."""
     if isinstance(v, str) and ":" in v:
-        return str(list(_ratio(v)))
+        return str(list(_ratio(v) or ()))
     if isinstance(v, bool):
         return str(v).lower()
     return str(v)
@@ -275,7 +275,7 @@ class SearchSpace:
         self._where = source
         self._parse(data, default_name)
         self._blocks: dict[tuple, Block] = {}
-        self._macs: dict[tuple, int] = {}
+        self._macs: dict[tuple, tuple[int, int]] = {}  # block key -> (MACs, params)
         self._ranges: dict[tuple, tuple] = {}
         self._verify()
 
@@ -479,6 +479,7 @@ class SearchSpace:
         except (SpecError, CheckTooLarge) as e:
             raise self._err(f"{what} cannot be built: {e}") from None
         if mode == "violated":
+            assert ex is not None  # violated comes with its example
             raise self._err(f"{what} violates the complementary condition (output channel {ex[0]} "
                             f"has no path to input channel {ex[1]})")
         if mode == "relaxed" and self.complementary == "exact":
@@ -558,19 +559,22 @@ class SearchSpace:
                         res: int, metric: int = 0) -> tuple[tuple[int, tuple], tuple[int, tuple]]:
         """((min, choices), (max, choices)) of one block's MACs (``metric`` 0) or params (1)
         over its local choices."""
-        lo = hi = None
+        lo: tuple[int, tuple] | None = None
+        hi: tuple[int, tuple] | None = None
         for kind in st.choices["kind"]:
             for ch in self._combos(st, kind):
                 key = (kind, c_in, c_out, stride, res, tuple(sorted(ch.items())))
                 m = self._macs.get(key)
                 if m is None:
                     b = block_from_dict(block_dict(kind, c_in, c_out, stride, ch, "none", False))
-                    self._macs[key] = m = block_cost(b, res)[:2]  # (MACs, params)
-                m = m[metric]
-                if lo is None or m < lo[0]:
-                    lo = (m, (kind, ch))
-                if hi is None or m > hi[0]:
-                    hi = (m, (kind, ch))
+                    c = block_cost(b, res)
+                    self._macs[key] = m = (c[0], c[1])  # (MACs, params)
+                v = m[metric]
+                if lo is None or v < lo[0]:
+                    lo = (v, (kind, ch))
+                if hi is None or v > hi[0]:
+                    hi = (v, (kind, ch))
+        assert lo is not None and hi is not None  # a stage has at least one kind and combo
         return lo, hi
 
     def _block_params(self, st: StageSpace, j: int, pick: tuple) -> dict:
@@ -682,7 +686,7 @@ class SearchSpace:
 
         def best(st: StageSpace, c_in: int, c_out: int, stride: int, r: int,
                  cifar_first: bool) -> float:
-            lo = None
+            lo: float | None = None
             for kind in st.choices["kind"]:
                 for ch in self._combos(st, kind):
                     b = self._block(kind, c_in, c_out, stride, ch)
@@ -693,6 +697,7 @@ class SearchSpace:
                     if v is None:
                         v = memo[key] = block_value(b, r)
                     lo = v if lo is None or v < lo else lo
+            assert lo is not None  # a stage has at least one kind and combo
             return lo
 
         table: dict[int, float] = {self.stem.out_chs: 0.0}  # width leaving the stage -> min

@@ -195,6 +195,7 @@ def complementary(ops) -> tuple[str, tuple[int, int] | None, int, int]:
             zero = rows == 0
             has = zero.any(axis=1) & (first_zero < 0)
             first_zero[has] = c0 + zero[has].argmax(axis=1)
+    assert lo is not None and hi is not None and first_zero is not None  # >= 1 chunk ran
     lo, hi = int(lo), int(hi)
     if lo == 0:
         og = _out_groups(red)
@@ -285,6 +286,7 @@ def check(spec: NetworkSpec) -> Report:
                 continue
             req = getattr(b, "require", "none")
             if bc.mode == "violated" and req != "none":
+                assert bc.example is not None  # violated comes with its example
                 o, i = bc.example
                 v.append(Violation(label, f"complementary condition violated: output channel {o} "
                                           f"has no path to input channel {i} (require={req})"))
