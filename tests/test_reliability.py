@@ -55,7 +55,7 @@ def _descendants(root: int) -> list[int]:
     return out
 
 
-def _kill_worker_after_checkpoint(p: subprocess.Popen, d: Path, timeout: float = 180) -> int:
+def _kill_worker_after_checkpoint(p: subprocess.Popen, d: Path, timeout: float = 900) -> int:
     """Wait until some trial has written its epoch checkpoint, then SIGKILL the Ray worker
     process training it (a descendant of this search's driver). Returns the trial number."""
     deadline = time.time() + timeout

@@ -80,7 +80,7 @@ def test_library_refuses_what_the_cli_refuses_with_its_message(argv, kw, cls, tm
     with pytest.raises(cls) as e:
         prepare_search({**kw.get("settings", {}), "data_dir": str(data)}, run_dir=run_dir,
                        proxy_budget=kw.get("proxy_budget"))
-    assert time.perf_counter() - t0 < 2.0
+    assert time.perf_counter() - t0 < 30  # a hang guard, not a timing (loaded machines)
     assert one_line(e.value) == expected
     assert_nothing_created(tmp_path)
 
@@ -181,7 +181,7 @@ def test_resume_through_the_library_refuses_as_the_cli_does(name, damage, needle
     t0 = time.perf_counter()
     with pytest.raises(RunError) as e:
         prepare_search({"macs": 5_000_000} if flops else None, resume=d)
-    assert time.perf_counter() - t0 < 2.0
+    assert time.perf_counter() - t0 < 30  # a hang guard, not a timing (loaded machines)
     assert one_line(e.value) == expected
     assert snapshot(d) == before and lock_is_free(d)
 
@@ -356,3 +356,39 @@ def test_the_readme_python_example_runs(tmp_path, cifar_dir, monkeypatch, capsys
     meta = json.loads((run_dir / "run.json").read_text())
     assert meta["status"] == "finished" and meta["settings"]["trials"] == 3
     assert len(meta["attempts"]) == 2 and lock_is_free(run_dir)
+
+
+CTRL_C_ARGV = ["--space", SMALL, "--flops", "4M", "--trials", "2", "--epochs", "1",
+               "--train-fraction", "0.002", "--batch-size", "16", "--val-size", "100", "--quiet"]
+
+
+def test_ctrl_c_before_the_run_directory_exists_says_nothing_was_written(tmp_path, cifar_dir,
+                                                                           monkeypatch, capsys):
+    fake_cluster(monkeypatch, {"CPU": 2.0})
+
+    def interrupted(self, resources):
+        raise KeyboardInterrupt
+    monkeypatch.setattr(PreparedSearch, "_defaults", interrupted)
+    assert main([*CTRL_C_ARGV, "--data-dir", str(cifar_dir), "--run-dir",
+                 str(tmp_path / "run")]) == 130
+    assert capsys.readouterr().err.strip().splitlines()[-1] == (
+        "igcv-search: interrupted before the search started; nothing was written")
+    assert_nothing_created(tmp_path)
+
+
+def test_ctrl_c_after_the_run_directory_exists_names_the_resume(tmp_path, cifar_dir, monkeypatch,
+                                                                capsys):
+    calls = fake_cluster(monkeypatch, {"CPU": 2.0})
+
+    def interrupted(self):
+        raise KeyboardInterrupt
+    monkeypatch.setattr(PreparedSearch, "describe", interrupted)
+    d = tmp_path / "run"
+    assert main([*CTRL_C_ARGV, "--data-dir", str(cifar_dir), "--run-dir", str(d)]) == 130
+    assert capsys.readouterr().err.strip().splitlines()[-1] == (
+        f"igcv-search: interrupted before the search started; continue with: igcv-search "
+        f"--resume {d}")
+    assert lock_is_free(d) and calls == []
+    with prepare_search({"data_dir": str(cifar_dir)}, resume=d) as prep:  # the advice works
+        assert prep.run() == "outcome"
+    assert len(calls) == 1 and calls[0][0].path == d

@@ -46,7 +46,7 @@ def test_resume_after_a_kill_ends_like_an_uninterrupted_run(trained, tmp_path, c
            "--out", str(d)]
     p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     part = tmp_path / "resumed.partial"
-    deadline = time.time() + 300
+    deadline = time.time() + 900
     while time.time() < deadline and not (part / "history.csv").is_file():
         time.sleep(0.2)
     p.kill()
@@ -191,13 +191,28 @@ def test_ctrl_c_before_the_first_epoch_leaves_nothing(tmp_path, cifar_dir):
            "0.2", "--batch-size", "64", "--device", "cpu", "--data-dir", str(cifar_dir),
            "--out", str(out)]
     p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    deadline = time.time() + 120
-    while time.time() < deadline and not (tmp_path / "int.partial" / "spec.json").is_file():
+    started = tmp_path / "int.partial" / "spec.json"  # written once the training has begun
+    deadline = time.time() + 900  # a loaded machine may take minutes to import and load data
+    while time.time() < deadline and p.poll() is None and not started.is_file():
         time.sleep(0.05)
+    if not started.is_file():
+        p.kill()
+        pytest.fail(f"the training never started: {p.communicate()[1][-2000:]}")
     time.sleep(0.5)
     p.send_signal(signal.SIGINT)
-    _, err = p.communicate(timeout=120)
-    assert p.returncode == 130
+    _, err = p.communicate(timeout=600)
+    assert p.returncode == 130, err[-2000:]
     assert err.strip().splitlines()[-1] == ("igcv-train: interrupted before the first epoch "
                                             "ended; nothing was kept")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_ctrl_c_while_preparing_is_one_line_and_leaves_nothing(tmp_path, monkeypatch, capsys):
+    import igcv_nas.cli.train
+
+    def interrupted(*a, **kw):
+        raise KeyboardInterrupt
+    monkeypatch.setattr(igcv_nas.cli.train, "prepare_training", interrupted)
+    assert main([NET, "--epochs", "1", "--out", str(tmp_path / "out")]) == 130
+    assert capsys.readouterr().err.strip().splitlines() == ["igcv-train: interrupted"]
     assert list(tmp_path.iterdir()) == []

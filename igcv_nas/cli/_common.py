@@ -8,12 +8,14 @@ from ..sources import resolve_spec, valid_spec  # noqa: F401 - the commands' spe
 
 EXIT_BAD_INPUT = 2
 EXIT_INTERNAL = 1
+EXIT_INTERRUPTED = 130  # 128 + SIGINT, as a shell reports a Ctrl-C
 
 
 def run_cli(prog: str, fn, argv: list[str] | None) -> int:
     """Run a command's body: an :class:`igcv_nas.errors.IGCVError` (bad input) or an OSError
     (a file the OS refused) that reaches here is one line and exit 2; any other exception is a
-    bug: one line saying so and exit 1, with the traceback when ``--debug`` is given."""
+    bug: one line saying so and exit 1, with the traceback when ``--debug`` is given. A Ctrl-C
+    that the command did not handle itself is one line and exit 130."""
     from ..errors import IGCVError
     args = sys.argv[1:] if argv is None else argv
     try:
@@ -22,6 +24,9 @@ def run_cli(prog: str, fn, argv: list[str] | None) -> int:
         return fail(prog, str(e))
     except OSError as e:
         return fail(prog, f"{e.filename + ': ' if e.filename else ''}{e.strerror or e}")
+    except KeyboardInterrupt:  # Ctrl-C where the command has no more to say (e.g. preparing)
+        print(f"\n{prog}: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
     except Exception as e:  # noqa: BLE001 - the one place that reports bugs
         if "--debug" in args:
             raise

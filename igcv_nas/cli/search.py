@@ -183,9 +183,15 @@ def _run(prep: PreparedSearch, args) -> int:
             print(f"{PROG}: interrupted while Ray was starting; nothing was searched",
                   file=sys.stderr)
             return 130
-        if prep.phase != "searching":
-            raise
-        return _interrupted(prep)
+        if prep.phase == "searching":
+            return _interrupted(prep)
+        if prep.run_dir is None:  # a new run interrupted before its directory was created
+            print(f"{PROG}: interrupted before the search started; nothing was written",
+                  file=sys.stderr)
+            return 130
+        print(f"{PROG}: interrupted before the search started; continue with: {PROG} "
+              f"--resume {prep.run_dir.path}", file=sys.stderr)
+        return 130
     finally:
         close()
     settings, run = prep.settings, prep.run_dir
