@@ -392,8 +392,16 @@ class PreparedSearch:
             raise SearchError(f"cannot start or reach Ray{where}: {e}") from None
 
     def _terminate(self, signum, frame) -> None:
-        """SIGTERM is handled like Ctrl-C: trainings stop, the run is marked interrupted."""
+        """SIGTERM is handled like Ctrl-C: trainings stop, the run is marked interrupted. While
+        Ray Tune runs, its own SIGINT handler stops the experiment at a safe point; raising
+        KeyboardInterrupt here instead could land inside the study journal's file lock and
+        leave it half released (seen in CI: the lock's ``.rename`` file missing)."""
         self.terminated = True
+        handler = signal.getsignal(signal.SIGINT)
+        if self.phase == "searching" and callable(handler) and \
+                handler is not signal.default_int_handler:
+            handler(signal.SIGINT, frame)
+            return
         raise KeyboardInterrupt
 
     def _defaults(self, resources: dict) -> None:
