@@ -20,7 +20,7 @@ from ..session import DEFAULT_SPACE, PreparedSearch, budget_label, prepare_searc
 from ..session import check_local_resources, check_reachable, startup_lines  # noqa: F401
 from ..space import available_spaces
 from ..units import parse_count, parse_duration
-from ._common import OneLineParser, run_cli
+from ._common import EXIT_INTERRUPTED, OneLineParser, run_cli
 
 PROG = "igcv-search"
 
@@ -183,15 +183,12 @@ def _run(prep: PreparedSearch, args) -> int:
             print(f"{PROG}: interrupted while Ray was starting; nothing was searched",
                   file=sys.stderr)
             return 130
-        if prep.phase == "searching":
+        if prep.phase in ("searching", "done"):
             return _interrupted(prep)
-        if prep.run_dir is None:  # a new run interrupted before its directory was created
-            print(f"{PROG}: interrupted before the search started; nothing was written",
-                  file=sys.stderr)
-            return 130
-        print(f"{PROG}: interrupted before the search started; continue with: {PROG} "
-              f"--resume {prep.run_dir.path}", file=sys.stderr)
-        return 130
+        then = ("nothing was written" if prep.run_dir is None  # a new run, no directory yet
+                else f"continue with: {PROG} --resume {prep.run_dir.path}")
+        print(f"{PROG}: interrupted before the search started; {then}", file=sys.stderr)
+        return EXIT_INTERRUPTED
     finally:
         close()
     settings, run = prep.settings, prep.run_dir
