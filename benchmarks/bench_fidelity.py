@@ -23,9 +23,11 @@ Protocol (issue 11):
 
 Every finished training is appended to ``--csv`` (one row: architecture, role, seeds, scores)
 and skipped when the benchmark is started again, so it can run in the background, be stopped
-and continued (``setsid nohup ... &``).
+and continued (``setsid nohup ... &``). ``--shard I/N`` splits the missing trainings between N
+processes started together on the same CSV (rows are appended whole, one write each).
 
     OMP_NUM_THREADS=2 python benchmarks/bench_fidelity.py --space mixed --budget 80M --n 40
+    OMP_NUM_THREADS=1 python benchmarks/bench_fidelity.py --threads 1 --shard 1/2   # beside 0/2
     python benchmarks/bench_fidelity.py --report benchmarks/results/fidelity_mixed_80M_cpu.csv
 """
 
@@ -163,7 +165,20 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0, help="architecture sampling seed")
     ap.add_argument("--threads", type=int, default=int(os.environ.get("OMP_NUM_THREADS", "2")))
     ap.add_argument("--report", metavar="CSV", help="only print the table of an earlier run's CSV")
+    ap.add_argument(
+        "--shard",
+        default="0/1",
+        metavar="I/N",
+        help="train only every N-th missing row starting at I (0-based), so N processes started "
+        "together share the work and append to the same CSV (default 0/1: all of it)",
+    )
     args = ap.parse_args()
+    try:
+        shard, shards = (int(x) for x in args.shard.split("/"))
+        if not 0 <= shard < shards:
+            raise ValueError
+    except ValueError:
+        ap.error(f"--shard {args.shard!r}: expected I/N with 0 <= I < N, e.g. 0/2")
     if args.report:
         report(pd.read_csv(args.report), Path(args.report).with_suffix(".zc.csv"))
         return
@@ -187,8 +202,8 @@ def main() -> None:
     zc_path = out.with_suffix(".zc.csv")
     zc_done = set(pd.read_csv(zc_path).arch_id) if zc_path.is_file() else set()
     zc_budget = ProxyBudget(mode="zero-cost", train=replace(_BASE, train_fraction=1.0))
-    for spec in specs:  # zero-cost scores first: seconds for all
-        if spec.arch_id in zc_done:
+    for spec in specs:  # zero-cost scores first: seconds for all (shard 0 writes them)
+        if spec.arch_id in zc_done or shard != 0:
             continue
         s = zero_cost_scores(to_cifar(spec, 10), proxy_splits, zc_budget, seed=PROXY_SEED)
         new = not zc_path.is_file()
@@ -206,6 +221,9 @@ def main() -> None:
             ]
     todo = [j for j in jobs if (specs[j[0]].arch_id, j[1], j[2]) not in done]
     print(f"# {len(jobs) - len(todo)} of {len(jobs)} trainings already in the CSV", flush=True)
+    if shards > 1:
+        todo = todo[shard::shards]
+        print(f"# shard {shard}/{shards}: {len(todo)} of the missing trainings", flush=True)
     for n, (i, role, seed) in enumerate(todo):
         spec = specs[i]
         cfg = REFERENCE if role == "reference" else PROXIES[role.split(":")[1]]
