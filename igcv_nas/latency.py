@@ -53,7 +53,8 @@ Protocol and repeatability (issue #15)
     reports each round's median, their minimum (``stable_ms``, statistic ``rounds``) and the
     repeatability figure ``spread = max / min - 1`` of the round medians beside every value.
     ``amp`` (fp16 / bf16) runs under ``torch.autocast`` and is part of the keys (fp32 keys are
-    unchanged). Calibration networks are also probed: every piece's time inside the network.
+    unchanged). Calibration networks are also probed: every piece's time inside the network
+    (an unprobed copy, timed in the same round-robin, gives their whole-network figure).
 
 Learned predictor
     ``predict(..., method="learned")`` uses :mod:`igcv_nas.latency_model` (scikit-learn),
@@ -714,7 +715,13 @@ class LUT:
         probed (a timestamp after its stem, after each block and after the classifier), which
         gives the time of every piece **in context**: ``context_ms`` in forward order, beside
         the network's ``keys``; with ``pieces_ms`` (the same pieces measured alone in the same
-        call) these are the training rows of the learned predictor's neighbour model."""
+        call) these are the training rows of the learned predictor's neighbour model.
+
+        The probes cost time of their own (a Python hook per piece, and the module call's slow
+        path), measured here at 2-4% of a 224x224 network on one CPU thread. So the whole
+        network is in the call twice: the probed copy gives ``context_ms`` (and
+        ``probed_ms``), an unprobed copy ``measured_ms``, the figure the correction is fitted
+        to, taken like :func:`measure` takes the networks it predicts."""
         from .build import build_model
         pieces: dict[str, tuple] = {}
         count: dict[str, int] = {}
@@ -723,17 +730,19 @@ class LUT:
             pieces.setdefault(key, (make, shape))
             count[key] = count.get(key, 0) + 1
             keys.append(key)
-        model = build_model(spec)
-        items = [(model, (spec.in_chs, spec.input_size, spec.input_size))]
+        probed = build_model(spec)
+        whole = (spec.in_chs, spec.input_size, spec.input_size)
+        items = [(probed, whole), (build_model(spec), whole)]
         items += [(make(), shape) for make, shape in pieces.values()]
         ms = measure_modules(items, self.device, self.threads, self.batch, self.channels_last,
                              self.warmup, self.reps, self.rounds, self.amp,
-                             probes={0: [model.stem, *model.blocks, model.classifier]})
-        alone = {k: m.value(self.statistic) for k, m in zip(pieces, ms[1:])}
+                             probes={0: [probed.stem, *probed.blocks, probed.classifier]})
+        alone = {k: m.value(self.statistic) for k, m in zip(pieces, ms[2:])}
         total = sum(count[k] * v for k, v in alone.items())
         return {"arch_id": spec.arch_id, "sum_ms": round(total, 5),
-                "measured_ms": round(ms[0].value(self.statistic), 5),
-                "spread": None if ms[0].spread is None else round(ms[0].spread, 5),
+                "measured_ms": round(ms[1].value(self.statistic), 5),
+                "spread": None if ms[1].spread is None else round(ms[1].spread, 5),
+                "probed_ms": round(ms[0].value(self.statistic), 5),
                 "keys": keys, "pieces_ms": [round(alone[k], 5) for k in keys],
                 "context_ms": [round(seg.value(self.statistic), 5) for seg in ms[0].segments]}
 
