@@ -9,14 +9,18 @@ measure`: ``--warmup`` untimed passes, ``--reps`` timed passes cut into ``--roun
 the ``--statistic`` (median pass, fastest pass, or ``rounds``: the fastest per-round median)
 with the rounds' spread as its repeatability. Then:
 
-1. LUT build: calibrated on ``--calibrate`` whole networks sampled with a different seed (never
+1. Each test (held-out) network is measured as a whole (measurement A, same protocol).
+2. LUT build: calibrated on ``--calibrate`` whole networks sampled with a different seed (never
    among the test networks; their pieces are also timed inside the network, the learned
    predictor's neighbour rows); every distinct stem / block / head of the test networks is
    measured. Its time is printed. The learned predictor is fitted on the LUT.
-2. Each test (held-out) network is measured as a whole twice, independently (same protocol; the
-   reference is the mean of the two, and the agreement of the 2nd with the 1st is the **noise
-   floor** of the protocol), and predicted by both predictors, plus the learned predictor's
-   piece model alone (every piece priced as if it had never been measured).
+3. Each test network is measured again (B), and once more right after (B'). The reference is the
+   mean of A and B; the **noise floor** is the agreement of B with A: two independent
+   measurements of the same network separated by the LUT build, as a prediction is separated
+   from the measurements its LUT was built from (the machine's speed drifts between spells, which
+   a back-to-back repeat does not see; B' against B, the back-to-back figure, is printed beside
+   it). Both predictors and the learned predictor's piece model alone (every piece priced as if
+   it had never been measured) are compared with the reference.
 
 Printed: the machine, the settings, the LUT size and build time, per predictor and overall /
 per space the share within +/-10% and +/-20% of the measurement, median and p90 absolute
@@ -122,6 +126,9 @@ def main(argv=None) -> int:
     kw = dict(threads=args.threads, batch=args.batch, channels_last=args.channels_last,
               warmup=args.warmup, reps=args.reps, rounds=args.rounds, amp=args.amp)
 
+    t_a = time.perf_counter()
+    first = [measure(s, dev, **kw) for _, s in test]  # A: before the LUT exists
+    t_a = time.perf_counter() - t_a
     t0 = time.perf_counter()
     lut = build_lut(calib, dev, calibrate=args.calibrate, statistic=args.statistic, **kw)
     t_cal = time.perf_counter() - t0
@@ -144,23 +151,25 @@ def main(argv=None) -> int:
 
     rows = []
     t2 = time.perf_counter()
-    repeat, spreads, records = [], [], []
-    for name, s in test:
-        # measured twice: the mean is the reference, the agreement of the two the noise floor
-        a, b = measure(s, dev, **kw), measure(s, dev, **kw)
-        m1, m2 = a.value(args.statistic), b.value(args.statistic)
+    repeat, b2b, spreads, records = [], [], [], []
+    for (name, s), a in zip(test, first):
+        b, c = measure(s, dev, **kw), measure(s, dev, **kw)  # B after the LUT, B' right after B
+        m1, m2, m3 = a.value(args.statistic), b.value(args.statistic), c.value(args.statistic)
         m = (m1 + m2) / 2
         repeat.append(m2 / m1 - 1)
+        b2b.append(m3 / m2 - 1)
         spreads += [x.spread for x in (a, b) if x.spread is not None]
         p = predict(s, lut)
         q = predict(s, lut, method="learned")
         g = learned.predict(s, use_entries=False)
         rows.append((name, s, m, p, p / m - 1, q / m - 1, g / m - 1))
         records.append({"space": name, "arch": s.arch_id, "macs": macs(s),
-                        "measured1_ms": m1, "measured2_ms": m2, "lut_ms": p, "learned_ms": q,
-                        "piece_model_ms": g, "spread1": a.spread, "spread2": b.spread})
+                        "measured1_ms": m1, "measured2_ms": m2, "measured2b_ms": m3,
+                        "lut_ms": p, "learned_ms": q, "piece_model_ms": g,
+                        "spread1": a.spread, "spread2": b.spread})
     assert lut.measure_calls == calls, "prediction measured something"
-    print(f"measured {len(rows)} whole networks in {time.perf_counter() - t2:.1f} s; "
+    print(f"measured {len(rows)} whole networks in {t_a:.1f} s (A) and "
+          f"{time.perf_counter() - t2:.1f} s (B, B'); "
           f"latency {min(r[2] for r in rows):.1f} .. {max(r[2] for r in rows):.1f} ms "
           f"(median {statistics.median(r[2] for r in rows):.1f}); MACs "
           f"{min(macs(r[1]) for r in rows) / 1e6:.0f}M .. "
@@ -173,8 +182,9 @@ def main(argv=None) -> int:
             errs = [r[col] for r in rows if r[0] == name]
             if errs:
                 print(f"{name:>8} n={len(errs):3d}  {_summary(errs)}")
-    print(f"{'noise':>8} n={len(rows):3d}  {_summary(repeat)}  (2nd whole-network measurement "
-          "vs 1st: the floor)")
+    print(f"{'noise':>8} n={len(rows):3d}  {_summary(repeat)}  (B vs A, the LUT build between "
+          "them: the floor)")
+    print(f"{'b2b':>8} n={len(rows):3d}  {_summary(b2b)}  (B' vs B, back to back)")
     if spreads:
         print(f"{'spread':>8} median spread between rounds {statistics.median(spreads):.1%}, "
               f"p90 {_pct(spreads, 0.9):.1%} (the protocol's own repeatability figure)")
