@@ -367,7 +367,9 @@ def run(a) -> None:
     trained = {(r["role"], r["arch_id"], int(r["ref_seed"])) for r in rows
                if r["role"] in ("reference", "baseline")}
     planned_searches = len(methods) * len(seeds)
-    print(f"# {len(searched)} of {planned_searches} searches and {len(trained)} re-trainings "
+    print(f"# {sum(1 for m, sd in searched if m in methods and sd in seeds)} of "
+          f"{planned_searches} searches ({', '.join(methods)}; seeds 0..{len(seeds) - 1}) and "
+          f"{len(trained)} re-trainings "
           f"already in {csv_path}; run directories under {runs}", flush=True)
     print(f"# equal cost: ladder {a.ladder_trials} first-rung trials = {cfg['cost_units']:g} "
           f"units; random/tpe/evolution {cfg['trials']} trials each", flush=True)
