@@ -9,6 +9,7 @@ from ..sources import resolve_spec, valid_spec  # noqa: F401 - the commands' spe
 EXIT_BAD_INPUT = 2
 EXIT_INTERNAL = 1
 EXIT_INTERRUPTED = 130  # 128 + SIGINT, as a shell reports a Ctrl-C
+EXIT_TERMINATED = 143  # 128 + SIGTERM
 
 
 def run_cli(prog: str, fn, argv: list[str] | None) -> int:

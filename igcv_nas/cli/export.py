@@ -16,7 +16,7 @@ from pathlib import Path
 
 from ..errors import IGCVError
 from ..export import DEPLOY_MODES, FORMATS, VARIANTS, ExportResult, prepare_export
-from ._common import OneLineParser, fail, run_cli
+from ._common import EXIT_INTERRUPTED, OneLineParser, fail, run_cli
 
 PROG = "igcv-export"
 
@@ -88,7 +88,7 @@ def _main(argv: list[str] | None) -> int:
         results = prep.run(show)
     except KeyboardInterrupt:
         print(f"{PROG}: interrupted; the export in progress was removed", file=sys.stderr)
-        return 130
+        return EXIT_INTERRUPTED
     untrained = [(r.spec_json, r.name) for r in results if r.ok and not r.trained]
     if untrained:
         n = len(untrained)

@@ -20,7 +20,7 @@ from ..session import DEFAULT_SPACE, PreparedSearch, budget_label, prepare_searc
 from ..session import check_local_resources, check_reachable, startup_lines  # noqa: F401
 from ..space import available_spaces
 from ..units import parse_count, parse_duration
-from ._common import EXIT_INTERRUPTED, OneLineParser, run_cli
+from ._common import EXIT_INTERRUPTED, EXIT_TERMINATED, OneLineParser, run_cli
 
 PROG = "igcv-search"
 
@@ -182,7 +182,7 @@ def _run(prep: PreparedSearch, args) -> int:
         if prep.phase == "connecting":
             print(f"{PROG}: interrupted while Ray was starting; nothing was searched",
                   file=sys.stderr)
-            return 130
+            return EXIT_INTERRUPTED
         if prep.phase in ("searching", "done"):
             return _interrupted(prep)
         then = ("nothing was written" if prep.run_dir is None  # a new run, no directory yet
@@ -209,7 +209,7 @@ def _run(prep: PreparedSearch, args) -> int:
 def _interrupted(prep: PreparedSearch) -> int:
     how = "terminated (SIGTERM)" if prep.terminated else "interrupted"
     print(f"{PROG}: {how}; continue with: {PROG} --resume {prep.run_dir.path}")
-    return 143 if prep.terminated else 130
+    return EXIT_TERMINATED if prep.terminated else EXIT_INTERRUPTED
 
 
 def best_line(best: dict | None, score: str) -> str:

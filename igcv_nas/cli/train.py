@@ -22,7 +22,7 @@ import sys
 import time
 
 from ..training_run import prepare_training
-from ._common import OneLineParser, run_cli
+from ._common import EXIT_INTERRUPTED, OneLineParser, run_cli
 
 PROG = "igcv-train"
 LOG_EVERY_S = 30.0  # plain progress: a step line at most this often (besides the epoch lines)
@@ -174,7 +174,7 @@ def _main(argv: list[str] | None) -> int:
         else:
             print(f"\n{PROG}: interrupted before the first epoch ended; nothing was kept",
                   file=sys.stderr)
-        return 130
+        return EXIT_INTERRUPTED
     except NonFiniteLoss as e:
         print(f"{PROG}: error: the training diverged: {e}; nothing was written. Try a lower "
               f"--lr (now {prep.config.lr:g}) or a longer --warmup-epochs (now "
