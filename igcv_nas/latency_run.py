@@ -253,6 +253,7 @@ def prepare_lut(out: str | os.PathLike, *, spaces: Iterable[str] | None = None,
     if not specs:
         raise InputError("nothing to measure: give --n > 0 or --zoo NAME")
     out = os.fspath(out)
+    _check_writable(out)
     existing = None
     if os.path.exists(out):
         existing = _lat.LUT.load(out)
@@ -265,6 +266,21 @@ def prepare_lut(out: str | os.PathLike, *, spaces: Iterable[str] | None = None,
                 f"statistic={existing.statistic} amp={existing.amp or 'none'}; use another --out")
     return PreparedLUT(out, specs, device, threads, batch, channels_last, warmup, reps, rounds,
                        amp, calibrate, statistic, existing)
+
+
+def _check_writable(out: str) -> None:
+    """Refuse an ``out`` whose folder the OS will not let us write, before anything is measured
+    (:class:`LUTWriteError`, the one line of a failed write): a temporary file is made in the
+    folder, where the atomic write will make its own, and removed at once."""
+    import tempfile
+    if os.path.isdir(out):
+        raise LUTWriteError(f"{out}: cannot write LUT (Is a directory)")
+    try:
+        with tempfile.NamedTemporaryFile(dir=os.path.dirname(os.path.abspath(out)),
+                                         prefix=".lut-check-"):
+            pass
+    except OSError as e:
+        raise _write_error(out, e) from e
 
 
 def build_lut_file(out: str | os.PathLike, progress: Callable[[int, int, float], None] | None

@@ -233,12 +233,18 @@ def test_a_lut_the_os_refuses_is_one_line_as_in_the_cli(tmp_path, capsys):
     out = tmp_path / "file" / "lut.json"  # below a regular file: no folder can be made
     argv = ["build-lut", "--out", str(out), "--zoo", NET, "--n", "0", "--calibrate", "0",
             *QUICK_ARGV]
-    assert main(argv) == 2  # found when writing, after the progress lines
+    assert main(argv) == 2  # found before measuring: no progress line
     err = capsys.readouterr().err.splitlines()
-    assert err[0].startswith("igcv-latency: measured 1/1 networks (") and len(err) == 2
-    expected = err[-1].removeprefix("igcv-latency: error: ")
-    assert expected.startswith(f"{out}: cannot write LUT (")
+    assert len(err) == 1
+    expected = err[0].removeprefix("igcv-latency: error: ")
+    assert expected == f"{out}: cannot write LUT (Not a directory)"
     with pytest.raises(LUTWriteError) as e:
-        build_lut_file(out, zoo=[NET], n=0, calibrate=0, **QUICK)
+        prepare_lut(out, zoo=[NET], n=0, calibrate=0, **QUICK)
     assert one_line(e.value) == expected and isinstance(e.value, OSError)
     assert snapshot(tmp_path) == {"file": b"x"}
+    # a directory as --out: refused the same way, the directory untouched
+    (tmp_path / "d").mkdir()
+    with pytest.raises(LUTWriteError) as e:
+        prepare_lut(tmp_path / "d", zoo=[NET], n=0, calibrate=0, **QUICK)
+    assert one_line(e.value) == f"{tmp_path / 'd'}: cannot write LUT (Is a directory)"
+    assert snapshot(tmp_path) == {"file": b"x"} and list((tmp_path / "d").iterdir()) == []
