@@ -169,8 +169,9 @@ def main() -> None:
         "--shard",
         default="0/1",
         metavar="I/N",
-        help="train only every N-th missing row starting at I (0-based), so N processes started "
-        "together share the work and append to the same CSV (default 0/1: all of it)",
+        help="train only the missing rows of the architectures (and noise seeds) whose index + "
+        "seed is I modulo N, so N processes started together share the work and append to the "
+        "same CSV (default 0/1: all of it)",
     )
     args = ap.parse_args()
     try:
@@ -221,8 +222,8 @@ def main() -> None:
             ]
     todo = [j for j in jobs if (specs[j[0]].arch_id, j[1], j[2]) not in done]
     print(f"# {len(jobs) - len(todo)} of {len(jobs)} trainings already in the CSV", flush=True)
-    if shards > 1:
-        todo = todo[shard::shards]
+    if shards > 1:  # whole architectures (a reference is 10x its proxies): arch + seed mod N
+        todo = [j for j in todo if (j[0] + j[2]) % shards == shard]
         print(f"# shard {shard}/{shards}: {len(todo)} of the missing trainings", flush=True)
     for n, (i, role, seed) in enumerate(todo):
         spec = specs[i]
