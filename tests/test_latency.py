@@ -532,3 +532,17 @@ def test_cuda_lut_with_amp_protocol_and_learned_predictor(tmp_path):
     p = predict(specs[0], lut, method="learned")
     lut.save(tmp_path / "cuda.json")
     assert predict(specs[0], LUT.load(tmp_path / "cuda.json"), method="learned") == p > 0
+
+
+def test_calibration_point_times_an_unprobed_copy_beside_the_probed_one():
+    """The correction is fitted to ``measured_ms`` of an unprobed copy (the probes' hooks cost
+    time of their own); the probed copy gives one in-context time per piece and ``probed_ms``."""
+    spec = _samples(1, seed=5)[0]
+    lut = LUT(threads=1, warmup=1, reps=4)
+    lut.add_spec(spec)
+    lut.calibrate([spec], n=1)
+    (c,) = lut.calibration
+    assert c["arch_id"] == spec.arch_id and c["measured_ms"] > 0 and c["probed_ms"] > 0
+    assert len(c["context_ms"]) == len(c["pieces_ms"]) == len(c["keys"]) == \
+        len(network_keys(spec))
+    assert lut.correction["points"] == 1
