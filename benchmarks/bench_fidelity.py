@@ -24,7 +24,8 @@ Protocol (issue 11):
 Every finished training is appended to ``--csv`` (one row: architecture, role, seeds, scores)
 and skipped when the benchmark is started again, so it can run in the background, be stopped
 and continued (``setsid nohup ... &``). ``--shard I/N`` splits the missing trainings between N
-processes started together on the same CSV (rows are appended whole, one write each).
+processes started together on the same CSV by architecture (index + seed modulo N, so a
+reference and its proxies stay in one process); rows are appended whole, one write each.
 
     OMP_NUM_THREADS=2 python benchmarks/bench_fidelity.py --space mixed --budget 80M --n 40
     OMP_NUM_THREADS=1 python benchmarks/bench_fidelity.py --threads 1 --shard 1/2   # beside 0/2
