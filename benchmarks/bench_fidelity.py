@@ -47,11 +47,11 @@ import numpy as np
 import pandas as pd
 import torch
 
-from igcv_nas.cost import count
-from igcv_nas.data import Splits, load_splits
-from igcv_nas.proxy import ProxyBudget, evaluate, zero_cost_scores
-from igcv_nas.space import load_space, to_cifar
-from igcv_nas.train import TrainConfig
+from igcv_nas.arch.cost import count
+from igcv_nas.evaluate.data import Splits, load_splits
+from igcv_nas.evaluate.proxy import ProxyBudget, evaluate, zero_cost_scores
+from igcv_nas.arch.space import load_space, to_cifar
+from igcv_nas.evaluate.train import TrainConfig
 from igcv_nas.units import parse_count
 
 HALF = 22_500  # images in each half of the 45,000-image training split
@@ -80,7 +80,7 @@ REFERENCE = replace(
     train_fraction=13_500 / HALF,
 )
 PROXY_SEED, REF_SEED = 0, 1000  # seed s: initialisation s, data order s (+1 per noise seed)
-DEFAULT_PROXY = "e1x2700"  # the recipe of igcv_nas.proxy.CPU_BUDGET (2,700 images seen once)
+DEFAULT_PROXY = "e1x2700"  # igcv_nas.evaluate.proxy.CPU_BUDGET's recipe (2,700 images seen once)
 FIELDS = [
     "arch",
     "arch_id",
