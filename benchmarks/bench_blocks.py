@@ -13,9 +13,8 @@ Blocks (all stride 1, in == out channels, residual, at the same resolution):
                      the standard t = 6 block for reference.
 
 MACs and params come from ``igcv_nas.arch.cost`` (MACs per sample, batch 1). Each timing is the
-median
-over ``--reps`` iterations after ``--warmup`` iterations; the blocks are timed interleaved (one
-iteration of every block per round) so that machine drift hits all of them alike. One iteration
+median over ``--reps`` iterations after ``--warmup`` iterations; the blocks are timed interleaved
+(one iteration of every block per round) so that machine drift hits all of them alike. One iteration
 is ``y = block(x); y.backward(dy)`` in train mode with ``x.requires_grad`` (the input gradient is
 computed, as inside a network).
 

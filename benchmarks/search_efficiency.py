@@ -280,7 +280,7 @@ def baselines(a) -> list[tuple[str, float, object, int, int]]:
     width-scaled hand-designed networks at ``--flops``."""
     from igcv_nas.arch import zoo
     from igcv_nas.arch.cost import count
-    from igcv_nas.search.engine import parse_target
+    from igcv_nas.search.settings import parse_target
     from igcv_nas.arch.space import load_space
     from igcv_nas.units import parse_count
     budget = parse_count(a.flops, "--flops")

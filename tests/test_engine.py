@@ -9,7 +9,8 @@ import optuna
 import pytest
 
 from igcv_nas.search.runstore import RunDir, load_trials
-from igcv_nas.search.engine import FINISHED, Engine, Settings
+from igcv_nas.search.engine import FINISHED, Engine
+from igcv_nas.search.settings import Settings
 from igcv_nas.arch.space import load_space
 
 SMALL = str(Path(__file__).parent / "spaces" / "small.yaml")
@@ -131,7 +132,7 @@ def test_genetic_samplers_breed_children_inside_the_band_through_accept(tmp_path
 
 def test_extreme_macs_at_targets():
     from igcv_nas.arch import cost
-    from igcv_nas.search.engine import extreme_spec, max_macs_at_target, min_macs_at_target
+    from igcv_nas.search.settings import extreme_spec, max_macs_at_target, min_macs_at_target
     sp = load_space("igcv3")
     assert min_macs_at_target(sp, "space") == sp.min_macs()
     assert max_macs_at_target(sp, "space") == sp.max_macs()

@@ -7,7 +7,7 @@ from igcv_nas.cli._common import run_cli
 from igcv_nas.evaluate.data import DataError
 from igcv_nas.errors import IGCVError, InputError
 from igcv_nas.search.runstore import RunError
-from igcv_nas.search.engine import SearchError
+from igcv_nas.search.settings import SearchError
 from igcv_nas.arch.space import SpaceError
 from igcv_nas.arch.spec import SpecError
 from igcv_nas.evaluate.train import TrainConfig

@@ -366,7 +366,7 @@ def make_run(path: Path) -> Path:
     as igcv-search writes it, the tiny test space, 3 trials (2 complete, 1 pruned) with their
     specs, best.json and pareto.json."""
     from igcv_nas.search.runstore import RunDir
-    from igcv_nas.search.engine import Settings
+    from igcv_nas.search.settings import Settings
     space = REPO / "tests" / "spaces" / "tiny.yaml"
     st_ = Settings.from_dict({"space": str(space), "macs": 4_000_000, "trials": 3,
                               "scheduler": "none"})

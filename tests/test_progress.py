@@ -61,7 +61,7 @@ def test_startup_lines_say_what_runs():
     from types import SimpleNamespace
 
     from igcv_nas.cli.search import startup_lines
-    from igcv_nas.search.engine import Settings
+    from igcv_nas.search.settings import Settings
     from igcv_nas.arch.space import load_space
 
     space = load_space("igcv3")

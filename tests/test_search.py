@@ -378,7 +378,7 @@ def test_latency_budget_with_a_lut_built_once_and_reused(tmp_path, cifar_dir, lo
     # a budget below the space's fastest predicted network is refused before anything is
     # written, with the floor (exact for the LUT sum: no sample is below it)
     from igcv_nas.evaluate.latency import LUT
-    from igcv_nas.search.engine import min_latency_at_target
+    from igcv_nas.search.settings import min_latency_at_target
     floor = min_latency_at_target(load_space(SMALL), "space", LUT.load(lut))
     assert 0 < floor <= sampled.latency_ms.min() + 1e-9
     before = lut.read_bytes()

@@ -14,7 +14,7 @@ import pytest
 from igcv_nas.cli.search import main
 from igcv_nas.errors import IGCVError
 from igcv_nas.search.runstore import RunDir, RunError, RunLocked
-from igcv_nas.search.engine import SearchError, Settings
+from igcv_nas.search.settings import SearchError, Settings
 from igcv_nas.search.session import PreparedSearch, prepare_search
 from igcv_nas.arch.space import load_space
 

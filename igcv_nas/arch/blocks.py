@@ -23,12 +23,11 @@ dict, registration):
 * ``mbconv`` -- MobileNetV2 inverted residual (dense 1x1 expansion, depthwise, dense projection).
 * ``dwsep``  -- MobileNetV1 depthwise-separable conv.
 
-Adding a kind (README, Development): a dataclass as above, a ``parse(d, where)`` that reads its
-dict with :func:`read_int` / :func:`read_require` / :func:`resolve_perm` / :func:`make_runs`, a
-``space_dict(c_in, c_out, stride, choices, require, perms)`` and one ``register_block_kind``
-call. Registration order is the order of "accepted: ..." lists and of the learned latency
-model's kind codes (:func:`igcv_nas.evaluate.latency_model.kind_code`): add kinds after the
-built-ins.
+Adding a kind (README, Development): a dataclass as above, a ``parse(d, where)`` that reads its dict
+with :func:`read_int` / :func:`read_require` / :func:`resolve_perm` / :func:`make_runs`, a
+``space_dict(c_in, c_out, stride, choices, require, perms)`` and one ``register_block_kind`` call.
+Registration order is the order of "accepted: ..." lists and of the learned latency model's kind
+codes (:func:`igcv_nas.evaluate.latency_model.kind_code`): add kinds after the built-ins.
 """
 from __future__ import annotations
 

@@ -9,13 +9,13 @@ classifier (these rows add up to the totals of :func:`igcv_nas.arch.cost.count`)
     r = inspect_spec("igcv3_d", target=32, classes=10)
     r["valid"], r["macs"], [row["label"] for row in rows(r)]
 
-It returns the report that ``igcv-inspect --json`` prints: ``name``, ``arch_id``,
-``input_size``, ``num_classes``, ``valid``, ``complementary``, ``violations`` (readable
-strings) and ``blocks``; for a valid spec also ``stem``, ``head`` (None without one),
-``classifier`` and the totals of :meth:`igcv_nas.arch.cost.Cost.as_dict`. A spec that breaks a rule
-is reported (``valid: false`` and its violations), not raised; a spec that cannot be read is a
-:class:`~igcv_nas.arch.spec.SpecError` and a bad ``target`` or ``classes`` an
-:class:`~igcv_nas.errors.InputError`, with ``igcv-inspect``'s one-line messages.
+It returns the report that ``igcv-inspect --json`` prints: ``name``, ``arch_id``, ``input_size``,
+``num_classes``, ``valid``, ``complementary``, ``violations`` (readable strings) and ``blocks``; for
+a valid spec also ``stem``, ``head`` (None without one), ``classifier`` and the totals of
+:meth:`igcv_nas.arch.cost.Cost.as_dict`. A spec that breaks a rule is reported (``valid: false`` and
+its violations), not raised; a spec that cannot be read is a :class:`~igcv_nas.arch.spec.SpecError`
+and a bad ``target`` or ``classes`` an :class:`~igcv_nas.errors.InputError`, with ``igcv-inspect``'s
+one-line messages.
 """
 from __future__ import annotations
 

@@ -3,9 +3,8 @@
 ``load_space("igcv3")`` reads ``search_spaces/igcv3.yaml`` (or any path) into a
 :class:`SearchSpace`; ``space.sample(trial)`` asks the trial for every choice with a stable label
 and returns a frozen :class:`~igcv_nas.arch.spec.NetworkSpec`. Works with
-``optuna.trial.FixedTrial``
-and with real study trials; only ``trial.suggest_categorical(label, choices)`` is used, and the
-choices of one label are the same in every trial (Optuna requires it).
+``optuna.trial.FixedTrial`` and with real study trials; only ``trial.suggest_categorical(label,
+choices)`` is used, and the choices of one label are the same in every trial (Optuna requires it).
 
 File format (``format: igcv-nas/space@1``)::
 

@@ -177,15 +177,15 @@ def export(spec: NetworkSpec, out_dir: str | Path, formats: tuple[str, ...] = FO
            state_dict: dict | None = None, provenance: dict | None = None,
            seed: int = 0, deploy_mode: str = "none", weights_source: str | None = None,
            trained: bool | None = None) -> dict:
-    """Write the artifacts of ``spec`` in ``formats`` into ``out_dir`` and verify them
-    (``json`` is always written: everything else is checked against it). ``deploy_mode``
-    (``none``, ``fold``, ``auto``, ``all``; :mod:`igcv_nas.artifacts.deploy`) makes the TorchScript
-    and ONNX artifacts the deployment form: BN folded, and 1x1 chains collapsed as asked (``fold``:
-    none collapsed). ``weights_source`` (where ``state_dict`` came from) and ``trained``
-    (default: whether a ``state_dict`` is given) are recorded in ``spec.json``, ``weights.pt``
-    and ``verify.json``. Returns the verification report (also in ``verify.json``); raises
-    :class:`ExportError` when it fails, RuntimeError when ``state_dict`` does not fit ``spec``;
-    ``out_dir`` is only created when everything verified (:func:`staged_dir`)."""
+    """Write the artifacts of ``spec`` in ``formats`` into ``out_dir`` and verify them (``json`` is
+    always written: everything else is checked against it). ``deploy_mode`` (``none``, ``fold``,
+    ``auto``, ``all``; :mod:`igcv_nas.artifacts.deploy`) makes the TorchScript and ONNX artifacts
+    the deployment form: BN folded, and 1x1 chains collapsed as asked (``fold``: none collapsed).
+    ``weights_source`` (where ``state_dict`` came from) and ``trained`` (default: whether a
+    ``state_dict`` is given) are recorded in ``spec.json``, ``weights.pt`` and ``verify.json``.
+    Returns the verification report (also in ``verify.json``); raises :class:`ExportError` when it
+    fails, RuntimeError when ``state_dict`` does not fit ``spec``; ``out_dir`` is only created when
+    everything verified (:func:`staged_dir`)."""
     unknown = [f for f in formats if f not in FORMATS]
     if unknown:
         raise ExportError(f"format {unknown[0]!r}; accepted: {', '.join(FORMATS)}")

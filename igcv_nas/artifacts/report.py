@@ -98,9 +98,9 @@ def check_meta(meta: dict, where: str) -> dict:
 
 
 def score_column(meta: dict) -> str:
-    """The column the search maximised (:attr:`igcv_nas.search.engine.Settings.score`): ``val_acc``,
-    or ``zc_<metric>`` for a zero-cost proxy."""
-    from ..search.engine import SearchError, Settings
+    """The column the search maximised (:attr:`igcv_nas.search.settings.Settings.score`):
+    ``val_acc``, or ``zc_<metric>`` for a zero-cost proxy."""
+    from ..search.settings import SearchError, Settings
     settings = meta.get("settings")
     if not isinstance(settings, dict):
         raise RunError("run.json has no search settings; it is not an igcv-search run")

@@ -14,8 +14,9 @@ import os
 import sys
 
 from ..arch.cost import human
-from ..search.engine import (FLOPS_MIN_FRACTION, LATENCY_PREDICTORS, OBJECTIVES, PROXY_MODES,
-                             SAMPLERS, SCHEDULERS, TRAINING_SCORES, ZERO_COST_METRICS, SearchError)
+from ..search.settings import (FLOPS_MIN_FRACTION, LATENCY_PREDICTORS, OBJECTIVES, PROXY_MODES,
+                               SAMPLERS, SCHEDULERS, TRAINING_SCORES, ZERO_COST_METRICS,
+                               SearchError)
 from ..search.session import DEFAULT_SPACE, PreparedSearch, budget_label, prepare_search
 # their home before igcv_nas.search.session (imported from here by older code)
 from ..search.session import check_local_resources, check_reachable, startup_lines  # noqa: F401

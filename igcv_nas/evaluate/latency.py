@@ -850,12 +850,12 @@ def min_latency_ms(space: Any, predictor: Any, target: tuple[int, int] | None = 
     a ``--latency`` budget below it is met by no sample.
 
     ``space`` is a :class:`igcv_nas.arch.space.SearchSpace`; ``predictor`` a :class:`LUT`
-    (``method``
-    ``lut`` or ``learned``) or a :class:`igcv_nas.evaluate.latency_model.LearnedPredictor` (then
-    ``learned``). The networks are taken as the search predicts them: at ``target`` =
-    ``(input_size, num_classes)`` (None: the space's own target) and, with ``cifar=True``, in
-    the CIFAR form (stem stride 1, stage 1 not downsampling; what
-    :meth:`~igcv_nas.arch.spec.NetworkSpec.with_target` gives with ``cifar=True``).
+    (``method`` ``lut`` or ``learned``) or a
+    :class:`igcv_nas.evaluate.latency_model.LearnedPredictor` (then ``learned``). The networks are
+    taken as the search predicts them: at ``target`` = ``(input_size, num_classes)`` (None: the
+    space's own target) and, with ``cifar=True``, in the CIFAR form (stem stride 1, stage 1 not
+    downsampling; what :meth:`~igcv_nas.arch.spec.NetworkSpec.with_target` gives with
+    ``cifar=True``).
 
     * ``lut``: the prediction is ``scale * (stem + sum of blocks + head) + offset_ms`` with a
       positive scale, a sum of per-piece entries, so the minimum over the space is found

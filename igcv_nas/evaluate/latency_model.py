@@ -6,18 +6,17 @@ fusion effects between neighbours. This module learns both, nn-Meter style, from
 already holds:
 
 Features (:func:`piece_features`, :func:`context_features`)
-    Computed from a LUT **key** alone (the key names everything that changes a piece's run
-    time, see :func:`igcv_nas.evaluate.latency.block_key`), so every existing LUT file is training
-    data.
-    Per piece: its kind (stem / head / block kind), activation, residual flag, input and output
-    resolution, input / output / widest channels, number of convs, most groups of a conv,
-    whether a conv has uneven group runs, largest kernel, total stride, number of view-transpose
-    shuffles and of gather permutations, MACs, conv + linear weights, activation elements read
-    and written by its convs (input + output of each conv, + the residual add), bytes moved
-    (``bytes_per_element x (activations + weights)``, fp32 = 4, fp16 / bf16 = 2), MACs per byte,
-    batch, memory format and AMP dtype. All sizes are at the key's batch. In context (inside a
-    network) the neighbours are added: previous and next piece's kind, output activation
-    elements and MACs, and the piece's relative position.
+    Computed from a LUT **key** alone (the key names everything that changes a piece's run time, see
+    :func:`igcv_nas.evaluate.latency.block_key`), so every existing LUT file is training data. Per
+    piece: its kind (stem / head / block kind), activation, residual flag, input and output
+    resolution, input / output / widest channels, number of convs, most groups of a conv, whether a
+    conv has uneven group runs, largest kernel, total stride, number of view-transpose shuffles and
+    of gather permutations, MACs, conv + linear weights, activation elements read and written by its
+    convs (input + output of each conv, + the residual add), bytes moved (``bytes_per_element x
+    (activations + weights)``, fp32 = 4, fp16 / bf16 = 2), MACs per byte, batch, memory format and
+    AMP dtype. All sizes are at the key's batch. In context (inside a network) the neighbours are
+    added: previous and next piece's kind, output activation elements and MACs, and the piece's
+    relative position.
 
 Models (:class:`LearnedPredictor`, scikit-learn ``GradientBoostingRegressor``, squared error
 on log-latency, ``subsample=1`` and a fixed ``random_state``: a deterministic fit)
@@ -253,8 +252,8 @@ class LearnedPredictor:
     def fit(cls, lut: Any, piece: dict | None = None, context: dict | None = None,
             min_context_rows: int | None = None) -> LearnedPredictor:
         """Fit on ``lut`` (a :class:`igcv_nas.evaluate.latency.LUT`): its entries under its
-        statistic
-        and its calibration networks. Keyword arguments override :data:`DEFAULT_CONFIG`."""
+        statistic and its calibration networks. Keyword arguments override
+        :data:`DEFAULT_CONFIG`."""
         cfg = {"piece": {**DEFAULT_CONFIG["piece"], **(piece or {})},
                "context": {**DEFAULT_CONFIG["context"], **(context or {})},
                "min_context_rows": int(DEFAULT_CONFIG["min_context_rows"]

@@ -12,14 +12,13 @@ from Python gets exactly its checks, messages, defaults and files::
     built.measured_now, built.lut.correction
 
 :func:`latency_report` returns the dict that ``igcv-latency SPEC --json`` prints. It checks the
-measurement settings (the flag a value is about named as the command names it), reads and
-validates the spec (a violation is a :class:`~igcv_nas.arch.spec.SpecError` listing all of them),
-reads ``lut`` and checks that ``device`` is the LUT's; with a LUT the measurement uses the
-LUT's settings (device, threads, batch, memory format, statistic, AMP, rounds), so the error
-figures compare like with like. Pieces the LUT lacks are measured on its device (unless
-``measure=False``: then a :class:`~igcv_nas.evaluate.latency.MissingKey` names the first) and the
-file
-is rewritten with them, atomically; a file that cannot be rewritten is a :class:`LUTWriteError`.
+measurement settings (the flag a value is about named as the command names it), reads and validates
+the spec (a violation is a :class:`~igcv_nas.arch.spec.SpecError` listing all of them), reads
+``lut`` and checks that ``device`` is the LUT's; with a LUT the measurement uses the LUT's settings
+(device, threads, batch, memory format, statistic, AMP, rounds), so the error figures compare like
+with like. Pieces the LUT lacks are measured on its device (unless ``measure=False``: then a
+:class:`~igcv_nas.evaluate.latency.MissingKey` names the first) and the file is rewritten with them,
+atomically; a file that cannot be rewritten is a :class:`LUTWriteError`.
 
 :func:`prepare_lut` makes every check of ``igcv-latency build-lut`` and creates nothing: the
 settings, the device, the zoo names, the spaces (``n`` random architectures from each, drawn by

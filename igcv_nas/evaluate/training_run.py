@@ -11,9 +11,8 @@ guarantees::
 
 The recipe (the defaults of :func:`prepare_training`): the proxy trainer
 (:mod:`igcv_nas.evaluate.train`) at full budget, SGD with Nesterov momentum, batch 128, peak lr 0.1
-after
-a linear warm-up of :func:`default_warmup` epochs then cosine decay, weight decay 5e-4 (none on
-BN and biases), label smoothing 0.1, channels_last, mixed precision on CUDA, evaluation in
+after a linear warm-up of :func:`default_warmup` epochs then cosine decay, weight decay 5e-4 (none
+on BN and biases), label smoothing 0.1, channels_last, mixed precision on CUDA, evaluation in
 batches of :data:`EVAL_BATCH`.
 
 :func:`prepare_training` creates nothing: it checks the recipe's values, reads and validates the

@@ -1,7 +1,7 @@
 """Zero-cost proxies: score an untrained model from one batch, in about a forward+backward.
 
-Each proxy is ``f(model, x, y) -> float``, higher is better, and works on a deep copy of the
-model: the caller's parameters, gradients and BN statistics are left untouched. The caller
+Each proxy is ``f(model, x, y) -> float``, higher is better, and works on a deep copy of the model:
+the caller's parameters, gradients and BN statistics are left untouched. The caller
 (:func:`igcv_nas.evaluate.proxy.zero_cost_scores`) passes one batch of normalised images (64 by
 default).
 

@@ -19,7 +19,8 @@ from ray.tune import Callback
 from ray.tune.schedulers import ASHAScheduler, TrialScheduler
 from ray.tune.search import ConcurrencyLimiter, Searcher
 
-from .engine import ASHA_REDUCTION, FINISHED, Engine, SearchError
+from .engine import FINISHED, Engine
+from .settings import ASHA_REDUCTION, SearchError
 
 
 def connect(address: str | None, quiet: bool = True) -> dict:

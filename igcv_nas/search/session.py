@@ -9,21 +9,20 @@ started from Python gets exactly the command's guarantees::
         outcome = prepared.run()
     print(outcome.best["number"], outcome.best["val_acc"])
 
-:func:`prepare_search` applies every rule in the command's order and starts nothing: the
-resume rules (lock, the run directory checked whole, which settings may change, the recorded
-space), resources against this machine, an ``address`` that answers, the target against the
-space, the proxy budget, the budgets against the space
-(:func:`igcv_nas.search.engine.check_budgets`),
-a given latency LUT against its device, and the data set loaded with the test split held out.
-A refusal is an :class:`igcv_nas.errors.IGCVError` (one line; ``SearchError``, ``RunError``,
-``SpaceError``, ``DataError`` ...) raised before Ray starts, with no run directory created or
-changed. :meth:`PreparedSearch.run` then starts (or joins) Ray, fills in the defaults that
-depend on the cluster (one GPU per trial where there are GPUs, the device's proxy budget),
-creates the run directory (or updates the resumed one), builds a missing LUT and runs
+:func:`prepare_search` applies every rule in the command's order and starts nothing: the resume
+rules (lock, the run directory checked whole, which settings may change, the recorded space),
+resources against this machine, an ``address`` that answers, the target against the space, the proxy
+budget, the budgets against the space (:func:`igcv_nas.search.settings.check_budgets`), a given
+latency LUT against its device, and the data set loaded with the test split held out. A refusal is
+an :class:`igcv_nas.errors.IGCVError` (one line; ``SearchError``, ``RunError``, ``SpaceError``,
+``DataError`` ...) raised before Ray starts, with no run directory created or changed.
+:meth:`PreparedSearch.run` then starts (or joins) Ray, fills in the defaults that depend on the
+cluster (one GPU per trial where there are GPUs, the device's proxy budget), creates the run
+directory (or updates the resumed one), builds a missing LUT and runs
 :func:`igcv_nas.search.engine.run_search`. The run lock is held as a context manager
 (:meth:`igcv_nas.search.runstore.RunDir.locked`): every exit, an exception or Ctrl-C included,
-releases it; leaving the ``with`` block releases a lock that a resume took in
-:func:`prepare_search` when :meth:`~PreparedSearch.run` never ran.
+releases it; leaving the ``with`` block releases a lock that a resume took in :func:`prepare_search`
+when :meth:`~PreparedSearch.run` never ran.
 """
 from __future__ import annotations
 
@@ -43,8 +42,9 @@ from .. import __version__
 from ..arch.cost import human
 from ..errors import IGCVError
 from .runstore import RunDir, RunError
-from .engine import (RESUME_MUTABLE, Outcome, SearchError, Settings, Summary, check_budgets,
-                     check_latency_budget, check_target, engine_record)
+from .engine import Outcome, Summary, engine_record
+from .settings import (RESUME_MUTABLE, SearchError, Settings, check_budgets, check_latency_budget,
+                       check_target)
 
 log = logging.getLogger("igcv_nas.search.session")
 
@@ -73,16 +73,16 @@ def prepare_search(settings: Mapping[str, Any] | None = None, *,
                    log: Callable[[str], None] | None = None) -> PreparedSearch:
     """Check a search completely and return it prepared (nothing started, nothing created).
 
-    ``settings``: the :class:`igcv_nas.search.engine.Settings` fields given (``macs``, ``params``,
+    ``settings``: the :class:`igcv_nas.search.settings.Settings` fields given (``macs``, ``params``,
     ``latency_ms``, ``space``, ``target``, ``trials``, ``sampler``, ``seed``, ...); a field not
-    given takes its default (for a new search) or the recorded value (on a resume).
-    ``resume``: a run directory to continue (its lock is taken here, so a live search on it is
-    refused at once); only :data:`igcv_nas.search.engine.RESUME_MUTABLE` may differ from the
-    recorded settings unless ``force``. ``run_dir``: where a new search is recorded (default
-    ``runs/<time>-<space>-<budget>``; an existing non-empty directory is refused).
-    ``proxy_budget``: overrides of the device's proxy budget (:data:`PROXY_BUDGET_KEYS`).
-    ``command``: recorded in ``run.json`` (default ``sys.argv``). ``log``: where progress
-    messages go (using or building a latency LUT; default: this module's logger).
+    given takes its default (for a new search) or the recorded value (on a resume). ``resume``: a
+    run directory to continue (its lock is taken here, so a live search on it is refused at once);
+    only :data:`igcv_nas.search.settings.RESUME_MUTABLE` may differ from the recorded settings
+    unless ``force``. ``run_dir``: where a new search is recorded (default
+    ``runs/<time>-<space>-<budget>``; an existing non-empty directory is refused). ``proxy_budget``:
+    overrides of the device's proxy budget (:data:`PROXY_BUDGET_KEYS`). ``command``: recorded in
+    ``run.json`` (default ``sys.argv``). ``log``: where progress messages go (using or building a
+    latency LUT; default: this module's logger).
 
     Raises an :class:`igcv_nas.errors.IGCVError` for anything the search cannot use, in the
     order ``igcv-search`` checks it, before Ray starts and with nothing written."""
@@ -186,8 +186,8 @@ def apply_proxy_budget(settings: Settings, over: Mapping[str, Any]) -> dict | No
 
 def resume_settings(run: RunDir, given: Mapping[str, Any], force: bool) -> Settings:
     """The settings of a resume: the recorded ones with ``given`` on top; RunError when a setting
-    outside :data:`igcv_nas.search.engine.RESUME_MUTABLE` changes (unless ``force``) or the recorded
-    settings cannot be read."""
+    outside :data:`igcv_nas.search.settings.RESUME_MUTABLE` changes (unless ``force``) or the
+    recorded settings cannot be read."""
     stored = run.meta.get("settings")
     if not isinstance(stored, dict):
         raise RunError(f"{run.path}/run.json has no search settings; it is not a search run")
@@ -239,7 +239,7 @@ def _latency_lut(settings: Settings, space, run_path: Path | None, say: Callable
     import optuna
 
     from ..evaluate.latency import LUT, build_lut, resolve_device
-    from .engine import at_target
+    from .settings import at_target
     path = (Path(settings.lut) if settings.lut
             else None if run_path is None else run_path / "latency_lut.json")
     if path is not None and path.is_file():
