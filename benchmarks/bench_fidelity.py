@@ -358,7 +358,8 @@ def report(df: pd.DataFrame, zc_path: Path | None = None) -> None:
         )
         for k, r in noise.items():
             vs = (f"  vs reference {r['vs_ref_single']:.3f} (1 seed), {r['vs_ref_mean']:.3f} "
-                  f"(seed means)" if "vs_ref_single" in r else "")
+                  f"[{r['vs_ref_mean_ci'][0]:.3f}, {r['vs_ref_mean_ci'][1]:.3f}] (seed means)"
+                  if "vs_ref_single" in r else "")
             print(f"  {k:<18} {r['rho']:6.3f} [{r['lo']:6.3f}, {r['hi']:6.3f}]  "
                   f"{r['min']:.3f}..{r['max']:.3f}  ({r['archs']} archs x {r['seeds']} seeds){vs}")
     y = table.reference.to_numpy()
@@ -440,8 +441,9 @@ def noise_floor(df: pd.DataFrame, reps: int = 2000, seed: int = 0) -> dict[str, 
             both = wide.index.intersection(ref.index)
             if len(both) >= 4:
                 row["vs_ref_single"] = spearman(wide.loc[both].iloc[:, 0], ref.loc[both].iloc[:, 0])
-                row["vs_ref_mean"] = spearman(wide.loc[both].mean(axis=1),
-                                              ref.loc[both].mean(axis=1))
+                xm, ym = wide.loc[both].mean(axis=1), ref.loc[both].mean(axis=1)
+                row["vs_ref_mean"] = spearman(xm, ym)
+                row["vs_ref_mean_ci"] = bootstrap(spearman, xm, ym, reps=reps, seed=seed)
                 row["vs_ref_archs"] = len(both)
         out[role] = row
     return out
