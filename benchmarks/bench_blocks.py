@@ -12,9 +12,9 @@ Blocks (all stride 1, in == out channels, residual, at the same resolution):
                      whose expansion width is chosen so its MACs are as close as possible; plus
                      the standard t = 6 block for reference.
 
-MACs and params come from ``igcv_nas.cost`` (MACs per sample, batch 1). Each timing is the median
-over ``--reps`` iterations after ``--warmup`` iterations; the blocks are timed interleaved (one
-iteration of every block per round) so that machine drift hits all of them alike. One iteration
+MACs and params come from ``igcv_nas.arch.cost`` (MACs per sample, batch 1). Each timing is the
+median over ``--reps`` iterations after ``--warmup`` iterations; the blocks are timed interleaved
+(one iteration of every block per round) so that machine drift hits all of them alike. One iteration
 is ``y = block(x); y.backward(dy)`` in train mode with ``x.requires_grad`` (the input gradient is
 computed, as inside a network).
 
@@ -38,10 +38,10 @@ import time
 import torch
 from torch import nn
 
-from igcv_nas import cost, zoo
-from igcv_nas.build import ConvBN, build_block
-from igcv_nas.spec import Block, NetworkSpec, Stem, block_from_dict
-from igcv_nas.validation import complementary
+from igcv_nas.arch import cost, zoo
+from igcv_nas.nn.build import ConvBN, build_block
+from igcv_nas.arch.spec import Block, NetworkSpec, Stem, block_from_dict
+from igcv_nas.arch.validation import complementary
 
 
 def cpu_model() -> str:
@@ -56,7 +56,7 @@ def cpu_model() -> str:
 
 
 def block_cost(block: Block, res: int) -> cost.BlockCost:
-    """igcv_nas.cost of one block at input resolution ``res`` (via a one-block network)."""
+    """igcv_nas.arch.cost of one block at input resolution ``res`` (via a one-block network)."""
     spec = NetworkSpec(input_size=res, num_classes=1, stem=Stem(block.in_chs, 1, 1),
                        stages=((block,),), head_chs=0)
     return cost.count(spec, per_block=True).blocks[0]
@@ -166,7 +166,7 @@ def main(argv: list[str] | None = None) -> None:
           f" | python {platform.python_version()}")
     print(f"input: batch {args.batch}, {args.res}x{args.res}, "
           f"{'channels_last' if args.channels_last else 'NCHW (contiguous)'}, fp32")
-    print("MACs/params: igcv_nas.cost, per sample (batch 1); vs mbconv: time / time of the "
+    print("MACs/params: igcv_nas.arch.cost, per sample (batch 1); vs mbconv: time / time of the "
           "MAC-matched mbconv of the same run")
     print("perm share: measured by REMOVAL (not a profiler): the same block (same weights) without "
           "its permutations runs right after it in every round; perm ms = median of the paired "

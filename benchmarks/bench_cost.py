@@ -1,4 +1,4 @@
-"""Architectures costed per second: igcv_nas.cost against fvcore's FlopCountAnalysis.
+"""Architectures costed per second: igcv_nas.arch.cost against fvcore's FlopCountAnalysis.
 
 For each shipped space: sample ``--n`` architectures (Optuna RandomSampler, seed 0; sampling and
 spec construction are not timed), then time ``cost.count`` over all of them on one thread, and
@@ -18,11 +18,11 @@ import optuna
 import torch
 from optuna.samplers import RandomSampler
 
-from igcv_nas import zoo
-from igcv_nas.build import build_model
-from igcv_nas.cost import count
-from igcv_nas.crosscheck import fvcore_macs
-from igcv_nas.space import available_spaces, load_space
+from igcv_nas.arch import zoo
+from igcv_nas.nn.build import build_model
+from igcv_nas.arch.cost import count
+from igcv_nas.artifacts.crosscheck import fvcore_macs
+from igcv_nas.arch.space import available_spaces, load_space
 
 
 def cpu_name() -> str:

@@ -1,7 +1,7 @@
 """Deployment form per block type on the CPU: the built block (conv + BN), BN folded (sparse:
 group convs + permutations), and the chain of 1x1 group convs collapsed into one dense 1x1
 conv; inference at batch 1, median of --reps after --warmup. The 'auto' choice of
-``igcv_nas.deploy`` is the faster of the last two.
+``igcv_nas.artifacts.deploy`` is the faster of the last two.
 
     python benchmarks/bench_export.py --res 28 --threads 1
 """
@@ -16,9 +16,9 @@ from pathlib import Path
 
 import torch
 
-from igcv_nas.build import build_block
-from igcv_nas.deploy import chains, deploy_block
-from igcv_nas.latency import measure_module
+from igcv_nas.nn.build import build_block
+from igcv_nas.artifacts.deploy import chains, deploy_block
+from igcv_nas.evaluate.latency import measure_module
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_blocks import block_cost, igc_blocks  # noqa: E402  (same block configurations)

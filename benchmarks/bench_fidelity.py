@@ -16,7 +16,9 @@ Protocol (issue 11):
   validation accuracy, validation loss and TSE (sum of training losses, Ru et al. 2021).
   Zero-cost proxies, MACs, params and depth (number of blocks) are scored too.
 * Noise floor: the first ``--noise-archs`` (10) architectures are trained with ``--noise-seeds``
-  (3) seeds for every proxy and for the reference; seed-to-seed Spearman rho over them.
+  (3) seeds for every proxy and for the reference; the seed-to-seed Spearman rho over them (mean
+  over seed pairs, bootstrap 95% interval over the architectures), beside each proxy's rho
+  against the reference on the same architectures (one seed each, and seed means).
 * Table: Spearman rho and Kendall tau-b of every score against the reference with bootstrap 95%
   intervals (2,000 resamples of the architectures), partial Spearman given MACs and depth, and
   precision of the top 5 (how many of the score's top 5 are among the reference's top 5).
@@ -47,11 +49,11 @@ import numpy as np
 import pandas as pd
 import torch
 
-from igcv_nas.cost import count
-from igcv_nas.data import Splits, load_splits
-from igcv_nas.proxy import ProxyBudget, evaluate, zero_cost_scores
-from igcv_nas.space import load_space, to_cifar
-from igcv_nas.train import TrainConfig
+from igcv_nas.arch.cost import count
+from igcv_nas.evaluate.data import Splits, load_splits
+from igcv_nas.evaluate.proxy import ProxyBudget, evaluate, zero_cost_scores
+from igcv_nas.arch.space import load_space, to_cifar
+from igcv_nas.evaluate.train import TrainConfig
 from igcv_nas.units import parse_count
 
 HALF = 22_500  # images in each half of the 45,000-image training split
@@ -80,7 +82,7 @@ REFERENCE = replace(
     train_fraction=13_500 / HALF,
 )
 PROXY_SEED, REF_SEED = 0, 1000  # seed s: initialisation s, data order s (+1 per noise seed)
-DEFAULT_PROXY = "e1x2700"  # the recipe of igcv_nas.proxy.CPU_BUDGET (2,700 images seen once)
+DEFAULT_PROXY = "e1x2700"  # igcv_nas.evaluate.proxy.CPU_BUDGET's recipe (2,700 images seen once)
 FIELDS = [
     "arch",
     "arch_id",
@@ -349,11 +351,17 @@ def report(df: pd.DataFrame, zc_path: Path | None = None) -> None:
     noise = noise_floor(df)
     if noise:
         print(
-            "\nnoise floor (seed-to-seed Spearman rho over the noise architectures, mean of "
-            "seed pairs [min, max]):"
+            "\nnoise floor (val acc; seed-to-seed Spearman rho on the noise architectures: mean "
+            "over "
+            "seed pairs [bootstrap 95%], lowest..highest pair; a proxy's rho against the reference "
+            "on the same architectures, one seed each and averaged over the seeds):"
         )
-        for k, (m, lo, hi, na) in noise.items():
-            print(f"  {k:<22} {m:6.3f} [{lo:.3f}, {hi:.3f}]  ({na} architectures)")
+        for k, r in noise.items():
+            vs = (f"  vs reference {r['vs_ref_single']:.3f} (1 seed), {r['vs_ref_mean']:.3f} "
+                  f"[{r['vs_ref_mean_ci'][0]:.3f}, {r['vs_ref_mean_ci'][1]:.3f}] (seed means)"
+                  if "vs_ref_single" in r else "")
+            print(f"  {k:<18} {r['rho']:6.3f} [{r['lo']:6.3f}, {r['hi']:6.3f}]  "
+                  f"{r['min']:.3f}..{r['max']:.3f}  ({r['archs']} archs x {r['seeds']} seeds){vs}")
     y = table.reference.to_numpy()
     print(
         f"\n{'score':<22}{'rho':>7}{'95% CI':>17}{'tau':>7}{'95% CI':>17}{'partial':>9}{'top5':>6}"
@@ -396,15 +404,48 @@ def report(df: pd.DataFrame, zc_path: Path | None = None) -> None:
     del y
 
 
-def noise_floor(df: pd.DataFrame) -> dict[str, tuple[float, float, float, int]]:
-    out = {}
+def noise_floor(df: pd.DataFrame, reps: int = 2000, seed: int = 0) -> dict[str, dict]:
+    """Seed-to-seed agreement of every role (each proxy, the reference) on the noise architectures:
+    the mean Spearman rho over seed pairs, its bootstrap 95% interval (architectures resampled),
+    the lowest and highest pair, and for a proxy its rho against the reference on the same
+    architectures, single seed (the proxy's first seed against the reference's first) and with
+    both averaged over their seeds. Seeds with fewer than 4 architectures are left out."""
+    out: dict[str, dict] = {}
+    wides = {}
     for role, g in df.groupby("role"):
-        wide = g.pivot_table(index="arch_id", columns="seed", values="val_acc").dropna()
-        if wide.shape[1] < 2 or len(wide) < 4:
-            continue
-        seeds = list(wide.columns)
-        rhos = [spearman(wide[a], wide[b]) for i, a in enumerate(seeds) for b in seeds[i + 1 :]]
-        out[role] = (float(np.mean(rhos)), float(min(rhos)), float(max(rhos)), len(wide))
+        wide = g.pivot_table(index="arch_id", columns="seed", values="val_acc")
+        wide = wide.loc[:, wide.notna().sum() >= 4].dropna()
+        if wide.shape[1] >= 2 and len(wide) >= 4:
+            wides[role] = wide
+
+    def mean_pair_rho(w: np.ndarray) -> float:
+        k = w.shape[1]
+        return float(np.mean([spearman(w[:, a], w[:, b])
+                              for a in range(k) for b in range(a + 1, k)]))
+
+    rng = np.random.default_rng(seed)
+    ref = wides.get("reference")
+    for role, wide in wides.items():
+        w = wide.to_numpy()
+        k = w.shape[1]
+        pairs = [spearman(w[:, a], w[:, b]) for a in range(k) for b in range(a + 1, k)]
+        vals = []
+        for _ in range(reps):
+            i = rng.integers(0, len(w), len(w))
+            if all(len(set(w[i, j])) > 1 for j in range(w.shape[1])):
+                vals.append(mean_pair_rho(w[i]))
+        row = {"rho": float(np.mean(pairs)), "lo": float(np.nanpercentile(vals, 2.5)),
+               "hi": float(np.nanpercentile(vals, 97.5)), "min": min(pairs), "max": max(pairs),
+               "archs": len(w), "seeds": w.shape[1]}
+        if ref is not None and role != "reference":
+            both = wide.index.intersection(ref.index)
+            if len(both) >= 4:
+                row["vs_ref_single"] = spearman(wide.loc[both].iloc[:, 0], ref.loc[both].iloc[:, 0])
+                xm, ym = wide.loc[both].mean(axis=1), ref.loc[both].mean(axis=1)
+                row["vs_ref_mean"] = spearman(xm, ym)
+                row["vs_ref_mean_ci"] = bootstrap(spearman, xm, ym, reps=reps, seed=seed)
+                row["vs_ref_archs"] = len(both)
+        out[role] = row
     return out
 
 

@@ -4,7 +4,7 @@
 shipped spaces (search_spaces/*.yaml), at ``--size`` x ``--size`` (default 224, the target's
 ImageNet form; ``--cifar`` for the 32x32 form) and batch ``--batch`` (default 1), fp32 unless
 ``--amp``, NCHW unless ``--channels-last``, ``--threads`` CPU threads (default 1) on
-``--device`` (default cpu). Every measurement uses the protocol of :func:`igcv_nas.latency.
+``--device`` (default cpu). Every measurement uses the protocol of :func:`igcv_nas.evaluate.latency.
 measure`: ``--warmup`` untimed passes, ``--reps`` timed passes cut into ``--rounds`` rounds,
 the ``--statistic`` (median pass, fastest pass, or ``rounds``: the fastest per-round median)
 with the rounds' spread as its repeatability. Then:
@@ -49,9 +49,10 @@ import optuna
 import torch
 from optuna.samplers import RandomSampler
 
-from igcv_nas.cost import macs
-from igcv_nas.latency import AMP_DTYPES, STATISTICS, build_lut, device_name, measure, predict
-from igcv_nas.space import available_spaces, load_space
+from igcv_nas.arch.cost import macs
+from igcv_nas.evaluate.latency import (AMP_DTYPES, STATISTICS, build_lut, device_name, measure,
+                                       predict)
+from igcv_nas.arch.space import available_spaces, load_space
 
 
 def _sample(spaces, n_total, seed, size, cifar):

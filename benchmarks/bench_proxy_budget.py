@@ -14,10 +14,10 @@ import optuna
 import torch
 from optuna.samplers import RandomSampler
 
-from igcv_nas.cost import count
-from igcv_nas.data import load_splits
-from igcv_nas.proxy import default_budget, evaluate
-from igcv_nas.space import load_space, to_cifar
+from igcv_nas.arch.cost import count
+from igcv_nas.evaluate.data import load_splits
+from igcv_nas.evaluate.proxy import default_budget, evaluate
+from igcv_nas.arch.space import load_space, to_cifar
 from igcv_nas.units import parse_count
 
 

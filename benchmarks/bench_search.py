@@ -47,7 +47,7 @@ from optuna.storages import JournalStorage
 from optuna.storages.journal import JournalFileBackend
 
 from igcv_nas.cli.search import main as search_main
-from igcv_nas.runstore import STUDY_NAME
+from igcv_nas.search.runstore import STUDY_NAME
 
 
 def _proxy_args(a) -> list[str]:
@@ -72,7 +72,7 @@ def _search(a, workdir: Path, name: str, extra: list[str]) -> tuple[Path, float]
 def overhead(a, workdir: Path) -> None:
     import ray
 
-    from igcv_nas.raytune import connect
+    from igcv_nas.search.raytune import connect
     t0 = time.perf_counter()
     connect(None)
     ray_start = time.perf_counter() - t0

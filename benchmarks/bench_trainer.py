@@ -3,7 +3,7 @@
 Baseline: a ``torch.utils.data.DataLoader`` over a map-style dataset that, per sample, pads and
 randomly crops, flips, converts to float and normalises (what torchvision's RandomCrop(32, 4) +
 RandomHorizontalFlip + ToTensor + Normalize do), NCHW, fp32, SGD + Nesterov, plain loss.
-Proxy: ``igcv_nas.train.ProxyTrainer`` (data as one tensor on the device, batched tensor
+Proxy: ``igcv_nas.evaluate.train.ProxyTrainer`` (data as one tensor on the device, batched tensor
 augmentation, channels_last where it helps, AMP on CUDA).
 
 Both train the same CIFAR variants (mobilenet_v2, igcv3_d, igcv2 at ``--width``) on the same
@@ -27,10 +27,10 @@ import torch
 import torch.nn as nn
 from torch.utils.data import DataLoader, Dataset
 
-from igcv_nas import zoo
-from igcv_nas.build import build_model
-from igcv_nas.data import load_splits
-from igcv_nas.train import ProxyTrainer, TrainConfig, pick_device, seed_everything
+from igcv_nas.arch import zoo
+from igcv_nas.nn.build import build_model
+from igcv_nas.evaluate.data import load_splits
+from igcv_nas.evaluate.train import ProxyTrainer, TrainConfig, pick_device, seed_everything
 
 
 class PerSample(Dataset):
@@ -129,7 +129,7 @@ def main() -> None:
               f"{'proxy (cl) img/s':>18}{'speed-up':>10}  (per round)")
     print(header)
     print("-" * len(header))
-    from igcv_nas.cost import count
+    from igcv_nas.arch.cost import count
     for name in ("mobilenet_v2", "igcv3_d", "igcv2"):
         spec = zoo.ZOO[name](width=args.width, cifar=True)
         seed_everything(0)

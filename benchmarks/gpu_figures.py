@@ -5,15 +5,15 @@ a GPU session can be grepped and pasted. Subcommands:
 
 * ``env``      -- python, torch, CUDA device, the project's dependencies (exit 2 when torch or,
   without ``--cpu``, CUDA is missing; what is missing is named).
-* ``trainer``  -- training images/s of ``igcv_nas.train.ProxyTrainer`` (data on the device,
+* ``trainer``  -- training images/s of ``igcv_nas.evaluate.train.ProxyTrainer`` (data on the device,
   batched augmentation, channels_last, AMP) against a plain PyTorch ``DataLoader`` loop on the
   same model (both runners are ``benchmarks/bench_trainer.py``'s), interleaved rounds, median.
 * ``amp``      -- ``ProxyTrainer`` images/s with AMP on and off (channels_last both), same model.
 * ``search-summary RUN_DIR`` -- figures of a finished ``igcv-search`` run.
 * ``fidelity`` -- a small fidelity sample at the GPU default budget: ``--n`` architectures of
   the ``mixed`` space in [0.8, 1] x ``--budget`` (bench_fidelity's sampler and halves); scores:
-  the GPU default proxy (``igcv_nas.proxy.GPU_BUDGET``: 8 epochs of all of half A, batch 512,
-  AMP) and the CPU default proxy's recipe run on the GPU (2,700 images of half A seen once),
+  the GPU default proxy (``igcv_nas.evaluate.proxy.GPU_BUDGET``: 8 epochs of all of half A, batch
+  512, AMP) and the CPU default proxy's recipe run on the GPU (2,700 images of half A seen once),
   both scored on the 5,000 validation images; reference: the GPU budget with ``--ref-epochs``
   (16 = 2x) epochs on half B, scored on the 10,000 test images. Spearman rho of each proxy
   against the reference over the architectures finished (also when stopped by a timeout:
@@ -86,7 +86,7 @@ def cmd_env(a) -> int:
 # ---------------------------------------------------------------------------------------------
 
 def _splits(a):
-    from igcv_nas.data import load_splits
+    from igcv_nas.evaluate.data import load_splits
     return load_splits("cifar10", a.data_dir, val_size=5000, seed=0, download_ok=False)
 
 
@@ -99,9 +99,9 @@ def cmd_trainer(a) -> int:
     import torch
 
     import bench_trainer as bt
-    from igcv_nas import zoo
-    from igcv_nas.build import build_model
-    from igcv_nas.train import seed_everything
+    from igcv_nas.arch import zoo
+    from igcv_nas.nn.build import build_model
+    from igcv_nas.evaluate.train import seed_everything
     device, splits = _device(a), _splits(a)
     for name in a.models.split(","):
         spec = zoo.ZOO[name](width=a.width, cifar=True)
@@ -128,7 +128,7 @@ def cmd_trainer(a) -> int:
 
 class _AmpProxy:
     def __init__(self, model, splits, total: int, batch: int, device, amp: bool):
-        from igcv_nas.train import ProxyTrainer, TrainConfig
+        from igcv_nas.evaluate.train import ProxyTrainer, TrainConfig
         cfg = TrainConfig(steps=total, batch_size=batch, device=str(device), lr=0.05,
                           channels_last=True, amp=amp, eval_batch_size=batch)
         self.tr, self.device = ProxyTrainer(model, splits, cfg), device
@@ -144,9 +144,9 @@ class _AmpProxy:
 
 
 def cmd_amp(a) -> int:
-    from igcv_nas import zoo
-    from igcv_nas.build import build_model
-    from igcv_nas.train import seed_everything
+    from igcv_nas.arch import zoo
+    from igcv_nas.nn.build import build_model
+    from igcv_nas.evaluate.train import seed_everything
     device, splits = _device(a), _splits(a)
     for name in a.models.split(","):
         spec = zoo.ZOO[name](width=a.width, cifar=True)
@@ -204,9 +204,9 @@ def cmd_fidelity(a) -> int:
     import torch
 
     from bench_fidelity import HALF, halves, sample_band, spearman
-    from igcv_nas.cost import count
-    from igcv_nas.proxy import CPU_BUDGET, GPU_BUDGET, ProxyBudget, evaluate
-    from igcv_nas.space import load_space, to_cifar
+    from igcv_nas.arch.cost import count
+    from igcv_nas.evaluate.proxy import CPU_BUDGET, GPU_BUDGET, ProxyBudget, evaluate
+    from igcv_nas.arch.space import load_space, to_cifar
     from igcv_nas.units import parse_count
 
     def stop(*_):

@@ -1,5 +1,5 @@
 """Run Optuna's own sampler tests (tests/samplers_tests/ of the installed Optuna version) against
-igcv_nas.evolution.EvolutionSampler and igcv_nas.nsga.ConditionalNSGAII.
+igcv_nas.search.evolution.EvolutionSampler and igcv_nas.search.nsga.ConditionalNSGAII.
 
     python benchmarks/run_optuna_sampler_tests.py [--sdist optuna-X.Y.Z.tar.gz] [-- PYTEST ARGS]
 

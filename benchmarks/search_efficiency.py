@@ -8,7 +8,7 @@ Protocol
   and ``ladder``: ``--scheduler ladder`` with the default sampler (its pick is ``best.json``'s
   confirmed winner: the best mean over the finalists' fresh-seed re-trainings).
 * **Equal evaluation cost**: the ladder gets ``--ladder-trials N`` first-rung trials, which
-  cost ``igcv_nas.trials.ladder_cost(N, ladder_plan(N))`` first-rung-training units (26 for
+  cost ``igcv_nas.search.trials.ladder_cost(N, ladder_plan(N))`` first-rung-training units (26 for
   N = 8: 8 trials, 2 promoted to 3x the images, 2 confirmed with 2 fresh seeds at 3x); the other
   methods get that many trials (rounded). The proxy is the same for all: ``igcv-search``'s CPU
   default budget (with the overrides given here, none by default). The
@@ -118,7 +118,7 @@ def append_row(path: Path, row: dict) -> None:
 
 def config_of(a) -> dict:
     """What defines the benchmark's results (stored beside the CSV; a restart must match)."""
-    from igcv_nas.trials import ladder_cost, ladder_plan
+    from igcv_nas.search.trials import ladder_cost, ladder_plan
     cost = ladder_cost(a.ladder_trials, ladder_plan(a.ladder_trials))
     return {"space": a.space, "flops": a.flops, "flops_min": a.flops_min, "target": a.target,
             "ladder_trials": a.ladder_trials, "cost_units": cost, "trials": int(round(cost)),
@@ -229,7 +229,7 @@ def search_row(method: str, seed: int, run_dir: Path, machine: str) -> dict:
 
 
 def _trial_dir(run_dir: Path, number: int) -> Path:
-    from igcv_nas.runstore import RunDir
+    from igcv_nas.search.runstore import RunDir
     return RunDir(run_dir).trial_dir(int(number))
 
 
@@ -256,7 +256,7 @@ class Reference:
         import torch
 
         from bench_fidelity import REFERENCE, halves
-        from igcv_nas.data import load_splits
+        from igcv_nas.evaluate.data import load_splits
         torch.set_num_threads(a.threads)
         splits = load_splits("cifar10", a.data_dir, val_size=5000, seed=0, download_ok=False)
         self.splits = halves(splits)[1]
@@ -267,7 +267,7 @@ class Reference:
             self.val_size = 1000
 
     def train(self, spec, seed: int) -> tuple[dict, float]:
-        from igcv_nas.proxy import ProxyBudget, evaluate
+        from igcv_nas.evaluate.proxy import ProxyBudget, evaluate
         budget = ProxyBudget(mode="training", train=replace(self.cfg, seed=seed, data_seed=seed),
                              val_size=self.val_size)
         t0 = time.perf_counter()
@@ -278,10 +278,10 @@ class Reference:
 def baselines(a) -> list[tuple[str, float, object, int, int]]:
     """(name, width, CIFAR-10 form, MACs at the target, params at the target) of the two
     width-scaled hand-designed networks at ``--flops``."""
-    from igcv_nas import zoo
-    from igcv_nas.cost import count
-    from igcv_nas.search import parse_target
-    from igcv_nas.space import load_space
+    from igcv_nas.arch import zoo
+    from igcv_nas.arch.cost import count
+    from igcv_nas.search.settings import parse_target
+    from igcv_nas.arch.space import load_space
     from igcv_nas.units import parse_count
     budget = parse_count(a.flops, "--flops")
     space = load_space(a.space)
@@ -333,7 +333,7 @@ def pool_rows(rows: list[dict], top: int) -> list[dict]:
 
 
 def run(a) -> None:
-    from igcv_nas.spec import load as load_spec
+    from igcv_nas.arch.spec import load as load_spec
     csv_path, runs = default_paths(a)
     csv_path.parent.mkdir(parents=True, exist_ok=True)
     cfg = config_of(a)

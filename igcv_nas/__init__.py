@@ -4,9 +4,9 @@ Data flows one way: spec -> validate -> cost -> build -> evaluate -> search -> r
 """
 from __future__ import annotations
 
-from .cost import Cost, count
-from .spec import NetworkSpec, SpecError, from_dict, from_json, load
-from .validation import Report, ValidationError, check, validate
+from .arch.cost import Cost, count
+from .arch.spec import NetworkSpec, SpecError, from_dict, from_json, load
+from .arch.validation import Report, ValidationError, check, validate
 
 __version__ = "0.1.0"
 __all__ = ["Cost", "NetworkSpec", "Report", "SpecError", "ValidationError", "check", "count",

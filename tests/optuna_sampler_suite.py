@@ -1,5 +1,6 @@
 """Optuna's own sampler tests, run with our samplers in place of Optuna's:
-:class:`~igcv_nas.evolution.EvolutionSampler` and :class:`~igcv_nas.nsga.ConditionalNSGAII`.
+:class:`~igcv_nas.search.evolution.EvolutionSampler` and
+:class:`~igcv_nas.search.nsga.ConditionalNSGAII`.
 
 Not collected by the project's test run (the file name does not match ``test_*.py``); run it with
 ``benchmarks/run_optuna_sampler_tests.py``, which takes ``tests/samplers_tests/`` from the PyPI
@@ -28,8 +29,8 @@ from unittest.mock import patch
 
 import pytest
 
-from igcv_nas.evolution import EvolutionSampler
-from igcv_nas.nsga import ConditionalNSGAII
+from igcv_nas.search.evolution import EvolutionSampler
+from igcv_nas.search.nsga import ConditionalNSGAII
 
 _DIR = os.environ.get("IGCV_OPTUNA_TESTS")
 if not _DIR or not (Path(_DIR) / "test_samplers.py").is_file():

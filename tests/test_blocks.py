@@ -10,13 +10,13 @@ import optuna
 import pytest
 from optuna.trial import FixedTrial
 
-from igcv_nas.blocks import (BLOCK_KINDS, BlockKind, ConvOp, SpaceKey, SpecError, block_kind,
-                             block_kinds, check_keys, read_int, register_block_kind,
-                             unregister_block_kind, unstrided)
-from igcv_nas.cost import count
-from igcv_nas.space import load_space
-from igcv_nas.spec import block_from_dict, from_dict, from_json
-from igcv_nas.validation import check
+from igcv_nas.arch.blocks import (BLOCK_KINDS, BlockKind, ConvOp, SpaceKey, SpecError, block_kind,
+                                  block_kinds, check_keys, read_int, register_block_kind,
+                                  unregister_block_kind, unstrided)
+from igcv_nas.arch.cost import count
+from igcv_nas.arch.space import load_space
+from igcv_nas.arch.spec import block_from_dict, from_dict, from_json
+from igcv_nas.arch.validation import check
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
@@ -211,8 +211,8 @@ def test_a_space_that_names_it_samples_it(pwdw, tmp_path):
 
 def test_builds_and_the_built_model_matches_the_cost(pwdw):
     torch = pytest.importorskip("torch")
-    from igcv_nas.build import build_model
-    from igcv_nas.latency_model import kind_code
+    from igcv_nas.nn.build import build_model
+    from igcv_nas.evaluate.latency_model import kind_code
 
     spec = from_dict(TINY)
     model = build_model(spec).eval()

@@ -20,12 +20,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from igcv_nas import units, zoo
+from igcv_nas import units
+from igcv_nas.arch import zoo
 from igcv_nas.cli._common import resolve_spec
-from igcv_nas.data import DataError, load_cifar, load_image_folder
-from igcv_nas.space import SpaceError, load_space
-from igcv_nas.spec import SpecError, from_dict, load
-from igcv_nas.validation import check
+from igcv_nas.evaluate.data import DataError, load_cifar, load_image_folder
+from igcv_nas.arch.space import SpaceError, load_space
+from igcv_nas.arch.spec import SpecError, from_dict, load
+from igcv_nas.arch.validation import check
 
 from .conftest import tiny_dict
 
@@ -424,9 +425,9 @@ _CHILD = textwrap.dedent('''
     from pathlib import Path
     tmp = Path(sys.argv[1])
     import numpy, yaml  # import first: the cap is on what loading adds
-    from igcv_nas.space import SpaceError, load_space
-    from igcv_nas.spec import SpecError, load
-    from igcv_nas.validation import check
+    from igcv_nas.arch.space import SpaceError, load_space
+    from igcv_nas.arch.spec import SpecError, load
+    from igcv_nas.arch.validation import check
     from igcv_nas import zoo
     resource.setrlimit(resource.RLIMIT_AS, (int(sys.argv[2]), int(sys.argv[2])))
     cases = [(load, str(tmp / "deep.json")), (load, str(tmp / "perm.json")), (load, "/dev/zero"),
@@ -469,7 +470,7 @@ def test_worst_inputs_stay_within_1_gb(tmp_path):
 
 
 def _vm_after_imports() -> int:
-    code = ("import numpy, yaml, igcv_nas.space, igcv_nas.validation;"
+    code = ("import numpy, yaml, igcv_nas.arch.space, igcv_nas.arch.validation;"
             "print([l for l in open('/proc/self/status') if l.startswith('VmSize')][0].split()[1])")
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                        env={**os.environ, "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1"})

@@ -8,13 +8,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from igcv_nas import cost, zoo
-from igcv_nas.build import (ChannelGather, ChannelShuffle, GroupConv, build_block, build_model,
-                            make_perm)
-from igcv_nas.crosscheck import CONV_LINEAR_OPS, fvcore_by_operator, n_params
-from igcv_nas.perm import interleave
-from igcv_nas.spec import block_from_dict, from_dict
-from igcv_nas.validation import check, path_counts
+from igcv_nas.arch import cost, zoo
+from igcv_nas.nn.build import (ChannelGather, ChannelShuffle, GroupConv, build_block, build_model,
+                               make_perm)
+from igcv_nas.artifacts.crosscheck import CONV_LINEAR_OPS, fvcore_by_operator, n_params
+from igcv_nas.arch.perm import interleave
+from igcv_nas.arch.spec import block_from_dict, from_dict
+from igcv_nas.arch.validation import check, path_counts
 
 CL = torch.channels_last
 
@@ -306,7 +306,7 @@ def test_non_residual_blocks_do_not_add():
 
 
 def test_stem_and_head_pieces_are_the_networks_modules():
-    from igcv_nas.build import build_head, build_stem
+    from igcv_nas.nn.build import build_head, build_stem
     spec = zoo.get("igcv3_d", cifar=True)
     model = build_model(spec).eval()
     stem, head = build_stem(spec).eval(), build_head(spec).eval()

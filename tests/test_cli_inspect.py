@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from igcv_nas import zoo
+from igcv_nas.arch import zoo
 from igcv_nas.cli.inspect import main
-from igcv_nas.cost import count
+from igcv_nas.arch.cost import count
 
 
 def test_zoo_json_report(capsys):

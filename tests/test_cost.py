@@ -1,9 +1,9 @@
 from __future__ import annotations
 
 
-from igcv_nas import zoo
-from igcv_nas.cost import count, human
-from igcv_nas.spec import from_dict
+from igcv_nas.arch import zoo
+from igcv_nas.arch.cost import count, human
+from igcv_nas.arch.spec import from_dict
 
 
 def test_mobilenet_v2_reference_numbers():
@@ -75,8 +75,8 @@ def test_human():
 
 
 def test_stem_and_head_are_conv_ops_costed_like_blocks(tiny):
-    from igcv_nas.cost import classifier_cost, ops_cost
-    from igcv_nas.spec import ConvOp
+    from igcv_nas.arch.cost import classifier_cost, ops_cost
+    from igcv_nas.arch.spec import ConvOp
     tiny["head_chs"] = 16
     spec = from_dict(tiny)
     assert spec.stem_op == ConvOp(3, 8, 3, 2, ((1, 3, 8),), True)

@@ -5,10 +5,10 @@ import optuna
 import pytest
 from optuna.samplers import RandomSampler
 
-from igcv_nas.build import build_model
-from igcv_nas.cost import count
-from igcv_nas.crosscheck import fvcore_macs, n_params
-from igcv_nas.space import available_spaces, load_space
+from igcv_nas.nn.build import build_model
+from igcv_nas.arch.cost import count
+from igcv_nas.artifacts.crosscheck import fvcore_macs, n_params
+from igcv_nas.arch.space import available_spaces, load_space
 
 pytestmark = pytest.mark.integration  # fvcore traces of 200 nets per shipped space
 

@@ -11,8 +11,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from igcv_nas import data
-from igcv_nas.data import DataError, download, load_cifar, load_splits, make_splits
+from igcv_nas.evaluate import data
+from igcv_nas.evaluate.data import DataError, download, load_cifar, load_splits, make_splits
 
 
 @pytest.mark.integration

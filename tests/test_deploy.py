@@ -7,10 +7,10 @@ import pytest
 import torch
 from torch import nn
 
-from igcv_nas import zoo
-from igcv_nas.build import build_model
+from igcv_nas.arch import zoo
+from igcv_nas.nn.build import build_model
 from igcv_nas.cli.export import main as export_main
-from igcv_nas.deploy import DenseConv, FoldedConv, affine, chains, collapse, deploy
+from igcv_nas.artifacts.deploy import DenseConv, FoldedConv, affine, chains, collapse, deploy
 
 
 def _model(name: str) -> nn.Module:

@@ -8,9 +8,10 @@ from pathlib import Path
 import optuna
 import pytest
 
-from igcv_nas.runstore import RunDir, load_trials
-from igcv_nas.search import FINISHED, Engine, Settings
-from igcv_nas.space import load_space
+from igcv_nas.search.runstore import RunDir, load_trials
+from igcv_nas.search.engine import FINISHED, Engine
+from igcv_nas.search.settings import Settings
+from igcv_nas.arch.space import load_space
 
 SMALL = str(Path(__file__).parent / "spaces" / "small.yaml")
 TINY_BUDGET = {"mode": "training", "zero_cost": [], "zc_batch": 16, "val_size": 100,
@@ -130,8 +131,8 @@ def test_genetic_samplers_breed_children_inside_the_band_through_accept(tmp_path
 
 
 def test_extreme_macs_at_targets():
-    from igcv_nas import cost
-    from igcv_nas.search import extreme_spec, max_macs_at_target, min_macs_at_target
+    from igcv_nas.arch import cost
+    from igcv_nas.search.settings import extreme_spec, max_macs_at_target, min_macs_at_target
     sp = load_space("igcv3")
     assert min_macs_at_target(sp, "space") == sp.min_macs()
     assert max_macs_at_target(sp, "space") == sp.max_macs()

@@ -4,15 +4,15 @@ from __future__ import annotations
 import pytest
 
 from igcv_nas.cli._common import run_cli
-from igcv_nas.data import DataError
+from igcv_nas.evaluate.data import DataError
 from igcv_nas.errors import IGCVError, InputError
-from igcv_nas.runstore import RunError
-from igcv_nas.search import SearchError
-from igcv_nas.space import SpaceError
-from igcv_nas.spec import SpecError
-from igcv_nas.train import TrainConfig
+from igcv_nas.search.runstore import RunError
+from igcv_nas.search.settings import SearchError
+from igcv_nas.arch.space import SpaceError
+from igcv_nas.arch.spec import SpecError
+from igcv_nas.evaluate.train import TrainConfig
 from igcv_nas.units import parse_count
-from igcv_nas.validation import ValidationError
+from igcv_nas.arch.validation import ValidationError
 
 
 @pytest.mark.parametrize("cls", [SpecError, SpaceError, ValidationError, DataError, SearchError,
@@ -55,11 +55,11 @@ def test_a_real_cli_accepts_debug(capsys):
 
 
 def test_latency_export_zoo_and_key_errors_have_the_one_base():
-    from igcv_nas.export import ExportError
-    from igcv_nas.latency import LatencyError, MissingKey
-    from igcv_nas.latency_model import KeyFormatError
-    from igcv_nas.validation import CheckTooLarge
-    from igcv_nas.zoo import ZooError
+    from igcv_nas.artifacts.export import ExportError
+    from igcv_nas.evaluate.latency import LatencyError, MissingKey
+    from igcv_nas.evaluate.latency_model import KeyFormatError
+    from igcv_nas.arch.validation import CheckTooLarge
+    from igcv_nas.arch.zoo import ZooError
     for cls in (LatencyError, MissingKey, ExportError, ZooError, CheckTooLarge):
         assert issubclass(cls, IGCVError), cls
     assert issubclass(KeyFormatError, InputError)
@@ -69,9 +69,9 @@ def test_latency_export_zoo_and_key_errors_have_the_one_base():
 
 
 def test_bad_arguments_of_public_functions_are_input_errors():
-    from igcv_nas import zoo
-    from igcv_nas.build import make_act
-    from igcv_nas.space import load_space
+    from igcv_nas.arch import zoo
+    from igcv_nas.nn.build import make_act
+    from igcv_nas.arch.space import load_space
     with pytest.raises(InputError, match="unknown activation 'gelu'"):
         make_act("gelu")
     with pytest.raises(InputError, match="which='mid'; accepted: min, max"):
@@ -82,7 +82,7 @@ def test_bad_arguments_of_public_functions_are_input_errors():
 
 def test_igcv_latency_maps_latency_errors_to_exit_2_and_bugs_to_internal_error(
         capsys, monkeypatch):
-    from igcv_nas import latency
+    from igcv_nas.evaluate import latency
     from igcv_nas.cli.latency import main
     assert main(["mobilenet_v2_cifar", "--no-measure", "--lut", "/nonexistent/lut.json"]) == 2
     err = capsys.readouterr().err

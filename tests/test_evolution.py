@@ -10,11 +10,11 @@ import pytest
 from optuna.distributions import CategoricalDistribution
 from optuna.trial import TrialState
 
-from igcv_nas.cost import count
-from igcv_nas.evolution import PARENT_KEY, Candidate, EvolutionSampler
-from igcv_nas.space import load_space
-from igcv_nas.spec import NetworkSpec
-from igcv_nas.validation import validate
+from igcv_nas.arch.cost import count
+from igcv_nas.search.evolution import PARENT_KEY, Candidate, EvolutionSampler
+from igcv_nas.arch.space import load_space
+from igcv_nas.arch.spec import NetworkSpec
+from igcv_nas.arch.validation import validate
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 

@@ -7,11 +7,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from igcv_nas import cost, zoo
+from igcv_nas.arch import cost, zoo
 from igcv_nas.cli.export import main
-from igcv_nas.export import ExportError, export, verify
-from igcv_nas.runstore import load_trials
-from igcv_nas.spec import from_dict
+from igcv_nas.artifacts.export import ExportError, export, verify
+from igcv_nas.search.runstore import load_trials
+from igcv_nas.arch.spec import from_dict
 
 SMALL = str(Path(__file__).parent / "spaces" / "small.yaml")
 
@@ -98,7 +98,7 @@ def test_a_wrong_mac_count_fails_verification(exported, tmp_path):
 
 def test_trained_weights_are_exported_as_given(small_net, tmp_path):
     torch.manual_seed(3)
-    from igcv_nas.build import build_model
+    from igcv_nas.nn.build import build_model
     m = build_model(small_net)
     for p in m.parameters():
         p.data.normal_(0, 0.1)
@@ -291,7 +291,7 @@ def test_verify_without_weights_skips_the_model_checks(exported, tmp_path):
 
 @pytest.mark.parametrize("kind", ["wrong-shape", "junk", "no-state-dict", "missing"])
 def test_bad_weights_exit_2_and_create_nothing(small_net, tmp_path, capsys, kind):
-    from igcv_nas.build import build_model
+    from igcv_nas.nn.build import build_model
     wf = tmp_path / "w.pt"
     if kind == "wrong-shape":
         torch.save(build_model(zoo.get("igcv3_d_0.5_cifar")).state_dict(), wf)
@@ -315,7 +315,7 @@ def test_bad_weights_exit_2_and_create_nothing(small_net, tmp_path, capsys, kind
 
 def test_a_failed_verification_leaves_no_directory(small_net, tmp_path, capsys):
     """All-zero weights: constant outputs, outputs_informative fails, exit 1, nothing left."""
-    from igcv_nas.build import build_model
+    from igcv_nas.nn.build import build_model
     m = build_model(small_net)
     wf = tmp_path / "zeros.pt"
     torch.save({k: torch.zeros_like(v) for k, v in m.state_dict().items()}, wf)
@@ -344,7 +344,7 @@ def test_re_export_replaces_the_old_directory_whole(small_net, tmp_path):
 
 @pytest.mark.parametrize("exc", [KeyboardInterrupt, RuntimeError])
 def test_staged_dir_removes_everything_when_interrupted(tmp_path, exc):
-    from igcv_nas.export import staged_dir
+    from igcv_nas.artifacts.export import staged_dir
     from igcv_nas.fileio import write_text
     with pytest.raises(exc):
         with staged_dir(tmp_path / "final") as d:
@@ -358,7 +358,7 @@ def test_staged_dir_removes_everything_when_interrupted(tmp_path, exc):
 
 
 # ---------------------------------------------------------------------------------------------
-# from Python: igcv_nas.export.prepare_export gives the command's guarantees
+# from Python: igcv_nas.artifacts.export.prepare_export gives the command's guarantees
 
 def _cli_error(argv: list[str], capsys) -> str:
     assert main(argv) == 2
@@ -368,7 +368,7 @@ def _cli_error(argv: list[str], capsys) -> str:
 
 
 def _weights_file(tmp_path: Path, kind: str) -> Path:
-    from igcv_nas.build import build_model
+    from igcv_nas.nn.build import build_model
     wf = tmp_path / "w.pt"
     if kind == "wrong-shape":
         torch.save(build_model(zoo.get("igcv3_d_0.5_cifar")).state_dict(), wf)
@@ -391,7 +391,7 @@ SAME = [
 @pytest.mark.parametrize("argv,kw,cls", SAME, ids=[" ".join(a) for a, _, _ in SAME])
 def test_library_refuses_what_the_cli_refuses_with_its_message(argv, kw, cls, tmp_path, capsys):
     from igcv_nas import errors
-    from igcv_nas.export import prepare_export
+    from igcv_nas.artifacts.export import prepare_export
     out = tmp_path / "out"
     expected = _cli_error([NET, *argv, "--out", str(out)], capsys)
     with pytest.raises(getattr(errors, cls)) as e:
@@ -403,7 +403,7 @@ def test_library_refuses_what_the_cli_refuses_with_its_message(argv, kw, cls, tm
 @pytest.mark.parametrize("kind", ["wrong-shape", "junk", "no-state-dict", "missing"])
 def test_library_refuses_bad_weights_as_the_cli_does(kind, tmp_path, capsys):
     from igcv_nas.errors import InputError
-    from igcv_nas.export import prepare_export
+    from igcv_nas.artifacts.export import prepare_export
     wf = _weights_file(tmp_path, kind)
     out = tmp_path / "out"
     expected = _cli_error([NET, "--weights", str(wf), "--out", str(out)], capsys)
@@ -415,7 +415,7 @@ def test_library_refuses_bad_weights_as_the_cli_does(kind, tmp_path, capsys):
 
 def test_library_refuses_bad_sources_and_out_as_the_cli_does(tmp_path, capsys):
     from igcv_nas.errors import IGCVError
-    from igcv_nas.export import prepare_export
+    from igcv_nas.artifacts.export import prepare_export
     afile = tmp_path / "afile"
     afile.write_text("keep")
     plain = tmp_path / "plain"
@@ -431,7 +431,7 @@ def test_library_refuses_bad_sources_and_out_as_the_cli_does(tmp_path, capsys):
 
 def test_values_only_python_can_give_are_refused(small_net, tmp_path):
     from igcv_nas.errors import InputError
-    from igcv_nas.export import prepare_export
+    from igcv_nas.artifacts.export import prepare_export
     with pytest.raises(InputError, match=r"^--variant 'proxi'; accepted: target, proxy$"):
         prepare_export(small_net, tmp_path / "o", variant="proxi")
     with pytest.raises(InputError, match=r"^--deploy 'fast'; accepted: none, fold, auto, all$"):
@@ -447,8 +447,8 @@ def test_values_only_python_can_give_are_refused(small_net, tmp_path):
 
 
 def test_a_failed_verification_is_a_result_and_leaves_nothing(small_net, tmp_path):
-    from igcv_nas.build import build_model
-    from igcv_nas.export import prepare_export
+    from igcv_nas.nn.build import build_model
+    from igcv_nas.artifacts.export import prepare_export
     wf = tmp_path / "zeros.pt"
     torch.save({k: torch.zeros_like(v) for k, v in build_model(small_net).state_dict().items()},
                wf)
@@ -463,7 +463,7 @@ def test_a_failed_verification_is_a_result_and_leaves_nothing(small_net, tmp_pat
 
 @pytest.mark.integration
 def test_library_writes_what_the_cli_writes(small_net, tmp_path, capsys):
-    from igcv_nas.export import export_source
+    from igcv_nas.artifacts.export import export_source
     cli_out, lib_out = tmp_path / "cli", tmp_path / "lib"
     assert main([NET, "--format", "json,pt", "--out", str(cli_out)]) == 0
     capsys.readouterr()
@@ -483,7 +483,7 @@ def test_library_writes_what_the_cli_writes(small_net, tmp_path, capsys):
 @pytest.mark.integration
 def test_library_selects_a_runs_trials_as_the_cli_does(run_dir, tmp_path, capsys):
     from igcv_nas.errors import IGCVError
-    from igcv_nas.export import prepare_export
+    from igcv_nas.artifacts.export import prepare_export
     for argv, kw in ((["--trial", "999"], {"trial": 999}), (["--top", "0"], {"top": 0})):
         expected = _cli_error([str(run_dir), *argv, "--out", str(tmp_path / "o")], capsys)
         with pytest.raises(IGCVError) as e:

@@ -40,7 +40,7 @@ import yaml
 from hypothesis import HealthCheck, currently_in_test_context, event, given, settings
 from hypothesis import strategies as st
 
-from igcv_nas import zoo
+from igcv_nas.arch import zoo
 
 from .conftest import tiny_dict
 from .test_fuzz_inputs import MUTATIONS, _mutate
@@ -365,8 +365,8 @@ def make_run(path: Path) -> Path:
     """A small finished run directory written with the run store's own API (no search): run.json
     as igcv-search writes it, the tiny test space, 3 trials (2 complete, 1 pruned) with their
     specs, best.json and pareto.json."""
-    from igcv_nas.runstore import RunDir
-    from igcv_nas.search import Settings
+    from igcv_nas.search.runstore import RunDir
+    from igcv_nas.search.settings import Settings
     space = REPO / "tests" / "spaces" / "tiny.yaml"
     st_ = Settings.from_dict({"space": str(space), "macs": 4_000_000, "trials": 3,
                               "scheduler": "none"})
@@ -383,7 +383,7 @@ def make_run(path: Path) -> Path:
             "elapsed_s": 12.5}
     rd = RunDir.create(path, meta, space.read_bytes())
     spec = tiny_dict()
-    from igcv_nas.spec import from_dict
+    from igcv_nas.arch.spec import from_dict
     arch = from_dict(spec).arch_id
     rows = [{"number": i, "rung": 0, "seed": 0, "status": s, "arch_id": arch, "macs": 60_000 + i,
              "params": 1_000 + i, "val_acc": v, "val_loss": 2.0, "epochs": 2.0,

@@ -24,10 +24,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from optuna.trial import FixedTrial
 
-from igcv_nas import zoo
-from igcv_nas.space import load_space
-from igcv_nas.spec import from_json
-from igcv_nas.validation import check
+from igcv_nas.arch import zoo
+from igcv_nas.arch.space import load_space
+from igcv_nas.arch.spec import from_json
+from igcv_nas.arch.validation import check
 
 from .conftest import tiny_dict
 

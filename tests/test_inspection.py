@@ -1,4 +1,4 @@
-"""igcv_nas.inspection: the report of igcv-inspect as a call -- the same report as ``--json``,
+"""igcv_nas.arch.inspection: the report of igcv-inspect as a call -- the same report as ``--json``,
 the same one-line refusals, a violation reported rather than raised."""
 from __future__ import annotations
 
@@ -6,12 +6,12 @@ import json
 
 import pytest
 
-from igcv_nas import zoo
+from igcv_nas.arch import zoo
 from igcv_nas.cli.inspect import main
-from igcv_nas.cost import count
+from igcv_nas.arch.cost import count
 from igcv_nas.errors import InputError
-from igcv_nas.inspection import inspect_spec, rows
-from igcv_nas.spec import SpecError
+from igcv_nas.arch.inspection import inspect_spec, rows
+from igcv_nas.arch.spec import SpecError
 
 
 def cli_error(argv: list[str], capsys) -> str:

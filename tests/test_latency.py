@@ -18,14 +18,15 @@ import pytest
 import torch
 from optuna.samplers import RandomSampler
 
-from igcv_nas import zoo
-from igcv_nas.build import build_model
+from igcv_nas.arch import zoo
+from igcv_nas.nn.build import build_model
 from igcv_nas.cli.latency import main
-from igcv_nas.latency import (LUT, LatencyError, MissingKey, block_key, build_lut, measure,
-                              measure_modules, network_keys, predict, steady_allocator, summarize)
-from igcv_nas.latency_model import (FEATURES, LearnedPredictor, context_features, parse_key,
-                                    piece_features)
-from igcv_nas.space import available_spaces, load_space
+from igcv_nas.evaluate.latency import (LUT, LatencyError, MissingKey, block_key, build_lut, measure,
+                                       measure_modules, network_keys, predict, steady_allocator,
+                                       summarize)
+from igcv_nas.evaluate.latency_model import (FEATURES, LearnedPredictor, context_features,
+                                             parse_key, piece_features)
+from igcv_nas.arch.space import available_spaces, load_space
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 

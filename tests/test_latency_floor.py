@@ -1,4 +1,5 @@
-"""The space's latency floor (igcv_nas.latency.min_latency_ms) against brute-force enumeration of
+"""The space's latency floor (igcv_nas.evaluate.latency.min_latency_ms) against brute-force
+enumeration of
 every sample of a small space: exact for the LUT sum and for the learned predictor with a
 constant neighbour factor, a lower bound with a fitted neighbour model. No torch, no timing."""
 from __future__ import annotations
@@ -7,9 +8,9 @@ import hashlib
 
 import pytest
 
-from igcv_nas.latency import LUT, MissingKey, min_latency_ms, network_keys
-from igcv_nas.latency_model import LearnedPredictor, context_features
-from igcv_nas.space import load_space
+from igcv_nas.evaluate.latency import LUT, MissingKey, min_latency_ms, network_keys
+from igcv_nas.evaluate.latency_model import LearnedPredictor, context_features
+from igcv_nas.arch.space import load_space
 
 # stage 1 mixes igcv3 (expand x g1) and mbconv (expand) blocks, stage 2 dwsep and mbconv with
 # two kernels; stem stride 2, so the CIFAR form differs (stem stride 1, stage 1 not strided)
@@ -145,7 +146,7 @@ def test_learned_floor_with_a_neighbour_model_is_a_lower_bound(space):
     specs = list(all_samples(space))
     keys = sorted({k for s in specs for k in network_keys(s)})
     lut, lp = _learned(keys, context=True)
-    from igcv_nas.latency_model import CONTEXT_FEATURES, _matrix
+    from igcv_nas.evaluate.latency_model import CONTEXT_FEATURES, _matrix
     rows = [context_features(network_keys(s), i) for s in specs[::50]
             for i in range(len(network_keys(s)))]
     h = lp.context.predict(_matrix(rows, CONTEXT_FEATURES))

@@ -1,5 +1,5 @@
-"""``igcv-latency`` from Python (igcv_nas.latency_run) gets the command's guarantees: the same
-refusals with the same one-line messages and nothing created, the same report as ``--json``,
+"""``igcv-latency`` from Python (igcv_nas.evaluate.latency_run) gets the command's guarantees: the
+same refusals with the same one-line messages and nothing created, the same report as ``--json``,
 the same LUT files. No timing is compared (a busy machine moves every measurement): only what a
 report or a file holds besides the times."""
 from __future__ import annotations
@@ -9,14 +9,14 @@ from pathlib import Path
 
 import pytest
 
-from igcv_nas import zoo
+from igcv_nas.arch import zoo
 from igcv_nas.cli.latency import main
 from igcv_nas.errors import IGCVError, InputError
-from igcv_nas.latency import LUT, LatencyError, MissingKey, build_lut, network_keys
-from igcv_nas.latency_run import (LUTWriteError, build_lut_file, latency_report, prepare_lut,
-                                  sample_networks)
-from igcv_nas.space import SpaceError
-from igcv_nas.spec import SpecError
+from igcv_nas.evaluate.latency import LUT, LatencyError, MissingKey, build_lut, network_keys
+from igcv_nas.evaluate.latency_run import (LUTWriteError, build_lut_file, latency_report,
+                                           prepare_lut, sample_networks)
+from igcv_nas.arch.space import SpaceError
+from igcv_nas.arch.spec import SpecError
 
 NET = "mobilenet_v2_0.5_cifar"
 QUICK = {"threads": 1, "warmup": 0, "reps": 2}

@@ -7,7 +7,7 @@ from optuna.study import StudyDirection
 from optuna.trial import TrialState
 
 from igcv_nas.errors import InputError
-from igcv_nas.nsga import PARENTS_KEY, ConditionalNSGAII, dominates
+from igcv_nas.search.nsga import PARENTS_KEY, ConditionalNSGAII, dominates
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from igcv_nas import perm
+from igcv_nas.arch import perm
 
 
 def test_interleave_test_vectors():

@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import io
 
-from igcv_nas.progress import Progress, results_tables
-from igcv_nas.search import Summary
+from igcv_nas.search.progress import Progress, results_tables
+from igcv_nas.search.engine import Summary
 
 
 def _sm(**kw) -> Summary:
@@ -61,8 +61,8 @@ def test_startup_lines_say_what_runs():
     from types import SimpleNamespace
 
     from igcv_nas.cli.search import startup_lines
-    from igcv_nas.search import Settings
-    from igcv_nas.space import load_space
+    from igcv_nas.search.settings import Settings
+    from igcv_nas.arch.space import load_space
 
     space = load_space("igcv3")
     splits = SimpleNamespace(train=range(45_000), val=range(5_000), num_classes=10)

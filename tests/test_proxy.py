@@ -6,11 +6,11 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
-from igcv_nas.data import MEAN_STD, load_cifar, make_splits
-from igcv_nas.proxy import CPU_BUDGET, ProxyBudget, default_budget, evaluate
-from igcv_nas.spec import from_dict
-from igcv_nas.train import TrainConfig
-from igcv_nas.zero_cost import PROXIES
+from igcv_nas.evaluate.data import MEAN_STD, load_cifar, make_splits
+from igcv_nas.evaluate.proxy import CPU_BUDGET, ProxyBudget, default_budget, evaluate
+from igcv_nas.arch.spec import from_dict
+from igcv_nas.evaluate.train import TrainConfig
+from igcv_nas.evaluate.zero_cost import PROXIES
 
 from .test_train import small_spec
 

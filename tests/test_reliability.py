@@ -15,7 +15,7 @@ import optuna
 import pandas as pd
 import pytest
 
-from igcv_nas.runstore import RunDir, load_trials
+from igcv_nas.search.runstore import RunDir, load_trials
 
 from .test_search import FAST, SMALL, evaluated, study
 

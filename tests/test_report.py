@@ -13,8 +13,8 @@ import pandas as pd
 import pytest
 
 from igcv_nas.cli.report import main
-from igcv_nas.report import load_meta
-from igcv_nas.runstore import RunDir, load_trials
+from igcv_nas.artifacts.report import load_meta
+from igcv_nas.search.runstore import RunDir, load_trials
 
 # nearly every test reads the run of a real Ray search on the CIFAR-10 copy
 pytestmark = pytest.mark.integration
@@ -303,7 +303,7 @@ def test_old_run_without_engine_record_says_it_is_unknown(run, tmp_path):
 
 
 def test_engine_text_of_a_ladder_and_of_asha():
-    from igcv_nas.report import engine_text
+    from igcv_nas.artifacts.report import engine_text
     e = {"proxy": "training", "asha": True, "proxy_images": 4500, "val_images": 1000,
          "epochs": 5, "steps": 85, "ladder": [
              {"name": "screen", "keep": 10, "factor": 1, "seeds": [0]},
@@ -322,7 +322,7 @@ def test_engine_text_of_a_ladder_and_of_asha():
                                            ("zc_synflow", "zc_synflow (log10)"),
                                            ("zc_naswot", "zc_naswot (ln |det K|)")])
 def test_every_plot_axis_has_a_unit(run, score, ylabel):
-    from igcv_nas.report import pareto_figure, progress_figure, with_latency
+    from igcv_nas.artifacts.report import pareto_figure, progress_figure, with_latency
     df = with_latency(load_trials(run))
     if score not in df.columns:
         df[score] = df["val_acc"]
@@ -336,12 +336,12 @@ def test_every_plot_axis_has_a_unit(run, score, ylabel):
 
 
 # ---------------------------------------------------------------------------------------------
-# from Python: igcv_nas.report.write_report gives the command's guarantees
+# from Python: igcv_nas.artifacts.report.write_report gives the command's guarantees
 
 
 def test_write_report_refuses_what_the_cli_refuses_with_its_message(run, tmp_path, capsys):
     from igcv_nas.errors import IGCVError
-    from igcv_nas.report import write_report
+    from igcv_nas.artifacts.report import write_report
     afile = tmp_path / "afile"
     afile.write_text("keep")
     plain = tmp_path / "plain"
@@ -362,7 +362,7 @@ def test_write_report_refuses_what_the_cli_refuses_with_its_message(run, tmp_pat
 
 
 def test_write_report_writes_what_the_cli_writes(run, report, tmp_path):
-    from igcv_nas.report import write_report
+    from igcv_nas.artifacts.report import write_report
     paths = write_report(run, tmp_path / "rep")
     assert [p.parent for p in paths] == [tmp_path / "rep"] * len(paths)
     assert {p.name for p in paths} == {p.name for p in report.iterdir()}
@@ -371,7 +371,7 @@ def test_write_report_writes_what_the_cli_writes(run, report, tmp_path):
 
 
 def test_a_file_that_cannot_be_written_is_one_line(run, tmp_path, capsys):
-    from igcv_nas.report import ReportWriteError, write_report
+    from igcv_nas.artifacts.report import ReportWriteError, write_report
     out = tmp_path / "rep"
     (out / "report.md").mkdir(parents=True)  # a folder where a file goes
     assert main([str(run), "--out", str(out)]) == 2

@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from igcv_nas.runstore import RunDir, RunError, RunLocked, load_trials, pareto_front, table
+from igcv_nas.search.runstore import RunDir, RunError, RunLocked, load_trials, pareto_front, table
 
 
 def test_create_writes_everything_or_nothing(tmp_path):
@@ -47,7 +47,7 @@ def test_open_refuses_what_is_not_a_run(tmp_path):
 
 def test_lock_is_exclusive_across_processes_and_released_when_the_holder_dies(tmp_path):
     RunDir.create(tmp_path / "r", {}, b"")
-    holder = ("import sys, time\nfrom igcv_nas.runstore import RunDir\n"
+    holder = ("import sys, time\nfrom igcv_nas.search.runstore import RunDir\n"
               f"RunDir({str(tmp_path / 'r')!r}).lock()\n"
               "print('locked', flush=True)\ntime.sleep(60)\n")
     p = subprocess.Popen([sys.executable, "-c", holder], stdout=subprocess.PIPE, text=True)

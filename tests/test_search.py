@@ -18,11 +18,11 @@ import pytest
 from optuna.storages import JournalStorage
 from optuna.storages.journal import JournalFileBackend
 
-from igcv_nas import cost
+from igcv_nas.arch import cost
 from igcv_nas.cli.search import main
-from igcv_nas.runstore import STUDY_NAME, RunDir, load_trials
-from igcv_nas.space import load_space, to_cifar
-from igcv_nas.spec import load
+from igcv_nas.search.runstore import STUDY_NAME, RunDir, load_trials
+from igcv_nas.arch.space import load_space, to_cifar
+from igcv_nas.arch.spec import load
 
 pytestmark = pytest.mark.integration
 
@@ -377,8 +377,8 @@ def test_latency_budget_with_a_lut_built_once_and_reused(tmp_path, cifar_dir, lo
 
     # a budget below the space's fastest predicted network is refused before anything is
     # written, with the floor (exact for the LUT sum: no sample is below it)
-    from igcv_nas.latency import LUT
-    from igcv_nas.search import min_latency_at_target
+    from igcv_nas.evaluate.latency import LUT
+    from igcv_nas.search.settings import min_latency_at_target
     floor = min_latency_at_target(load_space(SMALL), "space", LUT.load(lut))
     assert 0 < floor <= sampled.latency_ms.min() + 1e-9
     before = lut.read_bytes()
@@ -545,7 +545,7 @@ def test_ladder_confirms_a_winner_and_survives_kill_9(tmp_path, cifar_dir):
     assert best["number"] == w["number"] and best["spec"] == json.loads(
         load(RunDir(d).spec_file(w["number"])).to_json())
     assert "confirmed best: trial" in out
-    from igcv_nas.report import render
+    from igcv_nas.artifacts.report import render
     md = render(d)["report.md"]
     assert f"Confirmed best: trial {w['number']}, val_acc {w['mean']:.4f}" in md
     for name in (STUDY_NAME, "igcv-search/ladder"):

@@ -12,7 +12,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from igcv_nas.runstore import load_trials
+from igcv_nas.search.runstore import load_trials
 
 from .test_search import wait_for_table
 

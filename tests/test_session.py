@@ -1,5 +1,5 @@
-"""A search started from Python (igcv_nas.session) gets the guarantees of igcv-search: the same
-refusals with the same messages before anything starts or is written, the same resume rules,
+"""A search started from Python (igcv_nas.search.session) gets the guarantees of igcv-search: the
+same refusals with the same messages before anything starts or is written, the same resume rules,
 the run lock released on every exit. The checks need no Ray (Ray's start is replaced where a
 test goes past it); the README example at the end runs a real tiny search."""
 from __future__ import annotations
@@ -13,10 +13,10 @@ import pytest
 
 from igcv_nas.cli.search import main
 from igcv_nas.errors import IGCVError
-from igcv_nas.runstore import RunDir, RunError, RunLocked
-from igcv_nas.search import SearchError, Settings
-from igcv_nas.session import PreparedSearch, prepare_search
-from igcv_nas.space import load_space
+from igcv_nas.search.runstore import RunDir, RunError, RunLocked
+from igcv_nas.search.settings import SearchError, Settings
+from igcv_nas.search.session import PreparedSearch, prepare_search
+from igcv_nas.arch.space import load_space
 
 SPACES = Path(__file__).parent / "spaces"
 SMALL = str(SPACES / "small.yaml")
@@ -233,15 +233,15 @@ def prepared(tmp_path, cifar_dir) -> PreparedSearch:
 
 def fake_cluster(monkeypatch, resources: dict) -> list:
     """Replace Ray's start by ``resources`` and run_search by a recorder; returns the calls."""
-    import igcv_nas.raytune
-    import igcv_nas.search
+    import igcv_nas.search.raytune
+    import igcv_nas.search.engine
     calls = []
-    monkeypatch.setattr(igcv_nas.raytune, "connect", lambda address, quiet=True: resources)
+    monkeypatch.setattr(igcv_nas.search.raytune, "connect", lambda address, quiet=True: resources)
 
     def run_search(run, settings, space, splits, on_change=None, lut=None, quiet=True):
         calls.append((run, settings, splits, lock_is_free(run.path)))
         return "outcome"
-    monkeypatch.setattr(igcv_nas.search, "run_search", run_search)
+    monkeypatch.setattr(igcv_nas.search.engine, "run_search", run_search)
     return calls
 
 
@@ -297,12 +297,12 @@ def test_the_lock_is_released_when_a_run_fails_after_creating_the_run(prepared, 
 
 def test_ctrl_c_in_the_search_marks_the_run_interrupted_and_releases_the_lock(prepared, tmp_path,
                                                                              monkeypatch):
-    import igcv_nas.search
+    import igcv_nas.search.engine
     fake_cluster(monkeypatch, {"CPU": 2.0})
 
     def interrupted(*a, **kw):
         raise KeyboardInterrupt
-    monkeypatch.setattr(igcv_nas.search, "run_search", interrupted)
+    monkeypatch.setattr(igcv_nas.search.engine, "run_search", interrupted)
     with pytest.raises(KeyboardInterrupt):
         prepared.run()
     d = tmp_path / "run"
@@ -311,11 +311,11 @@ def test_ctrl_c_in_the_search_marks_the_run_interrupted_and_releases_the_lock(pr
 
 
 def test_a_ray_that_cannot_start_is_one_search_error(prepared, tmp_path, monkeypatch):
-    import igcv_nas.raytune
+    import igcv_nas.search.raytune
 
     def refuse(address, quiet=True):
         raise ConnectionError("no\nroute")
-    monkeypatch.setattr(igcv_nas.raytune, "connect", refuse)
+    monkeypatch.setattr(igcv_nas.search.raytune, "connect", refuse)
     with pytest.raises(SearchError, match="cannot start or reach Ray: no"):
         prepared.run()
     assert_nothing_created(tmp_path)

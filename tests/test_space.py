@@ -11,11 +11,12 @@ import pytest
 from optuna.samplers import RandomSampler
 from optuna.trial import FixedTrial
 
-from igcv_nas import zoo
-from igcv_nas.cost import count
-from igcv_nas.space import SPACE_DIR, SpaceError, available_spaces, block_dict, load_space, to_cifar
-from igcv_nas.spec import block_from_dict, from_dict
-from igcv_nas.validation import check, complementary, path_counts
+from igcv_nas.arch import zoo
+from igcv_nas.arch.cost import count
+from igcv_nas.arch.space import (SPACE_DIR, SpaceError, available_spaces, block_dict, load_space,
+                                 to_cifar)
+from igcv_nas.arch.spec import block_from_dict, from_dict
+from igcv_nas.arch.validation import check, complementary, path_counts
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
@@ -404,7 +405,7 @@ def test_params_range_is_exact_and_attained(name):
     import numpy as np
     import optuna
 
-    from igcv_nas.cost import count
+    from igcv_nas.arch.cost import count
     sp = load_space(name)
     (lo, p_lo), (hi, p_hi) = sp.params_range()
     assert count(sp.sample(optuna.trial.FixedTrial(p_lo))).params == lo
@@ -417,5 +418,5 @@ def test_params_range_is_exact_and_attained(name):
     seen = [count(sp.sample(Uniform())).params for _ in range(500)]
     assert lo <= min(seen) and max(seen) <= hi
     (lo10, p10), _ = sp.params_range(num_classes=10)
-    from igcv_nas.space import to_cifar
+    from igcv_nas.arch.space import to_cifar
     assert count(to_cifar(sp.sample(optuna.trial.FixedTrial(p10)), 10)).params == lo10

@@ -7,8 +7,8 @@ import sys
 
 import pytest
 
-from igcv_nas import zoo
-from igcv_nas.spec import SpecError, from_dict, from_json, load
+from igcv_nas.arch import zoo
+from igcv_nas.arch.spec import SpecError, from_dict, from_json, load
 
 
 @pytest.mark.parametrize("name", ["mobilenet_v2", "igcv3_d_0.7_cifar", "igcv2",
@@ -84,7 +84,8 @@ def test_load_names_the_file(tmp_path):
 
 
 def test_spec_validation_and_cost_do_not_import_torch():
-    code = ("import sys, igcv_nas, igcv_nas.zoo as z, igcv_nas.cost as c, igcv_nas.validation as v;"
+    code = ("import sys, igcv_nas, igcv_nas.arch.zoo as z, igcv_nas.arch.cost as c, "
+            "igcv_nas.arch.validation as v;"
             "s = z.igcv3_d(); v.validate(s); c.count(s);"
             "assert 'torch' not in sys.modules, 'torch imported'")
     subprocess.run([sys.executable, "-c", code], check=True)
@@ -96,8 +97,8 @@ def test_json_is_plain_json(tiny):
 
 
 def test_with_target_is_the_one_target_transform():
-    from igcv_nas import zoo
-    from igcv_nas.space import to_cifar
+    from igcv_nas.arch import zoo
+    from igcv_nas.arch.space import to_cifar
     spec = zoo.igcv3_d()
     assert spec.with_target(160, 100) == replace_target(spec, 160, 100)
     assert spec.with_target() == spec and spec.with_target(None, 10).input_size == 224

@@ -7,15 +7,15 @@ import numpy as np
 import pytest
 import torch
 
-from igcv_nas.build import build_model
-from igcv_nas.data import MEAN_STD, Splits, load_cifar, make_splits
-from igcv_nas.spec import from_dict
-from igcv_nas.train import NonFiniteLoss, ProxyTrainer, TrainConfig, seed_everything
+from igcv_nas.nn.build import build_model
+from igcv_nas.evaluate.data import MEAN_STD, Splits, load_cifar, make_splits
+from igcv_nas.arch.spec import from_dict
+from igcv_nas.evaluate.train import NonFiniteLoss, ProxyTrainer, TrainConfig, seed_everything
 
 
 def small_spec() -> dict:
     """A 32x32 IGCV3 net small enough to train in seconds on a CPU."""
-    from igcv_nas.zoo import igcv3_block
+    from igcv_nas.arch.zoo import igcv3_block
     return {"name": "small", "input_size": 32, "num_classes": 10, "act": "relu6",
             "stem": {"out_chs": 16, "kernel": 3, "stride": 2},
             "stages": [[igcv3_block(16, 16, 1, 2)], [igcv3_block(16, 32, 2, 4)],
@@ -116,7 +116,7 @@ def test_lr_schedules_warm_up_and_decay(small_splits):
 @pytest.mark.slow
 def test_full_size_cifar10_epoch(cifar_dir):
     """One epoch on the full 45,000-image training split, scored on all 5,000 validation images."""
-    from igcv_nas.data import load_splits
+    from igcv_nas.evaluate.data import load_splits
     full = load_splits("cifar10", cifar_dir, val_size=5000, seed=0, download_ok=False)
     seed_everything(0)
     tr = ProxyTrainer(build_model(from_dict(small_spec())), full,
@@ -168,7 +168,7 @@ def test_old_checkpoint_config_without_data_seed_loads():
 @pytest.mark.parametrize("device", ["tpu", "mps", "cuda:x", "", "meta"])
 def test_a_device_torch_or_the_trainer_cannot_use_is_bad_input(device):
     from igcv_nas.errors import InputError
-    from igcv_nas.train import pick_device
+    from igcv_nas.evaluate.train import pick_device
     with pytest.raises(InputError, match=r"accepted: auto, cpu, cuda, cuda:N"):
         pick_device(device)
     assert pick_device("cpu").type == "cpu"

@@ -136,7 +136,7 @@ def test_one_epoch_at_chance_warns_instead_of_reporting(tmp_path, cifar_dir, cap
     import inspect
 
     import igcv_nas.cli.train as cli
-    from igcv_nas.train import ProxyTrainer
+    from igcv_nas.evaluate.train import ProxyTrainer
     monkeypatch.setattr(cli, "LOG_EVERY_S", 0.0)
     out = tmp_path / "one"
     argv = [NET, "--epochs", "1", "--lr", "1e-6", "--train-fraction", "0.01", "--batch-size", "64",

@@ -1,4 +1,4 @@
-"""A final training started from Python (igcv_nas.training_run) gets the guarantees of
+"""A final training started from Python (igcv_nas.evaluate.training_run) gets the guarantees of
 igcv-train: the same refusals with the same one-line messages and nothing created, the same
 files in OUT, nothing left by a diverged training."""
 from __future__ import annotations
@@ -10,13 +10,13 @@ import pytest
 import torch
 
 from igcv_nas.cli.train import main
-from igcv_nas.data import DataError
+from igcv_nas.evaluate.data import DataError
 from igcv_nas.errors import IGCVError, InputError
-from igcv_nas.spec import SpecError
-from igcv_nas.train import NonFiniteLoss
-from igcv_nas.training_run import (PreparedTraining, default_warmup, partial_dir,
-                                   prepare_training, train_spec)
-from igcv_nas.zoo import get
+from igcv_nas.arch.spec import SpecError
+from igcv_nas.evaluate.train import NonFiniteLoss
+from igcv_nas.evaluate.training_run import (PreparedTraining, default_warmup, partial_dir,
+                                            prepare_training, train_spec)
+from igcv_nas.arch.zoo import get
 
 NET = "igcv3_d_0.25_cifar"
 TINY = {"epochs": 1, "train_fraction": 0.01, "batch_size": 64, "val_size": 100, "device": "cpu"}

@@ -5,8 +5,8 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
-from igcv_nas.trials import (EVALUATED, Ladder, Objective, Rung, TrialBook, TrialStatus,
-                             ladder_cost, ladder_plan, status_of)
+from igcv_nas.search.trials import (EVALUATED, Ladder, Objective, Rung, TrialBook, TrialStatus,
+                                    ladder_cost, ladder_plan, status_of)
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 CHOICES = list(range(12))

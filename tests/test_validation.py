@@ -5,9 +5,9 @@ import random
 import numpy as np
 import pytest
 
-from igcv_nas import perm, zoo
-from igcv_nas.spec import ConvOp, from_dict, make_runs
-from igcv_nas.validation import ValidationError, check, complementary, path_counts, validate
+from igcv_nas.arch import perm, zoo
+from igcv_nas.arch.spec import ConvOp, from_dict, make_runs
+from igcv_nas.arch.validation import ValidationError, check, complementary, path_counts, validate
 
 
 def _chain(c: int, groups: list, perms: list) -> list[ConvOp]:

@@ -7,14 +7,14 @@ import pytest
 import torch
 from torch import nn
 
-from igcv_nas.build import ChannelGather, ChannelShuffle, build_model
-from igcv_nas.space import load_space, to_cifar
-from igcv_nas.spec import from_dict
-from igcv_nas.zero_cost import PROXIES, _synflow, score, score_all
+from igcv_nas.nn.build import ChannelGather, ChannelShuffle, build_model
+from igcv_nas.arch.space import load_space, to_cifar
+from igcv_nas.arch.spec import from_dict
+from igcv_nas.evaluate.zero_cost import PROXIES, _synflow, score, score_all
 
 
 def _net(width: int = 16):
-    from igcv_nas.zoo import igcv3_block
+    from igcv_nas.arch.zoo import igcv3_block
     torch.manual_seed(0)
     return build_model(from_dict({
         "name": "z", "input_size": 32, "num_classes": 10, "act": "relu6",

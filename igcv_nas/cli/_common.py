@@ -4,7 +4,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from ..sources import resolve_spec, valid_spec  # noqa: F401 - the commands' spec readers
+from ..arch.sources import resolve_spec, valid_spec  # noqa: F401 - the commands' spec readers
 
 EXIT_BAD_INPUT = 2
 EXIT_INTERNAL = 1

@@ -15,7 +15,7 @@ import sys
 from pathlib import Path
 
 from ..errors import IGCVError
-from ..export import DEPLOY_MODES, FORMATS, VARIANTS, ExportResult, prepare_export
+from ..artifacts.export import DEPLOY_MODES, FORMATS, VARIANTS, ExportResult, prepare_export
 from ._common import EXIT_INTERRUPTED, OneLineParser, fail, run_cli
 
 PROG = "igcv-export"
@@ -67,7 +67,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _main(argv: list[str] | None) -> int:
-    """Parse -> :func:`igcv_nas.export.prepare_export` -> run -> print."""
+    """Parse -> :func:`igcv_nas.artifacts.export.prepare_export` -> run -> print."""
     args = _parser().parse_args(argv)
     try:
         prep = prepare_export(args.source, args.out, trial=args.trial, top=args.top,

@@ -11,8 +11,8 @@ import argparse
 import json
 import sys
 
-from .. import cost as _cost
-from ..inspection import inspect_spec, rows
+from ..arch import cost as _cost
+from ..arch.inspection import inspect_spec, rows
 from ._common import fail, run_cli
 
 

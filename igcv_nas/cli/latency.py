@@ -24,8 +24,8 @@ import argparse
 import json
 import sys
 
-from .. import latency as _lat
-from ..latency_run import LUTBuild, latency_report, prepare_lut
+from ..evaluate import latency as _lat
+from ..evaluate.latency_run import LUTBuild, latency_report, prepare_lut
 from ._common import OneLineParser, run_cli
 
 PROG = "igcv-latency"
@@ -55,7 +55,7 @@ def _protocol(args: argparse.Namespace) -> dict:
 
 
 def _build_lut(argv: list[str]) -> int:
-    """Parse -> :func:`igcv_nas.latency_run.prepare_lut` -> run -> print."""
+    """Parse -> :func:`igcv_nas.evaluate.latency_run.prepare_lut` -> run -> print."""
     ap = OneLineParser(prog=f"{PROG} build-lut",
                        description="Measure a per-block latency lookup table.")
     ap.add_argument("--out", required=True, help="LUT JSON file to write (extended if it exists)")
@@ -99,7 +99,7 @@ def _print_build(b: LUTBuild) -> None:
 
 
 def _measure(argv: list[str]) -> int:
-    """Parse -> :func:`igcv_nas.latency_run.latency_report` -> print."""
+    """Parse -> :func:`igcv_nas.evaluate.latency_run.latency_report` -> print."""
     ap = OneLineParser(prog=PROG, usage=USAGE, description=__doc__.split("\n\n")[2])
     ap.add_argument("source", help="a spec JSON file or a zoo name (e.g. mobilenet_v2_0.5_cifar)")
     ap.add_argument("--lut", default=None, help="LUT file: also print the predicted latency")

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import sys
 
-from ..report import DEFAULT_TOP, write_report
+from ..artifacts.report import DEFAULT_TOP, write_report
 from ._common import OneLineParser, run_cli
 
 PROG = "igcv-report"
@@ -29,7 +29,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _main(argv: list[str] | None) -> int:
-    """Parse -> :func:`igcv_nas.report.write_report` -> print."""
+    """Parse -> :func:`igcv_nas.artifacts.report.write_report` -> print."""
     args = _parser().parse_args(argv)
     paths = write_report(args.run_dir, args.out, args.top)
     print(f"{PROG}: wrote {', '.join(p.name for p in paths)} to {paths[0].parent.resolve()}")

@@ -5,20 +5,22 @@ machine, or an existing cluster with --address), and the run directory records e
 (resume with --resume RUN_DIR). Bad input: one line on stderr, exit code 2, nothing written.
 
 This module only parses and prints: every rule (checks, defaults, resume, LUT, data, the run
-lock) is :func:`igcv_nas.session.prepare_search` and :meth:`igcv_nas.session.PreparedSearch.run`.
+lock) is :func:`igcv_nas.search.session.prepare_search` and
+:meth:`igcv_nas.search.session.PreparedSearch.run`.
 """
 from __future__ import annotations
 
 import os
 import sys
 
-from ..cost import human
-from ..search import (FLOPS_MIN_FRACTION, LATENCY_PREDICTORS, OBJECTIVES, PROXY_MODES, SAMPLERS,
-                      SCHEDULERS, TRAINING_SCORES, ZERO_COST_METRICS, SearchError)
-from ..session import DEFAULT_SPACE, PreparedSearch, budget_label, prepare_search
-# their home before igcv_nas.session (imported from here by older code)
-from ..session import check_local_resources, check_reachable, startup_lines  # noqa: F401
-from ..space import available_spaces
+from ..arch.cost import human
+from ..search.settings import (FLOPS_MIN_FRACTION, LATENCY_PREDICTORS, OBJECTIVES, PROXY_MODES,
+                               SAMPLERS, SCHEDULERS, TRAINING_SCORES, ZERO_COST_METRICS,
+                               SearchError)
+from ..search.session import DEFAULT_SPACE, PreparedSearch, budget_label, prepare_search
+# their home before igcv_nas.search.session (imported from here by older code)
+from ..search.session import check_local_resources, check_reachable, startup_lines  # noqa: F401
+from ..arch.space import available_spaces
 from ..units import parse_count, parse_duration
 from ._common import EXIT_INTERRUPTED, EXIT_TERMINATED, OneLineParser, run_cli
 
@@ -150,7 +152,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _main(argv: list[str] | None) -> int:
-    """Parse -> :func:`igcv_nas.session.prepare_search` -> run -> print."""
+    """Parse -> :func:`igcv_nas.search.session.prepare_search` -> run -> print."""
     args = _parser().parse_args(argv)
     os.environ.setdefault("PYTHONWARNINGS", "ignore::DeprecationWarning")
     given = _explicit(args)
@@ -161,7 +163,7 @@ def _main(argv: list[str] | None) -> int:
 
 
 def _run(prep: PreparedSearch, args) -> int:
-    from ..progress import Progress, results_tables
+    from ..search.progress import Progress, results_tables
     shown: list[Progress] = []
 
     def on_start(p: PreparedSearch) -> None:

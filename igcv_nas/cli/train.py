@@ -21,12 +21,12 @@ import shlex
 import sys
 import time
 
-from ..training_run import prepare_training
+from ..evaluate.training_run import prepare_training
 from ._common import EXIT_INTERRUPTED, OneLineParser, run_cli
 
 PROG = "igcv-train"
 LOG_EVERY_S = 30.0  # plain progress: a step line at most this often (besides the epoch lines)
-# the flags that are igcv_nas.training_run.prepare_training's keywords (its defaults apply)
+# the flags that are igcv_nas.evaluate.training_run.prepare_training's keywords (its defaults apply)
 KEYWORDS = ("dataset", "data_dir", "epochs", "batch_size", "lr", "weight_decay",
             "label_smoothing", "warmup_epochs", "train_fraction", "val_size", "device", "seed")
 
@@ -155,9 +155,9 @@ def _say(message: str) -> None:
 
 
 def _main(argv: list[str] | None) -> int:
-    """Parse -> :func:`igcv_nas.training_run.prepare_training` -> run -> print."""
+    """Parse -> :func:`igcv_nas.evaluate.training_run.prepare_training` -> run -> print."""
     args = _parser().parse_args(argv)
-    from ..train import NonFiniteLoss
+    from ..evaluate.train import NonFiniteLoss
     given = {k: getattr(args, k) for k in KEYWORDS if getattr(args, k) is not None}
     prep = prepare_training(args.spec, args.out, resume=args.resume, log=_say, **given)
     try:
