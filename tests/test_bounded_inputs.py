@@ -428,7 +428,7 @@ _CHILD = textwrap.dedent('''
     from igcv_nas.arch.space import SpaceError, load_space
     from igcv_nas.arch.spec import SpecError, load
     from igcv_nas.arch.validation import check
-    from igcv_nas import zoo
+    from igcv_nas.arch import zoo
     resource.setrlimit(resource.RLIMIT_AS, (int(sys.argv[2]), int(sys.argv[2])))
     cases = [(load, str(tmp / "deep.json")), (load, str(tmp / "perm.json")), (load, "/dev/zero"),
              (load_space, str(tmp / "laughs.yaml")), (load_space, str(tmp / "deep.yaml")),
