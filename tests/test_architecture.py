@@ -141,3 +141,32 @@ def test_private_optuna_and_ray_api_only_in_compat():
             for p in MODULES if p != COMPAT}
     assert {k: v for k, v in used.items() if v} == {}
     assert "._storage" in COMPAT.read_text()  # the checker looks at real text
+
+
+def third_party_imports(path: Path) -> set[str]:
+    """The top-level names of the absolute imports of ``path`` (``torch``, ``optuna``, ...)."""
+    out: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
+        if isinstance(node, ast.Import):
+            out.update(a.name.split(".")[0] for a in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            out.add(node.module.split(".")[0])
+    return out
+
+
+def test_the_search_does_not_know_how_a_block_is_built():
+    """The search stage reaches the network only through the evaluation stage."""
+    builds = {str(p.relative_to(PKG)): sorted(m for m in package_imports(p)
+                                              if stage_of(m) == "nn")
+              for p in MODULES if stage_of(dotted(p)) == "search"}
+    assert {k: v for k, v in builds.items() if v} == {}
+    assert len(builds) == 11  # the search stage's 10 modules and its __init__ were looked at
+
+
+def test_the_evaluation_stage_knows_nothing_of_ray_and_only_latency_run_of_optuna():
+    """The trainer, the proxy and the data know nothing of Optuna or Ray; ``latency_run`` uses
+    Optuna's random sampler only to draw a space's networks for a LUT."""
+    found = {p.stem: sorted(third_party_imports(p) & {"optuna", "ray"})
+             for p in MODULES if stage_of(dotted(p)) == "evaluate"}
+    assert {k: v for k, v in found.items() if v} == {"latency_run": ["optuna"]}
+    assert "torch" in third_party_imports(PKG / "evaluate" / "train.py")  # the parser sees imports
