@@ -1,13 +1,13 @@
 """Accuracy of the latency predictors (LUT sum and learned) against measurement (issues #6, #15).
 
-``--n`` random architectures (Optuna RandomSampler, seed ``--seed``), split evenly over the
-shipped spaces (search_spaces/*.yaml), at ``--size`` x ``--size`` (default 224, the target's
-ImageNet form; ``--cifar`` for the 32x32 form) and batch ``--batch`` (default 1), fp32 unless
-``--amp``, NCHW unless ``--channels-last``, ``--threads`` CPU threads (default 1) on
-``--device`` (default cpu). Every measurement uses the protocol of :func:`igcv_nas.evaluate.latency.
-measure`: ``--warmup`` untimed passes, ``--reps`` timed passes cut into ``--rounds`` rounds,
-the ``--statistic`` (median pass, fastest pass, or ``rounds``: the fastest per-round median)
-with the rounds' spread as its repeatability. Then:
+``--n`` random architectures (Optuna RandomSampler, seed ``--seed``), split evenly over the shipped
+spaces (search_spaces/*.yaml), at ``--size`` x ``--size`` (default 224, the target's ImageNet form;
+``--cifar`` for the 32x32 form) and batch ``--batch`` (default 1), fp32 unless ``--amp``, NCHW
+unless ``--channels-last``, ``--threads`` CPU threads (default 1) on ``--device`` (default cpu).
+Every measurement uses the protocol of :func:`igcv_nas.evaluate.latency.measure`: ``--warmup``
+untimed passes, ``--reps`` timed passes cut into ``--rounds`` rounds, the ``--statistic`` (median
+pass, fastest pass, or ``rounds``: the fastest per-round median) with the rounds' spread as its
+repeatability. Then:
 
 1. Each test (held-out) network is measured as a whole (measurement A, same protocol).
 2. LUT build: calibrated on ``--calibrate`` whole networks sampled with a different seed (never

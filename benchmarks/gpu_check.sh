@@ -19,7 +19,7 @@
 #   trainer:  ProxyTrainer vs a plain DataLoader loop, mobilenet_v2 and igcv3_d (CIFAR, width 1)
 #   amp:      ProxyTrainer with AMP on vs off
 #   search:   igcv-search --gpus-per-trial 1 --trials 4 --steps 60 --scheduler none (mixed, 80M)
-#   fidelity: 6 mixed archs at 80M: the GPU default proxy (igcv_nas.proxy.GPU_BUDGET) and the
+#   fidelity: 6 mixed archs at 80M: the GPU default proxy (igcv_nas.evaluate.proxy.GPU_BUDGET) and the
 #             CPU default recipe against a 16-epoch reference (benchmarks/gpu_figures.py)
 set -u
 cd "$(dirname "$0")/.." || exit 2

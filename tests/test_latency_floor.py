@@ -1,7 +1,7 @@
 """The space's latency floor (igcv_nas.evaluate.latency.min_latency_ms) against brute-force
-enumeration of
-every sample of a small space: exact for the LUT sum and for the learned predictor with a
-constant neighbour factor, a lower bound with a fitted neighbour model. No torch, no timing."""
+enumeration of every sample of a small space: exact for the LUT sum and for the learned predictor
+with a constant neighbour factor, a lower bound with a fitted neighbour model. No torch, no
+timing."""
 from __future__ import annotations
 
 import hashlib

@@ -17,10 +17,10 @@ inherited. :class:`ConditionalNSGAII` keeps NSGA-II's generations and its elite 
 - **Mutation**: each inherited parameter is instead drawn at random with probability
   ``mutation_prob`` (default 1 / the number of distinct parameters of the two parents).
 - **Generation 0** (until ``population_size`` trials are COMPLETE): uniform random samples.
-- **accept** (optional), as in :class:`igcv_nas.search.evolution.EvolutionSampler`: candidate
-children
-  are built (new tournaments, crossover and mutation each time) and handed to ``accept`` until one
-  is accepted (at most ``max_tries``); the real trial then gets that child label for label.
+- **accept** (optional), as in :class:`igcv_nas.search.evolution.EvolutionSampler`:
+  candidate children are built (new tournaments, crossover and mutation each time) and handed to
+  ``accept`` until one is accepted (at most ``max_tries``); the real trial then gets that child
+  label for label.
 
 Every draw of a trial comes from a generator seeded by ``(seed, trial number)``, so a resumed study
 proposes what it would have proposed. The first parent of each child is kept in memory and in the

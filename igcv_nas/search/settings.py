@@ -26,8 +26,7 @@ SCHEDULERS = ("ladder", "asha", "none")
 LATENCY_PREDICTORS = ("lut", "learned")
 # training scores a search can maximise: name -> sign (val_loss and tse: lower is better)
 TRAINING_SCORES = {"val_acc": 1, "val_loss": -1, "tse": -1}
-# the names of igcv_nas.evaluate.zero_cost.PROXIES (kept here so that argument errors need no torch
-# import)
+# the names of igcv_nas.evaluate.zero_cost.PROXIES (here so that argument errors need no torch)
 ZERO_COST_METRICS = ("synflow", "naswot", "grad_norm", "zico")
 NAMED_TARGETS = {"imagenet": (224, 1000), "cifar10": (32, 10), "cifar100": (32, 100)}
 FLOPS_MIN_FRACTION = 0.7  # default floor of the MACs band: 0.7 x --flops
