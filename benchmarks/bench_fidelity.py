@@ -418,22 +418,21 @@ def noise_floor(df: pd.DataFrame, reps: int = 2000, seed: int = 0) -> dict[str, 
         if wide.shape[1] >= 2 and len(wide) >= 4:
             wides[role] = wide
 
-    def mean_pair_rho(w: np.ndarray) -> float:
+    def pair_rhos(w: np.ndarray) -> list[float]:
+        """Spearman rho of every pair of seed columns of ``w``."""
         k = w.shape[1]
-        return float(np.mean([spearman(w[:, a], w[:, b])
-                              for a in range(k) for b in range(a + 1, k)]))
+        return [spearman(w[:, a], w[:, b]) for a in range(k) for b in range(a + 1, k)]
 
     rng = np.random.default_rng(seed)
     ref = wides.get("reference")
     for role, wide in wides.items():
         w = wide.to_numpy()
-        k = w.shape[1]
-        pairs = [spearman(w[:, a], w[:, b]) for a in range(k) for b in range(a + 1, k)]
+        pairs = pair_rhos(w)
         vals = []
         for _ in range(reps):
             i = rng.integers(0, len(w), len(w))
             if all(len(set(w[i, j])) > 1 for j in range(w.shape[1])):
-                vals.append(mean_pair_rho(w[i]))
+                vals.append(float(np.mean(pair_rhos(w[i]))))
         row = {"rho": float(np.mean(pairs)), "lo": float(np.nanpercentile(vals, 2.5)),
                "hi": float(np.nanpercentile(vals, 97.5)), "min": min(pairs), "max": max(pairs),
                "archs": len(w), "seeds": w.shape[1]}
