@@ -22,8 +22,7 @@ from igcv_nas.arch import zoo
 from igcv_nas.nn.build import build_model
 from igcv_nas.cli.latency import main
 from igcv_nas.evaluate.latency import (LUT, LatencyError, MissingKey, block_key, build_lut, measure,
-                                       measure_modules, network_keys, predict, steady_allocator,
-                                       summarize)
+                                       measure_modules, network_keys, predict, summarize)
 from igcv_nas.evaluate.latency_model import (FEATURES, LearnedPredictor, context_features,
                                              parse_key, piece_features)
 from igcv_nas.arch.space import available_spaces, load_space
@@ -92,22 +91,47 @@ def test_measure_cuda_unavailable_is_one_clear_error():
         measure(zoo.get(TARGET), device="cuda")
 
 
-@pytest.mark.skipif(platform.system() != "Linux", reason="glibc's mallopt")
-def test_steady_allocator_stops_page_faults_per_pass():
-    """At 224x224 glibc's defaults re-map activation buffers every pass (thousands of minor
-    faults); after steady_allocator() a warmed-up pass faults (almost) never."""
-    import resource
+_FAULTS_CHILD = """
+import resource, sys, torch
+from igcv_nas.arch import zoo
+from igcv_nas.evaluate.latency import steady_allocator
+from igcv_nas.nn.build import build_model
+torch.set_num_threads(1)
+if sys.argv[1] == "steady":
     assert steady_allocator() is True and steady_allocator() is True  # idempotent
-    model = build_model(zoo.get("mobilenet_v2_1.0")).eval()
-    x = torch.randn(1, 3, 224, 224)
-    with torch.no_grad():
-        for _ in range(3):
-            model(x)
+model = build_model(zoo.get("mobilenet_v2_1.0")).eval()
+x = torch.randn(1, 3, 224, 224)
+rounds = []
+with torch.no_grad():
+    for _ in range(3):
+        model(x)
+    for _ in range(3):
         f0 = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
         for _ in range(5):
             model(x)
-        faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt - f0
-    assert faults / 5 < 50, faults  # ~3,400 per pass with glibc's defaults
+        rounds.append(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - f0)
+print(min(rounds) / 5)
+"""
+
+
+def _faults_per_pass(mode: str) -> float:
+    import subprocess
+    import sys
+    out = subprocess.run([sys.executable, "-c", _FAULTS_CHILD, mode], capture_output=True,
+                         text=True, timeout=300, check=True)
+    return float(out.stdout.strip().splitlines()[-1])
+
+
+@pytest.mark.skipif(platform.system() != "Linux", reason="glibc's mallopt")
+def test_steady_allocator_stops_page_faults_per_pass():
+    """At 224x224 glibc's defaults re-map activation buffers every pass (thousands of minor
+    faults); after steady_allocator() a warmed-up pass faults (almost) never. Each allocator runs
+    in its own fresh one-thread process (the test process's other threads fault too, and earlier
+    tests shape its heap), and the quietest of three rounds of five passes is compared, so a
+    stray fault from the machine does not decide the result."""
+    default, steady = _faults_per_pass("default"), _faults_per_pass("steady")
+    assert default > 500, default  # ~3,400 per pass with glibc's defaults
+    assert steady * 20 < default, (steady, default)
 
 
 def test_measure_modules_round_robin_one_result_per_module():
