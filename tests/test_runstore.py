@@ -76,6 +76,30 @@ def test_repair_journal_cuts_only_a_torn_last_record(tmp_path):
     assert run.repair_journal() == 6 and run.journal.read_bytes() == b""
 
 
+def test_release_journal_lock_removes_a_stale_lock_so_appends_do_not_wait(tmp_path):
+    """A driver killed inside a journal append leaves Optuna's lock symlink; under the run's lock
+    it is stale and removed, and the next append takes the lock at once (Optuna alone would wait
+    its 30 s grace period)."""
+    import optuna
+    from optuna.storages import JournalStorage
+    from optuna.storages.journal import JournalFileBackend, JournalFileSymlinkLock
+    run = RunDir.create(tmp_path / "r", {}, b"")
+    assert run.release_journal_lock() is False  # nothing there
+    storage = JournalStorage(JournalFileBackend(str(run.journal)))
+    optuna.create_study(storage=storage, study_name="s")
+    before = run.journal.read_bytes()
+    assert JournalFileSymlinkLock(str(run.journal)).acquire()  # held, never released
+    lock = tmp_path / "r" / "study.journal.lock"
+    assert lock.is_symlink()
+    assert run.release_journal_lock() is True and not lock.is_symlink() and not lock.exists()
+    assert run.release_journal_lock() is False
+    assert run.journal.read_bytes() == before  # the journal itself untouched
+    optuna.load_study(storage=storage, study_name="s").ask()  # appends again
+    assert len(run.journal.read_bytes()) > len(before)
+    assert sorted(p.name for p in (tmp_path / "r").iterdir() if "journal" in p.name) == [
+        "study.journal"]
+
+
 def test_pareto_front_and_table():
     rows = [{"number": 0, "val_acc": 0.5, "macs": 300}, {"number": 1, "val_acc": 0.6, "macs": 200},
             {"number": 2, "val_acc": 0.4, "macs": 100}, {"number": 3, "val_acc": 0.6, "macs": 250},

@@ -566,6 +566,8 @@ def run_search(run, settings: Settings, space: SearchSpace, splits: Any,
     stale = remove_stale_temps(run.path)  # left by writes a crash interrupted (we hold the lock)
     if stale:
         log.warning("removed %d temporary files of interrupted writes", stale)
+    if run.release_journal_lock():
+        log.warning("study journal: removed the write lock of an interrupted append")
     torn = run.repair_journal()
     if torn:
         log.warning("study journal: removed a torn last record (%d bytes)", torn)

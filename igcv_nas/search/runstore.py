@@ -250,6 +250,19 @@ class RunDir:
             os.fsync(fh.fileno())
         return size - keep
 
+    def release_journal_lock(self) -> bool:
+        """Remove the study journal's write lock (Optuna's lock symlink beside the journal) left
+        by a driver that was killed or interrupted in the middle of an append; returns whether
+        there was one. Only the driver writes the journal and it holds the run's lock, so under
+        that lock a journal lock is always stale; without this the next append waits Optuna's
+        30 s grace period, with warnings, before taking it over."""
+        from optuna.storages.journal import JournalFileSymlinkLock
+        try:
+            JournalFileSymlinkLock(str(self.journal)).release()
+        except RuntimeError:  # no lock there ("did not possess lock")
+            return False
+        return True
+
     # -- the lock --------------------------------------------------------------------------------
     def lock(self) -> None:
         """Take the run's lock (``flock`` on ``.lock``): released by the kernel when the holder
