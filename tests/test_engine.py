@@ -130,6 +130,30 @@ def test_genetic_samplers_breed_children_inside_the_band_through_accept(tmp_path
     assert len(df) == 12  # accept kept every sample (random ones too) inside the band and new
 
 
+def test_restarted_engine_continues_only_trials_with_both_spec_files(tmp_path):
+    """A driver that died between writing a sample's spec.json and its proxy_spec.json (before
+    the training was handed to Ray) left a sample that cannot be trained: a restarted engine
+    marks it lost and samples a new architecture in its place; a sample with both files is
+    handed out again under its own number."""
+    space = load_space(SMALL)
+    settings = Settings(space=SMALL, macs=4_000_000, trials=3, seed=0, budget=TINY_BUDGET,
+                        scheduler="none")
+    run = RunDir.create(tmp_path / "run", {"settings": settings.to_dict(), "space": {
+        "sha256": space.sha256}, "attempts": []}, space.raw)
+    storage = optuna.storages.InMemoryStorage()
+    eng = Engine(run, settings, space, 10, 1, storage, epochs=1)
+    a, b = eng.next_config("a"), eng.next_config("b")
+    run.proxy_spec_file(b["number"]).unlink()  # the crash came between the two writes
+    again = Engine(run, settings, space, 10, 2, storage, epochs=1)
+    first = again.next_config("a2")
+    assert first["number"] == a["number"] and first["proxy_spec_file"] == a["proxy_spec_file"]
+    lost = again.book.study.trials[b["number"]]
+    assert lost.state == optuna.trial.TrialState.FAIL and lost.user_attrs["status"] == "lost"
+    fresh = again.next_config("c2")
+    assert fresh["kind"] == "arch" and fresh["number"] > b["number"]
+    assert run.proxy_spec_file(fresh["number"]).is_file()
+
+
 def test_extreme_macs_at_targets():
     from igcv_nas.arch import cost
     from igcv_nas.search.settings import extreme_spec, max_macs_at_target, min_macs_at_target

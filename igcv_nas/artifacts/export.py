@@ -482,7 +482,7 @@ def run_jobs(run: RunDir, rows: list[dict], variant: str) -> list[ExportJob]:
     jobs = []
     for row in rows:
         n = int(row["number"])
-        f = run.spec_file(n) if variant == "target" else run.trial_dir(n) / "proxy_spec.json"
+        f = run.spec_file(n) if variant == "target" else run.proxy_spec_file(n)
         prov = {"run": str(run.path), "trial": n, "variant": variant,
                 "scores": {k: row[k] for k in row
                            if k in ("val_acc", "best_val_acc", "epochs")

@@ -213,10 +213,9 @@ class Engine:
 
     # -- state --------------------------------------------------------------------------------
     def _arch_config(self, number: int, attrs: dict) -> dict:
-        d = self.run.trial_dir(number)
         return {"kind": "arch", "number": number, "name": f"trial-{number}",
                 "arch_id": attrs["arch_id"], "macs": attrs["macs"],
-                "proxy_spec_file": str(d / "proxy_spec.json"),
+                "proxy_spec_file": str(self.run.proxy_spec_file(number)),
                 "checkpoint": str(self.run.checkpoint_file(number)),
                 "budget": self.budget.to_dict(), "threads": self.settings.cpus_per_trial,
                 "score": self.settings.score}
@@ -227,13 +226,16 @@ class Engine:
         return {"kind": "ladder", "number": job.source, "job": job.number, "rung": job.rung,
                 "seed": job.seed, "name": f"trial-{job.source}-r{job.rung}s{job.seed}",
                 "arch_id": job.attrs.get("arch_id"), "macs": job.attrs.get("macs"),
-                "proxy_spec_file": str(d / "proxy_spec.json"),
+                "proxy_spec_file": str(self.run.proxy_spec_file(job.source)),
                 "checkpoint": str(d / f"rung{job.rung}-seed{job.seed}.pt"),
                 "budget": rung_budget(self.budget, rung.factor, job.seed).to_dict(),
                 "threads": self.settings.cpus_per_trial, "score": self.settings.score}
 
     def _recover(self) -> None:
-        for p in self.book.recover(lambda n: self.run.spec_file(n).is_file()):
+        # a trial continues only with both of its spec files: a driver that died between
+        # writing them (before the training was handed to Ray) leaves a sample that is lost
+        for p in self.book.recover(lambda n: self.run.spec_file(n).is_file()
+                                   and self.run.proxy_spec_file(n).is_file()):
             self.reissue.append(self._arch_config(p.number, p.attrs))
         if self.ladder is not None:
             for job in self.ladder.recover(lambda n: True):
@@ -284,7 +286,7 @@ class Engine:
                 d = self.run.trial_dir(prop.number)
                 d.mkdir(parents=True, exist_ok=True)
                 write_text(self.run.spec_file(prop.number), cand.spec.to_json() + "\n")
-                write_text(d / "proxy_spec.json", cand.proxy_spec.to_json() + "\n")
+                write_text(self.run.proxy_spec_file(prop.number), cand.proxy_spec.to_json() + "\n")
                 cfg = self._arch_config(prop.number, prop.attrs)
                 return self._start(trial_id, cfg)
             self.exhausted = (f"no new architecture within the budgets in {MAX_DRAWS} draws "

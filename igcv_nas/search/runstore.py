@@ -217,6 +217,10 @@ class RunDir:
     def spec_file(self, number: int) -> Path:
         return self.trial_dir(number) / "spec.json"
 
+    def proxy_spec_file(self, number: int) -> Path:
+        """The data set's variant of the trial's spec: what its trainings train."""
+        return self.trial_dir(number) / "proxy_spec.json"
+
     def checkpoint_file(self, number: int) -> Path:
         return self.trial_dir(number) / "checkpoint.pt"
 
