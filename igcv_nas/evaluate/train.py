@@ -23,12 +23,21 @@ The full training state (model, optimizer, schedule, generator and global RNG st
 is a dict from :meth:`ProxyTrainer.state_dict`, saved atomically by :meth:`ProxyTrainer.save`
 after any epoch; :meth:`ProxyTrainer.load` resumes so that the rest of the run matches an
 uninterrupted one.
+
+Checkpoints run no code when read. They hold only tensors, numbers, strings, lists and dicts, so
+:func:`read_checkpoint` loads them with ``torch.load(weights_only=True)``, whose unpickler
+refuses every other class: a planted pickle that would call ``os.system`` is refused in one line
+(:class:`CheckpointError`) and never executed. Each checkpoint carries its format
+(:data:`CHECKPOINT_FORMAT`) and what it belongs to (``tag``: the architecture's id, and the
+training config with its seeds and steps); one of another format, of another architecture or
+config, or damaged (a truncated file, a bad zip record checksum) is refused the same way.
 """
 from __future__ import annotations
 
 import math
 import os
 import time
+import zipfile
 from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Callable
 
@@ -43,8 +52,77 @@ from ..fileio import atomic_write
 SCHEDULES = ("onecycle", "linear")
 
 
+# the checkpoint format :meth:`ProxyTrainer.save` writes; a checkpoint of another format (or of
+# none: written before 0.2, when checkpoints were read with weights_only=False) is refused
+CHECKPOINT_FORMAT = "igcv-nas/train-state@2"
+
+
 class NonFiniteLoss(FloatingPointError):
     """The training loss became NaN or infinite."""
+
+
+class CheckpointError(InputError):
+    """A checkpoint that cannot be used: not a file of :data:`CHECKPOINT_FORMAT`, damaged, or
+    of another training (one line naming the file). Nothing in it was executed."""
+
+
+def read_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict:
+    """The training state in ``path``, read with ``torch.load(weights_only=True)`` (no pickled
+    object but tensors and plain values is accepted, so reading runs no code). CheckpointError
+    naming the file when it is missing, damaged, or not of :data:`CHECKPOINT_FORMAT`."""
+    import pickle
+    try:
+        s = torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise CheckpointError(f"checkpoint {path} holds Python objects that are refused without "
+                              f"running them ({first[:160]}); it was not written by this "
+                              f"igcv-nas, delete it to train from the start") from None
+    except FileNotFoundError:
+        raise CheckpointError(f"checkpoint {path} does not exist") from None
+    except (RuntimeError, EOFError, OSError, ValueError, KeyError, IndexError, TypeError,
+            AttributeError, zipfile.BadZipFile, UnicodeDecodeError) as e:
+        # a truncated or damaged zip (torch checks each record's CRC-32) or legacy bytes
+        msg = " ".join(str(e).split())[:160] or type(e).__name__
+        raise CheckpointError(f"checkpoint {path} is damaged or truncated ({msg})") from None
+    fmt = s.get("format") if isinstance(s, dict) else None
+    if fmt != CHECKPOINT_FORMAT:
+        raise CheckpointError(f"checkpoint {path} has format {fmt!r} (an older igcv-nas or "
+                              f"another program wrote it); accepted: {CHECKPOINT_FORMAT}")
+    body = {k: v for k, v in s.items() if k != "sha256"}
+    if s.get("sha256") != state_digest(body):
+        raise CheckpointError(f"checkpoint {path} is damaged: its content does not match the "
+                              f"SHA-256 it was written with")
+    return s
+
+
+def state_digest(obj: object) -> str:
+    """SHA-256 of a training state's content (every tensor's dtype, shape and bytes, every plain
+    value), independent of the file's layout: torch.load does not check the records' CRCs, so a
+    flipped bit inside a tensor would otherwise load as a different weight."""
+    import hashlib
+    h = hashlib.sha256()
+
+    def walk(o: object) -> None:
+        if isinstance(o, torch.Tensor):
+            t = o.detach().cpu().contiguous().reshape(-1)
+            h.update(f"T{t.dtype}{tuple(o.shape)}".encode())
+            h.update(t.view(torch.uint8).numpy().tobytes())
+        elif isinstance(o, dict):
+            h.update(b"{")
+            for k in sorted(o, key=repr):
+                h.update(repr(k).encode())
+                walk(o[k])
+            h.update(b"}")
+        elif isinstance(o, (list, tuple)):
+            h.update(b"[")
+            for v in o:
+                walk(v)
+            h.update(b"]")
+        else:
+            h.update(f"{type(o).__name__}:{o!r};".encode())
+    walk(obj)
+    return h.hexdigest()
 
 
 @dataclass(frozen=True)
@@ -363,14 +441,18 @@ class ProxyTrainer:
                            last.val_loss if last else float("nan"), self.tse)
 
     # -- checkpoints ------------------------------------------------------------------------
-    def state_dict(self) -> dict:
-        s = {"model": self.model.state_dict(), "opt": self.opt.state_dict(),
+    def state_dict(self, tag: dict | None = None) -> dict:
+        """The whole training state as tensors and plain values (what :meth:`save` writes);
+        ``tag``: what the state belongs to (plain values), checked by :meth:`load`."""
+        s = {"format": CHECKPOINT_FORMAT, "tag": dict(tag or {}),
+             "model": self.model.state_dict(), "opt": self.opt.state_dict(),
              "sched": self.sched.state_dict(), "scaler": self.scaler.state_dict(),
              "gen": self.gen.get_state(), "torch_rng": torch.get_rng_state(),
              "epoch": self.epoch, "step": self.step, "seconds": self.seconds, "tse": self.tse,
              "history": [asdict(h) for h in self.history], "config": self.cfg.to_dict()}
         if torch.cuda.is_available():
             s["cuda_rng"] = torch.cuda.get_rng_state_all()
+        s["sha256"] = state_digest(s)
         return s
 
     def load_state_dict(self, s: dict) -> None:
@@ -388,9 +470,30 @@ class ProxyTrainer:
         self.tse = s.get("tse", 0.0)
         self.history = [EpochReport(**h) for h in s["history"]]
 
-    def save(self, path: str | os.PathLike) -> None:
-        """Write the training state atomically (temporary file, fsync, rename)."""
-        atomic_write(path, lambda f: torch.save(self.state_dict(), f), binary=True)
+    def save(self, path: str | os.PathLike, tag: dict | None = None) -> None:
+        """Write the training state atomically (temporary file, fsync, rename), with ``tag``
+        (what it belongs to, e.g. ``{"arch_id": ...}``)."""
+        atomic_write(path, lambda f: torch.save(self.state_dict(tag), f), binary=True)
 
-    def load(self, path: str | os.PathLike) -> None:
-        self.load_state_dict(torch.load(path, map_location=self.device, weights_only=False))
+    def load(self, path: str | os.PathLike, tag: dict | None = None) -> None:
+        """Continue from the state in ``path`` (:func:`read_checkpoint`: no code runs).
+        CheckpointError naming the file when it is not a checkpoint of this format, is damaged,
+        or belongs to another training (a ``tag`` value or the config differs)."""
+        s = read_checkpoint(path, self.device)
+        want, have = dict(tag or {}), s.get("tag")
+        if not isinstance(have, dict):
+            raise CheckpointError(f"checkpoint {path} has no tag of what it belongs to")
+        for k, v in want.items():
+            if have.get(k) != v:
+                raise CheckpointError(f"checkpoint {path} belongs to {k} {have.get(k)!r}, not "
+                                      f"{v!r}")
+        try:
+            self.load_state_dict(s)
+        except CheckpointError:
+            raise
+        except InputError as e:
+            raise CheckpointError(f"checkpoint {path}: {e}") from None
+        except (KeyError, TypeError, ValueError, RuntimeError, IndexError, AttributeError) as e:
+            msg = " ".join(str(e).split())[:160] or type(e).__name__
+            raise CheckpointError(f"checkpoint {path} does not fit this training "
+                                  f"({type(e).__name__}: {msg})") from None

@@ -293,7 +293,7 @@ class PreparedTraining:
                                                   val_subset(splits, self.val_size), cfg)
             if self.resume:
                 try:
-                    trainer.load(part / "checkpoint.pt")
+                    trainer.load(part / "checkpoint.pt", {"arch_id": self.spec.arch_id})
                 except ValueError as e:
                     raise InputError(f"--resume: {e}") from None
                 say(f"resuming at epoch {trainer.epoch + 1}/{trainer.epochs}")
@@ -307,7 +307,7 @@ class PreparedTraining:
             t_epoch = [time.perf_counter()]
 
             def on_epoch(rep: EpochReport) -> None:
-                trainer.save(part / "checkpoint.pt")
+                trainer.save(part / "checkpoint.pt", {"arch_id": self.spec.arch_id})
                 write_text(part / "history.csv", HISTORY_HEADER + "".join(
                     f"{h.epoch},{h.steps},{h.train_loss:.5f},{h.val_acc:.5f},{h.seconds:.2f}\n"
                     for h in trainer.history))
