@@ -332,7 +332,7 @@ def test_a_failed_verification_leaves_no_directory(small_net, tmp_path, capsys):
 
 
 @pytest.mark.integration
-def test_re_export_replaces_the_old_directory_whole(small_net, tmp_path):
+def test_re_export_replaces_the_files_it_wrote(small_net, tmp_path):
     out = tmp_path / "net"
     export(small_net, out, ("json", "pt", "torchscript"))
     assert sorted(p.name for p in out.iterdir()) == [
@@ -500,3 +500,222 @@ def test_library_selects_a_runs_trials_as_the_cli_does(run_dir, tmp_path, capsys
     assert all(r.ok for r in results)
     assert sorted(p.name for p in (tmp_path / "o").iterdir()) == sorted(j.name
                                                                        for j in prepared.jobs)
+
+
+# ---------------------------------------------------------------------------------------------
+# re-exporting into a folder holding files the export did not write (issue 22, item 7)
+
+def _snapshot(d: Path) -> dict[str, bytes | None]:
+    """Every entry under ``d`` (relative path -> bytes, None for a folder)."""
+    return {str(p.relative_to(d)): (None if p.is_dir() else p.read_bytes())
+            for p in sorted(d.rglob("*"))}
+
+
+def test_spec_json_lists_the_files_the_export_wrote(small_net, tmp_path):
+    import hashlib
+    out = tmp_path / "net"
+    export(small_net, out, ("json", "pt"))
+    doc = json.loads((out / "spec.json").read_text())
+    assert doc["files"] == {
+        "spec.json": None, "verify.json": None,
+        "weights.pt": hashlib.sha256((out / "weights.pt").read_bytes()).hexdigest()}
+
+
+def test_re_export_leaves_files_it_did_not_write(small_net, tmp_path, capsys):
+    out = tmp_path / "o"
+    argv = [NET, "--format", "json,pt", "--out", str(out)]
+    assert main(argv) == 0
+    d = out / small_net.arch_id
+    (d / "notes.txt").write_text("my notes")
+    (d / "mine").mkdir()
+    (d / "mine" / "keep.txt").write_text("keep")
+    d.chmod(0o700)  # the folder itself is left as the user set it, not replaced
+    inode = d.stat().st_ino
+    assert main(argv) == 0
+    assert sorted(p.name for p in d.iterdir()) == [
+        "mine", "notes.txt", "spec.json", "verify.json", "weights.pt"]
+    assert (d / "notes.txt").read_text() == "my notes"
+    assert (d / "mine" / "keep.txt").read_text() == "keep"
+    assert d.stat().st_ino == inode and (d.stat().st_mode & 0o777) == 0o700
+    # fewer formats: the weights.pt it wrote goes, the user's files stay
+    assert main([NET, "--format", "json", "--out", str(out)]) == 0
+    assert sorted(p.name for p in d.iterdir()) == ["mine", "notes.txt", "spec.json",
+                                                   "verify.json"]
+    assert (d / "notes.txt").read_text() == "my notes"
+    assert [p.name for p in out.iterdir()] == [small_net.arch_id]  # no temporary siblings
+
+
+def test_a_changed_file_the_export_would_not_write_is_kept(small_net, tmp_path, capsys):
+    """weights.pt replaced by the user (own trained weights): a json-only re-export keeps it."""
+    out = tmp_path / "o"
+    assert main([NET, "--format", "json,pt", "--out", str(out)]) == 0
+    d = out / small_net.arch_id
+    (d / "weights.pt").write_bytes(b"the user's own weights")
+    assert main([NET, "--format", "json", "--out", str(out)]) == 0
+    assert sorted(p.name for p in d.iterdir()) == ["spec.json", "verify.json", "weights.pt"]
+    assert (d / "weights.pt").read_bytes() == b"the user's own weights"
+
+
+FOREIGN = ["changed-weights", "own-onnx", "no-manifest", "file-in-the-way"]
+
+
+@pytest.mark.parametrize("kind", FOREIGN)
+def test_re_export_refuses_to_replace_a_file_it_did_not_write(small_net, tmp_path, capsys,
+                                                               kind):
+    from igcv_nas.errors import InputError
+    from igcv_nas.artifacts.export import prepare_export
+    out = tmp_path / "o"
+    d = out / small_net.arch_id
+    if kind == "file-in-the-way":
+        out.mkdir()
+        d.write_text("a file where the export folder would go")
+        clash, more = d, ""
+    elif kind == "no-manifest":  # a folder the user made, not an export
+        d.mkdir(parents=True)
+        (d / "spec.json").write_text(small_net.to_json())
+        (d / "weights.pt").write_bytes(b"mine")
+        clash, more = d / "spec.json", "; also in that folder: weights.pt"
+    else:
+        assert main([NET, "--format", "json,pt", "--out", str(out)]) == 0
+        if kind == "changed-weights":
+            (d / "weights.pt").write_bytes(b"the user's own weights")
+            clash = d / "weights.pt"
+        else:
+            (d / "model.onnx").write_bytes(b"the user's own onnx")
+            clash = d / "model.onnx"
+        more = ""
+    before = _snapshot(tmp_path)
+    msg = (f"{clash}: not written by igcv-export (or changed since it was) and exporting would "
+           f"replace it; move it away or export to another --out{more}")
+    capsys.readouterr()
+    assert _cli_error([NET, "--format", "json,pt,onnx", "--out", str(out)], capsys) == msg
+    with pytest.raises(InputError) as e:
+        prepare_export(NET, out, formats="json,pt,onnx")
+    assert str(e.value) == msg
+    with pytest.raises(InputError) as e:
+        export(small_net, d, ("json", "pt", "onnx"))
+    assert str(e.value) == msg
+    assert _snapshot(tmp_path) == before  # nothing replaced, nothing left beside it
+
+
+def test_an_interrupted_re_export_leaves_files_the_next_one_recognises(small_net, tmp_path,
+                                                                       monkeypatch):
+    """The new files are renamed over the old ones one by one, spec.json (with the digests of the
+    old files it replaces) first: a failure half-way leaves every file whole and recognised as
+    the export's own, and the next export completes; the user's file is never touched."""
+    import os
+    out = tmp_path / "net"
+    export(small_net, out, ("json", "pt"))
+    (out / "notes.txt").write_text("my notes")
+    blob = torch.load(out / "weights.pt", weights_only=True)  # other weights: other bytes
+    sd = {k: v * 1.01 if v.is_floating_point() else v for k, v in blob["state_dict"].items()}
+    real = os.replace
+
+    def failing(src, dst):
+        if Path(dst) == out / "weights.pt":  # the commit's rename, not the staging write
+            raise OSError(28, "No space left on device", str(dst))
+        return real(src, dst)
+
+    monkeypatch.setattr(os, "replace", failing)
+    with pytest.raises(OSError, match="No space left"):
+        export(small_net, out, ("json", "pt"), state_dict=sd)
+    monkeypatch.setattr(os, "replace", real)
+    assert set(json.loads((out / "spec.json").read_text())["replacing"]) == {"weights.pt"}
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["net"]
+    assert sorted(p.name for p in out.iterdir()) == ["notes.txt", "spec.json", "verify.json",
+                                                     "weights.pt"]
+    rep = export(small_net, out, ("json", "pt"), state_dict=sd)
+    assert rep["ok"] and rep["weights"]["trained"] is True
+    assert sorted(p.name for p in out.iterdir()) == ["notes.txt", "spec.json", "verify.json",
+                                                     "weights.pt"]
+    assert "replacing" not in json.loads((out / "spec.json").read_text())
+    assert (out / "notes.txt").read_text() == "my notes"
+
+
+# -- folders get the user's umask ---------------------------------------------------------------
+
+@pytest.mark.parametrize("umask,mode", [(0o022, 0o755), (0o027, 0o750)],
+                         ids=["umask-022", "umask-027"])
+def test_export_folders_get_the_umask_like_mkdir(small_net, tmp_path, umask, mode):
+    import os
+    import stat
+    from igcv_nas.artifacts.export import prepare_export
+    old = os.umask(umask)
+    try:
+        (r,) = prepare_export(small_net, tmp_path / "root", formats="json").run()
+    finally:
+        os.umask(old)
+    assert r.ok and r.out == tmp_path / "root" / small_net.arch_id
+    assert stat.S_IMODE((tmp_path / "root").stat().st_mode) == mode
+    assert stat.S_IMODE(r.out.stat().st_mode) == mode
+
+
+# -- a run that used the ladder: each architecture exported once --------------------------------
+
+@pytest.fixture(scope="module")
+def ladder_run(tmp_path_factory) -> tuple[Path, list[str]]:
+    """A finished ladder run written by the search engine itself, driven by hand without Ray or
+    training (tests/test_engine.py's helpers): 4 architectures at the first rung (val_acc 0.30,
+    0.10, 0.40, 0.20), the best 2 promoted (0.45 and 0.50 at 3x the images) and both re-trained
+    with 2 fresh seeds; the one second at the first rung and at the promotion wins the
+    confirmation (mean 0.615 against 0.415). trials.csv then holds 4 rows for each finalist.
+    Returns the run directory and the export names, best first by the most-trained score."""
+    from igcv_nas.search.engine import FINISHED
+    from .test_engine import make_engine, result
+    eng = make_engine(tmp_path_factory.mktemp("ladder"))
+    arch = {}
+    for i, acc in enumerate((0.30, 0.10, 0.40, 0.20)):
+        cfg = eng.next_config(f"t{i}")
+        arch[acc] = f"{cfg['number']:05d}-{cfg['arch_id']}"
+        eng.on_complete(f"t{i}", result(acc))
+    names = {acc: name for acc, name in arch.items()}
+    by_number = {int(n.split("-")[0]): acc for acc, n in names.items()}
+    for i in range(2):  # promotions: first-rung 0.40 -> 0.50, 0.30 -> 0.45
+        c = eng.next_config(f"p{i}")
+        eng.on_complete(f"p{i}", result({0.40: 0.50, 0.30: 0.45}[by_number[c["number"]]]))
+    for i in range(4):  # confirmations: the 0.30 one wins
+        c = eng.next_config(f"c{i}")
+        base = 0.60 if by_number[c["number"]] == 0.30 else 0.40
+        eng.on_complete(f"c{i}", result(base + 0.01 * c["seed"]))
+    assert eng.next_config("end") == FINISHED
+    run = eng.run.path
+    df = load_trials(run)
+    done = df[df.status == "complete"]  # the others are samples rejected before training
+    assert len(done) == 10 and sorted(done.number.value_counts()) == [1, 1, 4, 4]
+    order = [names[0.30], names[0.40], names[0.20], names[0.10]]
+    best = json.loads((run / "best.json").read_text())
+    assert best["confirmed"] and f"{best['number']:05d}-{best['arch_id']}" == order[0]
+    return run, order
+
+
+def test_a_ladder_runs_best_is_its_confirmed_winner_exported_once(ladder_run, tmp_path, capsys):
+    from igcv_nas.artifacts.export import prepare_export
+    run, order = ladder_run
+    assert [j.name for j in prepare_export(run, tmp_path / "o").jobs] == order[:1]
+    n = int(order[0].split("-")[0])
+    assert [j.name for j in prepare_export(run, tmp_path / "o", trial=n).jobs] == order[:1]
+    assert main([str(run), "--format", "json", "--out", str(tmp_path / "o")]) == 0
+    assert len(capsys.readouterr().out.splitlines()) == 1
+    assert [p.name for p in (tmp_path / "o").iterdir()] == order[:1]
+    prov = json.loads((tmp_path / "o" / order[0] / "spec.json").read_text())["provenance"]
+    assert prov["trial"] == n and prov["scores"]["val_acc"] == pytest.approx(0.30)
+    assert prov["ranked_by"] == {"score": "val_acc", "rung": 2, "mean": pytest.approx(0.615),
+                                 "runs": 2}
+
+
+def test_a_ladder_runs_top_k_are_k_distinct_architectures(ladder_run, tmp_path, capsys):
+    from igcv_nas.artifacts.export import prepare_export
+    run, order = ladder_run
+    assert [j.name for j in prepare_export(run, tmp_path / "o", top=3).jobs] == order[:3]
+    assert [j.name for j in prepare_export(run, tmp_path / "o", top=10).jobs] == order
+    pareto = [f"{r['number']:05d}-{r['arch_id']}"
+              for r in json.loads((run / "pareto.json").read_text())]
+    jobs = [j.name for j in prepare_export(run, tmp_path / "o", pareto=True).jobs]
+    assert jobs == pareto and len(set(jobs)) == len(jobs)
+    assert main([str(run), "--top", "3", "--format", "json", "--out", str(tmp_path / "o")]) == 0
+    assert len(capsys.readouterr().out.splitlines()) == 3
+    assert sorted(p.name for p in (tmp_path / "o").iterdir()) == sorted(order[:3])
+    ranked = [json.loads((tmp_path / "o" / name / "spec.json").read_text())["provenance"]
+              ["ranked_by"] for name in order[:3]]
+    assert [(r["rung"], r["runs"]) for r in ranked] == [(2, 2), (2, 2), (0, 1)]
+    assert [r["mean"] for r in ranked] == [pytest.approx(v) for v in (0.615, 0.415, 0.20)]

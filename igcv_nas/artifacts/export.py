@@ -24,8 +24,24 @@ then one verified export per architecture under the root::
     results = prepare_export("runs/r", "exports", top=3, formats="json,onnx").run()
     [(r.out, r.ok, r.trained) for r in results]
 
-Everything is written into a temporary sibling of ``out_dir`` and renamed into place once it
-verified: a failed export (bad weights, a failed check, an interruption) leaves no ``out_dir``.
+Everything is written into a temporary sibling of ``out_dir`` (made as ``mkdir`` makes a folder:
+mode 0o777 less the umask) and moved into place once it verified: a failed export (bad weights,
+a failed check, an interruption) leaves no ``out_dir``, or an existing one as it was.
+
+Re-exporting into an existing ``out_dir`` replaces only what an export wrote there: ``spec.json``
+lists its files (``"files"``: name -> sha256; null for ``spec.json`` and ``verify.json``, which
+:func:`verify` rewrites), and a listed file whose bytes are still the recorded ones is the
+export's own. Everything else in the folder -- notes, a sub-folder, a listed file the user changed
+(their own ``weights.pt``) -- is foreign and left alone, as ``cp`` into a folder leaves its other
+files: the export writes around it, and the folder itself (its mode, who has it open) is kept.
+A foreign file that has the name of a file the export would write is never replaced: the export
+refuses (:class:`ForeignFileError`, one line naming it, exit 2 in ``igcv-export``) before
+anything is written; so does a file where the folder would go and a folder with no such list
+(one the user made, or an export from before the list was recorded). The export's own files that
+the new one does not write (fewer formats) are removed. The new files are renamed over the old
+ones one by one, ``spec.json`` first, then carrying the digests of the old files it replaces
+(``"replacing"``) and last without them: each file is whole at every moment, and an export
+stopped half-way (a crash, a full disk) leaves files the next export still recognises as its own.
 
 :func:`verify` rebuilds the model from ``spec.json`` alone, loads ``weights.pt`` and checks:
 the rebuilt model's outputs equal those recorded at export (max abs diff <= 1e-5, fp32); fvcore's
@@ -36,12 +52,14 @@ checker passes otherwise.
 """
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import os
 import platform
+import secrets
 import shutil
-import tempfile
+import stat
 import warnings
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -72,6 +90,108 @@ class ExportError(IGCVError, RuntimeError):
     """An export that could not be written or did not verify (one line: what and by how much)."""
 
 
+class ForeignFileError(InputError):
+    """An export would replace a file it did not write (module doc); nothing was written."""
+
+    def __init__(self, clashes: Sequence[Path]):
+        first, rest = clashes[0], [p.name for p in clashes[1:]]
+        super().__init__(f"{first}: not written by igcv-export (or changed since it was) and "
+                         "exporting would replace it; move it away or export to another --out"
+                         + (f"; also in that folder: {', '.join(rest)}" if rest else ""))
+        self.clashes = list(clashes)
+
+
+# written by every export beside the formats' files; not hashed in the list (spec.json holds the
+# list, verify.json is rewritten by every verify(DIR))
+ALWAYS_WRITTEN = ("spec.json", "verify.json")
+
+
+def written_names(formats: Sequence[str]) -> list[str]:
+    """The files an export in ``formats`` writes (``spec.json`` always)."""
+    return sorted(set(ALWAYS_WRITTEN) | {FILES[f] for f in formats if f in FILES})
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _manifest(path: Path) -> dict | None:
+    """The ``spec.json`` at ``path`` when it is an export document with its file list."""
+    try:
+        doc = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    ok = (isinstance(doc, dict) and doc.get("format") == EXPORT_FORMAT
+          and isinstance(doc.get("files"), dict) and "spec.json" in doc["files"])
+    return doc if ok else None
+
+
+def owned_files(folder: str | os.PathLike) -> set[str]:
+    """The names of the files in ``folder`` that an export wrote and nobody changed since: listed
+    in its ``spec.json`` (or, after an export stopped half-way, among the files it was
+    replacing) with the same sha256, regular files (not links), directly in ``folder``."""
+    folder = Path(folder)
+    doc = _manifest(folder / "spec.json")
+    if doc is None:
+        return set()
+    files = doc["files"]
+    replacing = doc.get("replacing") if isinstance(doc.get("replacing"), dict) else {}
+    mine = set()
+    for name in set(files) | set(replacing):
+        if not isinstance(name, str) or name in ("", ".", "..") or Path(name).name != name:
+            continue
+        try:
+            st = os.lstat(folder / name)
+        except OSError:
+            continue
+        if not stat.S_ISREG(st.st_mode):
+            continue
+        if name in ALWAYS_WRITTEN and name in files and files[name] is None:
+            mine.add(name)
+        elif _sha256(folder / name) in {files.get(name), replacing.get(name)} - {None}:
+            mine.add(name)
+    return mine
+
+
+def foreign_clashes(out_dir: str | os.PathLike, names: Sequence[str]) -> list[Path]:
+    """What writing ``names`` into ``out_dir`` would replace without an export having written it:
+    ``out_dir`` itself when something other than a folder is there, else the entries named
+    ``names`` that are not :func:`owned_files`."""
+    out_dir = Path(out_dir)
+    if not os.path.lexists(out_dir):
+        return []
+    if not out_dir.is_dir():
+        return [out_dir]
+    mine = owned_files(out_dir)
+    return [out_dir / n for n in sorted(names)
+            if n not in mine and os.path.lexists(out_dir / n)]
+
+
+def check_replaceable(out_dir: str | os.PathLike, names: Sequence[str]) -> None:
+    """:class:`ForeignFileError` when :func:`foreign_clashes` finds anything."""
+    clashes = foreign_clashes(out_dir, names)
+    if clashes:
+        raise ForeignFileError(clashes)
+
+
+def _new_dir(parent: Path, prefix: str, suffix: str) -> Path:
+    """A new empty folder in ``parent``, made as ``mkdir`` makes one (mode 0o777 less the umask,
+    default ACLs applied; ``tempfile.mkdtemp`` makes 0700 ones, and the export folder is this
+    one renamed)."""
+    for _ in range(100):
+        p = parent / f"{prefix}{secrets.token_hex(6)}{suffix}"
+        try:
+            p.mkdir()
+        except FileExistsError:
+            continue
+        return p
+    raise FileExistsError(f"{parent}: no unused temporary folder name")
+
+
 def weights_info(trained: bool, source: str | None = None, seed: int = 0) -> dict:
     """What ``weights.pt`` holds: ``{"trained": True, "source": <path>}`` for weights given, or
     ``{"trained": False, "source": "initialisation (seed N)"}``."""
@@ -82,25 +202,51 @@ def weights_info(trained: bool, source: str | None = None, seed: int = 0) -> dic
 
 @contextmanager
 def staged_dir(final: str | os.PathLike) -> Iterator[Path]:
-    """A fresh temporary folder beside ``final`` to write into; renamed to ``final`` when the
-    block ends without an exception (an existing ``final`` is replaced), deleted when it raises
-    (KeyboardInterrupt included), so that ``final`` is either complete or absent. The files in
+    """A fresh folder beside ``final`` to write into (made as ``mkdir`` makes one); when the
+    block ends without an exception it becomes ``final`` -- renamed to it when there is none,
+    else its files are moved into the existing ``final`` (module doc: only the export's own files
+    are replaced or removed, foreign ones are left alone, :class:`ForeignFileError` when one has
+    the name of a new file) -- and it is deleted when the block raises (KeyboardInterrupt
+    included), so that a ``final`` that was not there is either complete or absent. The files in
     it are written with :mod:`igcv_nas.fileio`'s atomic writes."""
     final = Path(final)
     final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".partial", dir=final.parent))
+    tmp = _new_dir(final.parent, f".{final.name}.", ".partial")
     try:
         yield tmp
-        old = None
-        if final.exists():  # re-export: move the old one away, the new one in, then delete
-            old = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".old", dir=final.parent))
-            os.replace(final, old / final.name)
-        os.replace(tmp, final)
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
+        if os.path.lexists(final):
+            _move_into(tmp, final)
+        else:
+            os.replace(tmp, final)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+
+
+def _move_into(tmp: Path, final: Path) -> None:
+    """Move the files of ``tmp`` into the existing folder ``final``, replacing only the export's
+    own files there (module doc), ``spec.json`` first and last."""
+    new = sorted(p.name for p in tmp.iterdir())
+    check_replaceable(final, new)
+    mine = owned_files(final)
+    stale = sorted(mine - set(new))
+    doc = _manifest(tmp / "spec.json")
+    spec = "spec.json" if doc is not None else None
+    replacing = {n: _sha256(final / n) for n in sorted(mine) if n not in ALWAYS_WRITTEN}
+    if spec and replacing:  # the new list, and the digests of the files it is about to replace
+        interim = tmp / ".spec.json.replacing"
+        write_json(interim, {**doc, "replacing": replacing})
+        os.replace(interim, final / spec)
+    elif spec:
+        os.replace(tmp / spec, final / spec)
+    for n in new:
+        if n != spec:
+            os.replace(tmp / n, final / n)
+    for n in stale:  # the export's own files that this one does not write again
+        (final / n).unlink(missing_ok=True)
+    if spec and replacing:
+        os.replace(tmp / spec, final / spec)
+    shutil.rmtree(tmp, ignore_errors=True)
 
 
 def versions() -> dict:
@@ -185,10 +331,13 @@ def export(spec: NetworkSpec, out_dir: str | Path, formats: tuple[str, ...] = FO
     ``state_dict`` is given) are recorded in ``spec.json``, ``weights.pt`` and ``verify.json``.
     Returns the verification report (also in ``verify.json``); raises :class:`ExportError` when it
     fails, RuntimeError when ``state_dict`` does not fit ``spec``; ``out_dir`` is only created when
-    everything verified (:func:`staged_dir`)."""
+    everything verified (:func:`staged_dir`). Into an existing ``out_dir`` only the files an
+    export wrote are replaced; :class:`ForeignFileError` (nothing written) when another file has
+    the name of one it writes (module doc)."""
     unknown = [f for f in formats if f not in FORMATS]
     if unknown:
         raise ExportError(f"format {unknown[0]!r}; accepted: {', '.join(FORMATS)}")
+    check_replaceable(out_dir, written_names(formats))
     doc = document(spec, provenance)
     info = weights_info(state_dict is not None if trained is None else trained,
                         weights_source if state_dict is not None else None, seed)
@@ -212,14 +361,14 @@ def _write(spec: NetworkSpec, out: Path, formats: tuple[str, ...], model, doc: d
                                  f"{VERIFY_SEED}))",
                         "output": [[float(v) for v in row] for row in y]}
     doc["artifacts"] = {"deploy": deploy_mode}
-    write_json(out / FILES["json"], doc)
     runtime = model
     if deploy_mode != "none":
         from .deploy import deploy
         runtime = deploy(model, "none" if deploy_mode == "fold" else deploy_mode, spec.input_size)
+    blobs: dict[str, bytes] = {}
     if "pt" in formats:
-        write_bytes(out / FILES["pt"], _to_bytes(torch.save, {
-            "state_dict": model.state_dict(), "arch_id": spec.arch_id, **info}))
+        blobs[FILES["pt"]] = _to_bytes(torch.save, {
+            "state_dict": model.state_dict(), "arch_id": spec.arch_id, **info})
     # TorchScript is deprecated in torch >= 2.10 but still what most deployment stacks load;
     # the TorchScript-based ONNX exporter needs no onnxscript. Their deprecation warnings are
     # expected here and silenced.
@@ -228,14 +377,20 @@ def _write(spec: NetworkSpec, out: Path, formats: tuple[str, ...], model, doc: d
         if "torchscript" in formats:
             with torch.no_grad():
                 ts = torch.jit.trace(runtime, x)
-            write_bytes(out / FILES["torchscript"], _to_bytes(torch.jit.save, ts))
+            blobs[FILES["torchscript"]] = _to_bytes(torch.jit.save, ts)
         if "onnx" in formats:
             buf = io.BytesIO()
             with torch.no_grad():
                 torch.onnx.export(runtime, (x,), buf, dynamo=False, opset_version=OPSET,
                                   input_names=["input"], output_names=["logits"],
                                   dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}})
-            write_bytes(out / FILES["onnx"], buf.getvalue())
+            blobs[FILES["onnx"]] = buf.getvalue()
+    # what this export writes (a re-export replaces only these; module doc)
+    doc["files"] = {**{n: None for n in ALWAYS_WRITTEN},
+                    **{n: hashlib.sha256(b).hexdigest() for n, b in blobs.items()}}
+    write_json(out / FILES["json"], doc)
+    for name, data in blobs.items():
+        write_bytes(out / name, data)
     return y
 
 
@@ -368,39 +523,103 @@ def parse_formats(formats: str | Sequence[str]) -> tuple[str, ...]:
 
 def select_trials(run: RunDir, trial: int | None = None, top: int | None = None,
                   pareto: bool = False) -> list[dict]:
-    """The rows of ``run``'s trials table to export: ``trial``, the ``top`` best complete
-    trials (score descending, MACs ascending), the Pareto front, or by default the best trial
-    (``best.json``). RunError or InputError (one line) when the selection is empty or refused."""
-    import pandas as pd
-
-    from .report import score_column
+    """The architectures of ``run`` to export, one row each (its first-rung row of the trials
+    table, with ``ranked_by``: :func:`rank_architectures`): ``trial``, the ``top`` best complete
+    ones, the Pareto front, or by default the best (``best.json``: with the ladder its confirmed
+    winner). A run that used the ladder has several rows per architecture (its promotion and
+    confirmation trainings, rung >= 1, under the same trial number); each architecture is
+    selected once, and ``top`` ranks by the most-trained score (:func:`rank_architectures`), so
+    that ``top=1`` is ``best.json``'s architecture and ``top=N`` gives N distinct ones where the
+    run has them. RunError or InputError (one line) when the selection is empty or refused."""
     from ..search.runstore import BEST_JSON, PARETO_JSON, RunError, load_trials
     df = load_trials(run.path)
-    score = score_column(run.meta)
-    done = df[df.status == "complete"]
+    score, sign = _objective(run.meta)
+    first = df[df.rung.fillna(0) == 0]  # one row per sampled architecture
+    done = first[first.status == "complete"]
     if trial is not None:
-        row = df[df.number == trial]
-        if row.empty or not run.spec_file(trial).is_file():
+        if first[first.number == trial].empty or not run.spec_file(trial).is_file():
             evaluated = ", ".join(str(n) for n in done.number) or "none"
             raise RunError(f"--trial {trial}: not an evaluated trial of {run.path} "
                            f"(complete trials: {evaluated})")
-        rows = row
+        numbers = [trial]
     elif top is not None:
         if top < 1:
             raise InputError(f"--top {top}; accepted: an integer >= 1")
-        rows = done.sort_values([score, "macs"], ascending=[False, True]).head(top)
+        numbers = [r["number"] for r in rank_architectures(df, score, sign)][:top]
     elif pareto:
-        nums = [r["number"] for r in json.loads((run.path / PARETO_JSON).read_text())]
-        rows = df[df.number.isin(nums)]
+        numbers = [r["number"] for r in json.loads((run.path / PARETO_JSON).read_text())]
     else:
         best_file = run.path / BEST_JSON
         best = json.loads(best_file.read_text()) if best_file.is_file() else None
         if best is None:
             raise RunError(f"{run.path} has no complete trial to export yet")
-        rows = df[df.number == best["number"]]
-    if rows.empty:
+        numbers = [best["number"]]
+    ranked = {r["number"]: r for r in rank_architectures(df, score, sign, unique=False)}
+    rows, seen = [], set()
+    for n in numbers:
+        row = first[first.number == n]
+        if row.empty:
+            continue
+        r = {k: (None if _isna(v) else v) for k, v in row.head(1).to_dict("records")[0].items()}
+        if r["number"] in seen or (r.get("arch_id") is not None and r["arch_id"] in seen):
+            continue  # each architecture once
+        seen |= {r["number"], r.get("arch_id")}
+        rk = ranked.get(int(r["number"]))
+        r["ranked_by"] = None if rk is None else {
+            "score": score, "rung": rk["rung"], "mean": rk["mean"], "runs": rk["runs"]}
+        rows.append(r)
+    if not rows:
         raise RunError(f"{run.path}: nothing to export for this selection")
-    return [{k: (None if pd.isna(v) else v) for k, v in r.items()} for r in rows.to_dict("records")]
+    return rows
+
+
+def _isna(v: Any) -> bool:
+    import pandas as pd
+    return not isinstance(v, (list, dict)) and bool(pd.isna(v))
+
+
+def _objective(meta: dict) -> tuple[str, int]:
+    """The score column the search ranked by and its sign (1: higher is better; -1 for
+    ``val_loss`` / ``tse``), as the search's :class:`~igcv_nas.search.trials.Objective`."""
+    from .report import score_column
+    from ..search.settings import Settings
+    score = score_column(meta)  # RunError for unreadable settings
+    return score, Settings.from_dict(meta["settings"]).objective_fn.sign
+
+
+def rank_architectures(df, score: str, sign: int = 1, unique: bool = True) -> list[dict]:
+    """The architectures of a trials table whose first-rung training completed, best first, as
+    the search ranks them (:meth:`igcv_nas.search.engine.Engine.best`,
+    :class:`igcv_nas.search.trials.Ladder`): by the highest rung each completed -- the
+    confirmation's fresh-seed re-trainings, then the promotion, then the first rung alone -- and
+    within a rung by the mean ``score`` over its complete trainings there (``sign`` -1: lower is
+    better), then fewer MACs, then the earlier trial. The first is the confirmed winner of a
+    ladder run (``best.json``). Each entry: ``number``, ``arch_id``, ``rung``, ``mean``, ``runs``
+    (the trainings averaged); ``unique``: one entry per arch id (the best-ranked)."""
+    import statistics
+    rung = df.rung.fillna(0).astype(int)
+    ok = df[(df.status == "complete") & df[score].notna()]
+    first = ok[rung[ok.index] == 0]
+    out = []
+    for _, base in first.drop_duplicates("number").iterrows():
+        runs = ok[ok.number == base.number]
+        top_rung = int(rung[runs.index].max())
+        vals = [float(v) for v in runs[rung[runs.index] == top_rung][score]]
+        out.append({"number": int(base.number),
+                    "arch_id": None if _isna(base.arch_id) else str(base.arch_id),
+                    "rung": top_rung, "mean": statistics.fmean(vals), "runs": len(vals),
+                    "macs": None if _isna(base.macs) else int(base.macs)})
+    out.sort(key=lambda r: (-r["rung"], -sign * r["mean"],
+                            r["macs"] if r["macs"] is not None else float("inf"), r["number"]))
+    kept, seen = [], set()
+    for r in out:
+        r.pop("macs")
+        if unique and r["arch_id"] is not None:
+            if r["arch_id"] in seen:
+                continue
+            seen.add(r["arch_id"])
+        kept.append(r)
+    return kept
 
 
 def load_weights(path: str | os.PathLike) -> tuple[dict, bool]:
@@ -487,6 +706,7 @@ def run_jobs(run: RunDir, rows: list[dict], variant: str) -> list[ExportJob]:
                 "scores": {k: row[k] for k in row
                            if k in ("val_acc", "best_val_acc", "epochs")
                            or str(k).startswith("zc_")},
+                "ranked_by": row.get("ranked_by"),
                 "trial_row": {k: row[k] for k in ("status", "macs", "params", "latency_ms",
                                                   "measured_latency_ms", "node")},
                 "space": meta.get("space"), "settings": meta.get("settings"),
@@ -540,6 +760,8 @@ def prepare_export(source: NetworkSpec | str | os.PathLike, out: str | os.PathLi
     root = Path(out)
     if root.exists() and not root.is_dir():
         raise InputError(f"--out {root} exists and is not a folder")
+    for job in jobs:  # nothing the export did not write is ever replaced (module doc)
+        check_replaceable(root / job.name, written_names(fs))
     return PreparedExport(jobs, root, fs, deploy, state, trained,
                           None if weights is None else os.fspath(weights),
                           None if is_spec else Path(shown))

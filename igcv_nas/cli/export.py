@@ -5,8 +5,10 @@ Export discovered architectures as verified artifacts. SOURCE is a run directory
 OUT/<trial>-<arch id>/ (OUT/<arch id>/ for a spec), with verify.json beside the artifacts. The
 weights are the initialisation (untrained; a search keeps no trained weights) unless --weights
 gives trained ones: train with igcv-train SPEC --out T, then igcv-export T/spec.json --weights
-T/weights.pt --out OUT. An export that fails leaves no directory behind. Exit code 1 when a
-verification fails, 2 on bad input.
+T/weights.pt --out OUT. An export that fails leaves no directory behind. Re-exporting into an
+existing OUT/<name>/ replaces only the files an export wrote there (listed in its spec.json) and
+leaves every other file alone; it refuses, before writing anything, when such a file has the name
+of one it would write. Exit code 1 when a verification fails, 2 on bad input.
 """
 from __future__ import annotations
 
@@ -26,7 +28,9 @@ def _parser() -> OneLineParser:
     ap.add_argument("source", help="run directory, spec JSON file or zoo network name")
     sel = ap.add_mutually_exclusive_group()
     sel.add_argument("--trial", type=int, help="this trial of the run")
-    sel.add_argument("--top", type=int, help="the K best complete trials of the run")
+    sel.add_argument("--top", type=int,
+                     help="the K best distinct architectures of the run (with the ladder: ranked "
+                          "by their most-trained score, the confirmed winner first)")
     sel.add_argument("--pareto", action="store_true",
                      help="the run's Pareto front (accuracy vs MACs)")
     ap.add_argument("--format", default=",".join(FORMATS),
