@@ -74,10 +74,15 @@ def read_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
     try:
         s = torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as e:
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise CheckpointError(f"checkpoint {path} holds Python objects that are refused without "
-                              f"running them ({first[:160]}); it was not written by this "
-                              f"igcv-nas, delete it to train from the start") from None
+        # torch's message: boilerplate paragraphs around the one that names what was refused
+        parts = [" ".join(p.split()) for p in str(e).split("\n\n") if p.strip()]
+        named = [p for p in parts if not p.startswith(("Weights only load failed", "Check the"))]
+        cause = (named[0] if named else type(e).__name__)[:160]
+        raise CheckpointError(f"checkpoint {path} is refused: weights-only loading found "
+                              f"something other than tensors and plain values in it, or no "
+                              f"checkpoint at all ({cause}); nothing in it was run, and it was "
+                              f"not written by this igcv-nas (delete it to train from the "
+                              f"start)") from None
     except FileNotFoundError:
         raise CheckpointError(f"checkpoint {path} does not exist") from None
     except (RuntimeError, EOFError, OSError, ValueError, KeyError, IndexError, TypeError,
