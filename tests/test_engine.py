@@ -146,7 +146,7 @@ def test_restarted_engine_continues_only_trials_with_both_spec_files(tmp_path):
     run.proxy_spec_file(b["number"]).unlink()  # the crash came between the two writes
     again = Engine(run, settings, space, 10, 2, storage, epochs=1)
     first = again.next_config("a2")
-    assert first["number"] == a["number"] and first["proxy_spec_file"] == a["proxy_spec_file"]
+    assert first["number"] == a["number"] and first["spec"] == a["spec"]
     lost = again.book.study.trials[b["number"]]
     assert lost.state == optuna.trial.TrialState.FAIL and lost.user_attrs["status"] == "lost"
     fresh = again.next_config("c2")

@@ -15,7 +15,7 @@ import optuna
 import pandas as pd
 import pytest
 
-from igcv_nas.search.runstore import RunDir, load_trials
+from igcv_nas.search.runstore import load_trials
 
 from .test_search import FAST, SMALL, evaluated, study
 
@@ -55,18 +55,23 @@ def _descendants(root: int) -> list[int]:
     return out
 
 
+def _checkpoints(d: Path, number: int | str = "*") -> list[Path]:
+    """The trial checkpoints Ray Tune persisted in the run's default Tune storage (``ray/``)."""
+    return sorted((d / "ray").glob(f"attempt-*/trial-{number}/checkpoint_*/checkpoint.pt"))
+
+
 def _kill_worker_after_checkpoint(p: subprocess.Popen, d: Path, timeout: float = 900) -> int:
     """Wait until some trial has written its epoch checkpoint, then SIGKILL the Ray worker
     process training it (a descendant of this search's driver). Returns the trial number."""
     deadline = time.time() + timeout
     while time.time() < deadline:
-        ckpts = sorted((d / "trials").glob("*/checkpoint.pt")) if (d / "trials").is_dir() else []
+        ckpts = _checkpoints(d)
         if ckpts:
             workers = [pid for pid in _descendants(p.pid) if "ImplicitFunc" in _cmdline(pid)]
             if workers:
                 for pid in workers:
                     os.kill(pid, signal.SIGKILL)
-                return int(ckpts[0].parent.name)
+                return int(ckpts[0].parent.parent.name.split("-")[1])
         time.sleep(0.2)
     raise AssertionError("no checkpoint appeared")
 
@@ -94,7 +99,7 @@ def test_trial_killed_past_max_failures_is_failed_not_done(tmp_path, cifar_dir):
     assert df.loc[n, "status"] == "failed"
     assert "the trial failed 1 time(s)" in df.loc[n, "reason"]
     assert study(d).trials[n].state == optuna.trial.TrialState.FAIL
-    assert not RunDir(d).checkpoint_file(n).exists()
+    assert not _checkpoints(d, n)  # deleted from the storage once the trial was decided
     ev = evaluated(df.reset_index())
     assert len(ev) == 2 and (ev[ev.number != n].status == "complete").all()
 

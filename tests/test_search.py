@@ -93,7 +93,8 @@ def test_trials_are_in_budget_unique_and_counted_exactly(small_run):
         proxy = load(RunDir(small_run).trial_dir(int(r.number)) / "proxy_spec.json")
         assert proxy == to_cifar(spec, 10, 32)
         assert proxy.stem.stride == 1 and proxy.num_classes == 10
-        assert not RunDir(small_run).checkpoint_file(int(r.number)).exists()  # removed when done
+        # checkpoints live in the Tune storage and are deleted once the trial is decided
+        assert not list((small_run / "ray").glob(f"attempt-*/trial-{r.number}/checkpoint_*"))
     assert (ev.macs >= 2_100_000).all()  # the default band floor: 0.7 x --flops
     over = df[df.status == "over-budget"]
     assert len(over) > 0 and (over.macs > 3_000_000).all()
@@ -441,7 +442,7 @@ def test_a_diverging_trial_is_failed_with_its_reason_and_the_search_goes_on(tmp_
     d = tmp_path / "run"
     rc = main(["--space", SMALL, "--trials", "2", "--lr", "1e12", "--data-dir", str(cifar_dir),
                "--run-dir", str(d), "--no-asha", *FAST])
-    assert rc == 0
+    assert rc == 3  # every architecture failed: the search produced nothing (EXIT_NO_RESULT)
     df = load_trials(d)
     ev = evaluated(df)
     assert len(ev) == 2 and (ev.status == "failed").all()

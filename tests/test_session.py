@@ -236,9 +236,12 @@ def fake_cluster(monkeypatch, resources: dict) -> list:
     import igcv_nas.search.raytune
     import igcv_nas.search.engine
     calls = []
-    monkeypatch.setattr(igcv_nas.search.raytune, "connect", lambda address, quiet=True: resources)
+    node = {"id": "f" * 56, "host": "127.0.0.1", "CPU": resources.get("CPU", 0.0),
+            "GPU": resources.get("GPU", 0.0)}
+    cluster = igcv_nas.search.raytune.Cluster(resources, [node])
+    monkeypatch.setattr(igcv_nas.search.raytune, "connect", lambda address, quiet=True: cluster)
 
-    def run_search(run, settings, space, splits, on_change=None, lut=None, quiet=True):
+    def run_search(run, settings, space, splits, on_change=None, lut=None, quiet=True, **kw):
         calls.append((run, settings, splits, lock_is_free(run.path)))
         return "outcome"
     monkeypatch.setattr(igcv_nas.search.engine, "run_search", run_search)

@@ -8,6 +8,7 @@ from ..arch.sources import resolve_spec, valid_spec  # noqa: F401 - the commands
 
 EXIT_BAD_INPUT = 2
 EXIT_INTERNAL = 1
+EXIT_NO_RESULT = 3  # the command ran, and nothing it was to produce came out (every trial failed)
 EXIT_INTERRUPTED = 130  # 128 + SIGINT, as a shell reports a Ctrl-C
 EXIT_TERMINATED = 143  # 128 + SIGTERM
 

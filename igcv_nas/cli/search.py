@@ -22,7 +22,8 @@ from ..search.session import DEFAULT_SPACE, PreparedSearch, budget_label, prepar
 from ..search.session import check_local_resources, check_reachable, startup_lines  # noqa: F401
 from ..arch.space import available_spaces
 from ..units import parse_count, parse_duration
-from ._common import EXIT_INTERRUPTED, EXIT_TERMINATED, OneLineParser, run_cli
+from ._common import (EXIT_INTERRUPTED, EXIT_NO_RESULT, EXIT_TERMINATED, OneLineParser,
+                      run_cli)
 
 PROG = "igcv-search"
 
@@ -78,7 +79,15 @@ def _parser() -> OneLineParser:
     r.add_argument("--cpus-per-trial", type=float)
     r.add_argument("--gpus-per-trial", type=float, help="default 1 when the cluster has GPUs")
     r.add_argument("--max-concurrent", type=int, help="default: as many as the resources allow")
-    r.add_argument("--address", help="an existing Ray cluster (ray start --head ...)")
+    r.add_argument("--address", help="join a Ray cluster: HOST:PORT of its head (ray start "
+                                     "--head), auto (the cluster this machine's `ray start` "
+                                     "joined) or local (a new private instance); default "
+                                     "$RAY_ADDRESS when set (as under `ray job submit`), else "
+                                     "local")
+    r.add_argument("--storage-path", help="Ray Tune storage for trial checkpoints: a folder "
+                                          "every node sees (NFS) or a URI such as "
+                                          "s3://bucket/prefix (endpoint and keys from the AWS_* "
+                                          "variables); default RUN_DIR/ray")
     r.add_argument("--max-failures", type=int, help="retries of a trial whose worker dies "
                                                     "(from its checkpoint; default 2)")
     o = ap.add_argument_group("run directory")
@@ -123,7 +132,9 @@ def _explicit(args) -> dict:
          "zero_cost_metric": args.zero_cost_metric, "sampler": args.sampler, "seed": args.seed,
          "cpus_per_trial": args.cpus_per_trial, "gpus_per_trial": args.gpus_per_trial,
          "max_concurrent": args.max_concurrent, "address": args.address,
-         "max_failures": args.max_failures}
+         "max_failures": args.max_failures,
+         "storage_path": (args.storage_path if args.storage_path is None or "://" in
+                          args.storage_path else os.path.abspath(args.storage_path))}
     if args.time_budget is not None:
         d["time_budget_s"] = parse_duration(args.time_budget, "--time-budget")
     if args.no_asha:
@@ -205,6 +216,12 @@ def _run(prep: PreparedSearch, args) -> int:
           f"{sm.duplicates} duplicates never trained); best in {run.path / 'best.json'}; table "
           f"in {run.path / 'trials.csv'}")
     print(f"{PROG}: {best_line(out.best, settings.score)}")
+    if sm.done and not sm.complete and sm.failed == sm.done:
+        first = next((r.get("reason") for r in out.rows
+                      if r.get("status") == "failed" and r.get("reason")), "no reason recorded")
+        print(f"{PROG}: error: every evaluated architecture failed ({sm.failed} of {sm.done}); "
+              f"the first: {' '.join(str(first).split())}", file=sys.stderr)
+        return EXIT_NO_RESULT
     return 0
 
 

@@ -32,7 +32,8 @@ from ..errors import InputError
 from ..nn.build import build_model
 from .data import Splits
 from ..arch.spec import NetworkSpec
-from .train import EpochReport, ProxyTrainer, TrainConfig, pick_device, seed_everything
+from .train import (CheckpointError, EpochReport, ProxyTrainer, TrainConfig, pick_device,
+                    seed_everything)
 from .zero_cost import PROXIES, score_all
 
 MODES = ("training", "zero-cost", "both")
@@ -108,8 +109,10 @@ def validated_zero_cost(space: str) -> tuple[str, ...]:
 
 
 def default_budget(device: str = "auto", mode: str = "training") -> ProxyBudget:
-    """The default proxy budget for ``device`` (``auto``: CUDA when available)."""
-    d = pick_device(device)
+    """The default proxy budget for ``device``: ``cpu`` or ``cuda`` as named (a search decides
+    from the trial's GPUs; whether CUDA works is found where the trial runs, so a CPU-only
+    driver can plan GPU trials), ``auto`` or ``cuda:N`` resolved on this machine."""
+    d = torch.device(device) if device in ("cpu", "cuda") else pick_device(device)
     b = GPU_BUDGET if d.type == "cuda" else CPU_BUDGET
     return replace(b, mode=mode, train=replace(b.train, device=str(d)))
 
@@ -140,14 +143,19 @@ def zero_cost_scores(spec: NetworkSpec, splits: Splits, budget: ProxyBudget,
 
 def evaluate(spec: NetworkSpec, splits: Splits, budget: ProxyBudget,
              on_epoch: Callable[[EpochReport], bool | None] | None = None,
-             checkpoint: str | None = None, resume: bool = False) -> dict[str, float]:
+             checkpoint: str | None = None, resume: bool = False,
+             on_damaged: Callable[[str], None] | None = None) -> dict[str, float]:
     """Scores of ``spec``: ``zc_<name>`` for zero-cost proxies; for training ``val_acc`` and
     ``val_loss`` (mean cross-entropy) on the ``budget.val_size`` held-out images after the last
     epoch, ``tse`` (sum of all mini-batch training losses, Ru et al. 2021), ``best_val_acc``
     (over the validated epochs), ``epochs``, ``train_seconds`` and ``images_per_s``.
 
     ``on_epoch`` is called after every epoch (return True to stop early); with ``checkpoint``
-    the training state is saved there after each epoch, and ``resume=True`` continues from it.
+    the training state is saved there after each epoch (tagged with the architecture's id), and
+    ``resume=True`` continues from it. A checkpoint that cannot be used (damaged, of another
+    format, architecture or config: :class:`igcv_nas.evaluate.train.CheckpointError`, nothing
+    in it executed) is raised, or with ``on_damaged`` told to it in one line and the training
+    started again from the beginning.
     """
     if spec.num_classes != splits.num_classes:
         raise InputError(f"spec has {spec.num_classes} classes, the data set {splits.num_classes}")
@@ -157,15 +165,25 @@ def evaluate(spec: NetworkSpec, splits: Splits, budget: ProxyBudget,
     if budget.mode in ("zero-cost", "both"):
         scores.update(zero_cost_scores(spec, splits, budget, budget.train.seed))
     if budget.mode in ("training", "both"):
-        seed_everything(budget.train.seed)
-        model = build_model(spec)
-        trainer = ProxyTrainer(model, val_subset(splits, budget.val_size), budget.train)
+        tag = {"arch_id": spec.arch_id}
+
+        def fresh() -> ProxyTrainer:
+            seed_everything(budget.train.seed)
+            return ProxyTrainer(build_model(spec), val_subset(splits, budget.val_size),
+                                budget.train)
+        trainer = fresh()
         if resume and checkpoint:
-            trainer.load(checkpoint)
+            try:
+                trainer.load(checkpoint, tag)
+            except CheckpointError as e:
+                if on_damaged is None:
+                    raise
+                on_damaged(f"{e}; trained again from the start")
+                trainer = fresh()
 
         def hook(rep: EpochReport) -> bool | None:
             if checkpoint:
-                trainer.save(checkpoint)
+                trainer.save(checkpoint, tag)
             return on_epoch(rep) if on_epoch else None
 
         res = trainer.fit(hook)

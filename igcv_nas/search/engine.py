@@ -183,6 +183,11 @@ class Engine:
             self.ladder = Ladder(lstudy, self.book, ladder_plan(settings.trials))
         self.live: dict[str, dict] = {}   # Ray trial id -> the config it runs
         self.last: dict[str, dict] = {}   # Ray trial id -> its last result
+        self.nodes: dict[str, list[str]] = {}  # Ray trial id -> every node it ran on, in order
+        self.retries: dict[str, int] = {}  # Ray trial id -> restarts after its worker died
+        # Ray Tune's storage (local path or URI) and whether trials checkpoint into it
+        self.storage: str = str(run.ray_dir())
+        self.checkpoints = True
         self.reissue: list[dict] = []
         self._peak_live = 1  # the most trainings seen running at once (for the ETA)
         self._recover()
@@ -212,33 +217,57 @@ class Engine:
         return judge(self.settings, attrs) is None and cand.arch_id not in self.book.by_arch()
 
     # -- state --------------------------------------------------------------------------------
-    def _arch_config(self, number: int, attrs: dict) -> dict:
+    def _arch_config(self, number: int, attrs: dict, spec: dict | None = None) -> dict:
         return {"kind": "arch", "number": number, "name": f"trial-{number}",
                 "arch_id": attrs["arch_id"], "macs": attrs["macs"],
-                "proxy_spec_file": str(self.run.proxy_spec_file(number)),
-                "checkpoint": str(self.run.checkpoint_file(number)),
-                "budget": self.budget.to_dict(), "threads": self.settings.cpus_per_trial,
-                "score": self.settings.score}
+                "spec": spec or self._proxy_spec(number), "budget": self.budget.to_dict(),
+                "threads": self.settings.cpus_per_trial, "score": self.settings.score}
 
     def _ladder_config(self, job) -> dict:
         rung = self.ladder.plan[job.rung - 1]
-        d = self.run.trial_dir(job.source)
         return {"kind": "ladder", "number": job.source, "job": job.number, "rung": job.rung,
                 "seed": job.seed, "name": f"trial-{job.source}-r{job.rung}s{job.seed}",
                 "arch_id": job.attrs.get("arch_id"), "macs": job.attrs.get("macs"),
-                "proxy_spec_file": str(self.run.proxy_spec_file(job.source)),
-                "checkpoint": str(d / f"rung{job.rung}-seed{job.seed}.pt"),
+                "spec": self._proxy_spec(job.source),
                 "budget": rung_budget(self.budget, rung.factor, job.seed).to_dict(),
                 "threads": self.settings.cpus_per_trial, "score": self.settings.score}
 
+    def _proxy_spec(self, number: int) -> dict:
+        """The trial's proxy spec as it travels in the Ray config (read on the driver: no trial
+        opens the run directory)."""
+        from ..arch.spec import load
+        return load(self.run.proxy_spec_file(number)).to_dict()
+
+    def _continuable(self, number: int) -> bool:
+        """Whether an interrupted trial can be continued: both its spec files read as specs of
+        the architecture the study recorded. A driver that died between writing them (before
+        the training was handed to Ray) or a damaged file leaves a sample that is lost (and
+        replaced); the damaged case is logged in one line."""
+        from ..arch.spec import load
+        from ..errors import IGCVError
+        spec, proxy = self.run.spec_file(number), self.run.proxy_spec_file(number)
+        if not (spec.is_file() and proxy.is_file()):
+            return False
+        want = self.book.trials()[number].user_attrs.get("arch_id")
+        try:
+            got = load(spec).arch_id
+            load(proxy)
+        except (IGCVError, OSError, ValueError) as e:
+            log.warning("trial %d: %s; its sample is replaced by a new one", number,
+                        " ".join(str(e).split()))
+            return False
+        if got != want:
+            log.warning("trial %d: %s is of architecture %s, the study recorded %s; its sample "
+                        "is replaced by a new one", number, spec, got, want)
+            return False
+        return True
+
     def _recover(self) -> None:
-        # a trial continues only with both of its spec files: a driver that died between
-        # writing them (before the training was handed to Ray) leaves a sample that is lost
-        for p in self.book.recover(lambda n: self.run.spec_file(n).is_file()
-                                   and self.run.proxy_spec_file(n).is_file()):
+        for p in self.book.recover(self._continuable):
             self.reissue.append(self._arch_config(p.number, p.attrs))
         if self.ladder is not None:
-            for job in self.ladder.recover(lambda n: True):
+            for job in self.ladder.recover(lambda n: self._continuable(
+                    self.ladder.trials()[n].user_attrs["source"])):
                 self.reissue.append(self._ladder_config(job))
 
     def evaluated_count(self) -> int:
@@ -287,7 +316,7 @@ class Engine:
                 d.mkdir(parents=True, exist_ok=True)
                 write_text(self.run.spec_file(prop.number), cand.spec.to_json() + "\n")
                 write_text(self.run.proxy_spec_file(prop.number), cand.proxy_spec.to_json() + "\n")
-                cfg = self._arch_config(prop.number, prop.attrs)
+                cfg = self._arch_config(prop.number, prop.attrs, cand.proxy_spec.to_dict())
                 return self._start(trial_id, cfg)
             self.exhausted = (f"no new architecture within the budgets in {MAX_DRAWS} draws "
                               f"(the space may be exhausted at this budget)")
@@ -306,13 +335,53 @@ class Engine:
             return None
         return FINISHED
 
+    def _target(self, cfg: dict):
+        """The study (``book``) or ladder record a training config belongs to, and its number."""
+        if cfg["kind"] == "arch":
+            return self.book, cfg["number"]
+        return self.ladder, cfg["job"]
+
     def _start(self, trial_id: str, cfg: dict) -> dict:
+        target, number = self._target(cfg)
+        recorded = target.trials()[number].user_attrs.get("checkpoint")
+        cfg = {**cfg, "checkpoints": self.checkpoints,
+               "restore": recorded if self.checkpoints and isinstance(recorded, dict) else None}
         self.live[trial_id] = cfg
         self._peak_live = max(self._peak_live, len(self.live))
         return cfg
 
+    def on_checkpoint(self, trial_id: str, path: str) -> None:
+        """Ray Tune persisted a checkpoint of ``trial_id`` at ``path`` in the storage: recorded,
+        so that a restarted driver continues the training from it."""
+        cfg = self.live.get(trial_id)
+        if cfg is not None:
+            target, number = self._target(cfg)
+            target.annotate(number, checkpoint={"storage": self.storage, "path": str(path)})
+
+    def on_retry(self, trial_id: str) -> None:
+        """Ray Tune restarts ``trial_id`` after its worker died (from its last checkpoint)."""
+        self.retries[trial_id] = self.retries.get(trial_id, 0) + 1
+
+    def _drop_checkpoint(self, cfg: dict) -> None:
+        """Delete a finished training's checkpoint from the storage (best effort: it is only
+        space)."""
+        target, number = self._target(cfg)
+        rec = target.trials()[number].user_attrs.get("checkpoint")
+        if not isinstance(rec, dict):
+            return
+        try:
+            from .raytune import storage_fs
+            fs, _ = storage_fs(rec["storage"])
+            fs.delete_dir(rec["path"])
+        except Exception as e:  # noqa: BLE001 - a store that is gone keeps its bytes
+            log.info("could not delete checkpoint %s: %s", rec.get("path"), e)
+
     def on_result(self, trial_id: str, result: dict) -> None:
         self.last[trial_id] = result
+        node = result.get("node")
+        seen = self.nodes.setdefault(trial_id, [])
+        if node and (not seen or seen[-1] != node):
+            seen.append(node)
         cfg = self.live.get(trial_id)
         if (cfg is None or cfg["kind"] != "arch" or self.objective.pareto or result.get("failed")
                 or result.get("final") or "val_acc" not in result
@@ -333,9 +402,14 @@ class Engine:
         if cfg is None:
             return
         result = result or {}
-        target = self.book if cfg["kind"] == "arch" else self.ladder
-        number = cfg["number"] if cfg["kind"] == "arch" else cfg["job"]
-        extra = {k: result[k] for k in ("node", "wall_seconds") if k in result}
+        target, number = self._target(cfg)
+        extra = {k: result[k] for k in ("wall_seconds", "notes") if k in result}
+        nodes = self.nodes.pop(trial_id, [])
+        if nodes:
+            extra["node"] = ";".join(nodes)
+        retries = self.retries.pop(trial_id, 0)
+        if retries:
+            extra["retries"] = retries
         if result.get("resumed"):
             extra["resumed_in"] = self.attempt
         if extra:
@@ -368,9 +442,7 @@ class Engine:
             else:
                 from .trials import TrialStatus as TS
                 self.ladder.fail(number, stopped_by, TS.PRUNED)
-        ckpt = Path(cfg["checkpoint"])
-        if ckpt.exists():
-            ckpt.unlink()
+        self._drop_checkpoint(cfg)
         self.publish()
 
     def stop_live(self) -> None:
@@ -542,10 +614,12 @@ class Outcome:
 
 def run_search(run, settings: Settings, space: SearchSpace, splits: Any,
                on_change: Callable[[Summary], None] | None = None, lut: Any = None,
-               quiet: bool = True) -> Outcome:
+               quiet: bool = True, storage: str | None = None,
+               checkpoints: bool = True) -> Outcome:
     """Run (or continue) the search recorded in ``run`` until ``settings.trials`` architectures
     are evaluated (and the ladder has confirmed its winner), the time budget is spent, or the
-    space is exhausted."""
+    space is exhausted. ``storage``: Ray Tune's storage (default ``run/ray``); ``checkpoints``:
+    whether trials checkpoint into it (every node must see it)."""
     from optuna.storages import JournalStorage
     from optuna.storages.journal import JournalFileBackend
 
@@ -555,7 +629,7 @@ def run_search(run, settings: Settings, space: SearchSpace, splits: Any,
     from ..evaluate.train import plan
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    resources = raytune.connect(settings.address, quiet)
+    cluster = raytune.connect(settings.address, quiet)
     meta = run.meta
     attempt = len(meta.get("attempts", [])) + 1
     budget = settings.proxy_budget(space.name)
@@ -573,10 +647,12 @@ def run_search(run, settings: Settings, space: SearchSpace, splits: Any,
     torn = run.repair_journal()
     if torn:
         log.warning("study journal: removed a torn last record (%d bytes)", torn)
-    storage = JournalStorage(JournalFileBackend(str(run.journal)))
-    engine = Engine(run, settings, space, splits.num_classes, attempt, storage, lut, on_change,
-                    epochs)
-    interrupted = raytune.run(engine, splits, resources, epochs)
+    study_storage = JournalStorage(JournalFileBackend(str(run.journal)))
+    engine = Engine(run, settings, space, splits.num_classes, attempt, study_storage, lut,
+                    on_change, epochs)
+    engine.storage = storage or str(run.ray_dir())
+    engine.checkpoints = checkpoints
+    interrupted = raytune.run(engine, splits, cluster, epochs)
     if lut is not None and not interrupted:
         confirm_latency(engine, lut)
     sm = engine.publish()

@@ -10,7 +10,9 @@ from __future__ import annotations
 import logging
 import math
 import os
+import tempfile
 import time
+from dataclasses import dataclass
 from typing import Any
 
 import ray
@@ -23,19 +25,118 @@ from .engine import FINISHED, Engine
 from .settings import ASHA_REDUCTION, SearchError
 
 
-def connect(address: str | None, quiet: bool = True) -> dict:
-    """Start a local Ray instance (all CPUs and GPUs of this machine) or join ``address``;
-    returns the cluster's resources."""
+@dataclass
+class Cluster:
+    """What the driver knows of the Ray cluster it runs on: the total resources, each alive
+    node's (``{"id", "host", "CPU", "GPU"}``), the address joined (None: a local instance) and
+    the dashboard's URL (None when there is none)."""
+    resources: dict
+    nodes: list[dict]
+    address: str | None = None
+    dashboard_url: str | None = None
+
+    def slots(self, cpus: float, gpus: float) -> list[int]:
+        """How many trials of ``cpus`` CPUs and ``gpus`` GPUs each node holds at once (a trial
+        runs on one node: Ray never splits its resources across nodes)."""
+        out = []
+        for n in self.nodes:
+            k = int(n["CPU"] // cpus) if cpus > 0 else 0
+            if gpus > 0:
+                k = min(k, int(n["GPU"] // gpus))
+            out.append(k)
+        return out
+
+    def table(self) -> str:
+        """The nodes' resources in one line (for refusals)."""
+        return "; ".join(f"node {n['id'][:8]} ({n['host']}): {n['CPU']:g} CPU, {n['GPU']:g} GPU"
+                         for n in self.nodes) or "no alive node"
+
+
+def connect(address: str | None, quiet: bool = True) -> Cluster:
+    """Start a local Ray instance (all CPUs and GPUs of this machine) or join ``address``
+    (``HOST:PORT``, ``auto`` or ``ray://...``); returns the cluster."""
+    url = None
     if not ray.is_initialized():
         os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
         os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
         os.environ.setdefault("RAY_DEDUP_LOGS", "0")
-        kw: dict[str, Any] = dict(include_dashboard=False, log_to_driver=not quiet,
-                                  logging_level=logging.ERROR, configure_logging=True)
+        kw: dict[str, Any] = dict(include_dashboard=False,
+                                  log_to_driver=not quiet, logging_level=logging.ERROR,
+                                  configure_logging=True)
         # without an address always a new local instance: ray.init() alone would join a cluster
-        # that `ray start` left running on this machine
-        ray.init(address=address or "local", **kw)
-    return ray.cluster_resources()
+        # that `ray start` left running on this machine (or RAY_ADDRESS names)
+        ctx = ray.init(address=address or "local", **kw)
+        url = getattr(ctx, "dashboard_url", None) or None
+    if url and not url.startswith("http"):
+        url = f"http://{url}"
+    return Cluster(ray.cluster_resources(), alive_nodes(), address, url if address else None)
+
+
+def alive_nodes() -> list[dict]:
+    """Each alive node of the connected cluster: id, host (address), CPUs and GPUs."""
+    return [{"id": n["NodeID"], "host": n.get("NodeManagerAddress", "?"),
+             "CPU": float(n.get("Resources", {}).get("CPU", 0)),
+             "GPU": float(n.get("Resources", {}).get("GPU", 0))}
+            for n in ray.nodes() if n.get("Alive")]
+
+
+def check_fit(cluster: Cluster, cpus: float, gpus: float) -> int:
+    """How many trials the cluster runs at once; SearchError (one line with the nodes'
+    resources) when a trial fits no single node -- Ray would wait for one forever."""
+    slots = cluster.slots(cpus, gpus)
+    if sum(slots) < 1:
+        ask = f"{cpus:g} CPU" + (f" and {gpus:g} GPU" if gpus > 0 else "")
+        raise SearchError(f"a trial asks for {ask} on one node, and no node of the Ray cluster "
+                          f"has that ({cluster.table()}); lower --cpus-per-trial or "
+                          f"--gpus-per-trial, or add a node that fits")
+    return sum(slots)
+
+
+def node_label() -> str:
+    """This worker's node: Ray's node id (as ``ray list nodes`` shows it)."""
+    return ray.get_runtime_context().get_node_id()
+
+
+def storage_fs(storage: str):
+    """``(pyarrow filesystem, path)`` of a Tune storage path or URI (``s3://``, ``gs://``, a
+    local or NFS folder)."""
+    import pyarrow.fs as pafs
+    if "://" not in storage:
+        return pafs.LocalFileSystem(), os.path.abspath(storage)
+    return pafs.FileSystem.from_uri(storage)
+
+
+@ray.remote(num_cpus=0)
+def _sees(storage: str, marker: str) -> bool:
+    import pyarrow.fs as pafs
+    try:
+        fs, _ = storage_fs(storage)
+        return fs.get_file_info(marker).type == pafs.FileType.File
+    except Exception:  # noqa: BLE001 - an unreachable store is a 'no', whatever it raises
+        return False
+
+
+def nodes_without(storage: str, cluster: Cluster, timeout_s: float = 30.0) -> list[dict]:
+    """The alive nodes that cannot see the Tune storage ``storage``: a marker file is written
+    there from the driver and looked for from one task pinned to each node."""
+    import uuid
+
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+    fs, root = storage_fs(storage)
+    fs.create_dir(root)
+    marker = f"{root.rstrip('/')}/.igcv-storage-probe-{uuid.uuid4().hex[:12]}"
+    with fs.open_output_stream(marker) as f:
+        f.write(b"igcv-nas storage probe\n")
+    try:
+        refs = [_sees.options(scheduling_strategy=NodeAffinitySchedulingStrategy(
+            n["id"], soft=False)).remote(storage, marker) for n in cluster.nodes]
+        seen = ray.get(refs, timeout=timeout_s)
+    except ray.exceptions.GetTimeoutError:
+        raise SearchError(f"the Ray nodes did not answer within {timeout_s:g} s whether they "
+                          f"can see the Tune storage {storage}") from None
+    finally:
+        fs.delete_file(marker)
+    return [n for n, ok in zip(cluster.nodes, seen) if not ok]
 
 
 def release_memory() -> None:
@@ -51,47 +152,100 @@ def release_memory() -> None:
         pass
 
 
+CHECKPOINT_NAME = "checkpoint.pt"
+
+
 def trainable(config: dict, splits: Any = None) -> None:
-    """One proxy evaluation (an architecture at the first rung, or a ladder training)."""
+    """One proxy evaluation (an architecture at the first rung, or a ladder training), where
+    Ray placed it. It reads nothing of the driver's disk: the spec and budget come in
+    ``config``, the data through the object store, the checkpoint from Ray Tune's storage (its
+    own retry after a worker died, or ``config["restore"]`` after the driver restarted); scores
+    and checkpoints go back through ``tune.report``. The device is decided here: a GPU budget
+    on a node whose CUDA fails is reported as that node's failure, in one line."""
     import torch
 
+    from ..arch.spec import from_dict
     from ..evaluate.proxy import ProxyBudget, evaluate
-    from ..arch.spec import load
     from ..evaluate.train import plan
+    from ..errors import IGCVError
 
     torch.set_num_threads(max(1, int(config["threads"])))
-    spec = load(config["proxy_spec_file"])
+    spec = from_dict(config["spec"])
     budget = ProxyBudget.from_dict(config["budget"])
-    ckpt = config["checkpoint"] if budget.mode != "zero-cost" else None
     _, total, epochs = plan(len(splits.train), budget.train)
-    resumed = bool(ckpt and os.path.exists(ckpt))
-    base = {"node": ray.get_runtime_context().get_node_id(), "final": False, "resumed": resumed,
-            "macs": config["macs"]}
+    node = node_label()
+    notes: list[str] = []
+    base = {"node": node, "final": False, "macs": config["macs"]}
     t0 = time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix="igcv-trial-") as work:
+        keep = budget.mode != "zero-cost" and bool(config.get("checkpoints"))
+        ckpt = os.path.join(work, CHECKPOINT_NAME) if keep else None
+        if ckpt:
+            _fetch_checkpoint(config, work, notes)
+        resumed = bool(ckpt and os.path.exists(ckpt))
+        base["resumed"] = resumed
 
-    def on_epoch(rep) -> None:
-        if rep.steps < total:  # the last epoch is reported with every score below
-            r = {"epoch": rep.epoch, "train_loss": rep.train_loss, **base}
-            if not math.isnan(rep.val_acc):
-                r["val_acc"] = rep.val_acc
-            tune.report(r)
+        def on_epoch(rep) -> None:
+            if rep.steps < total:  # the last epoch is reported with every score below
+                r = {"epoch": rep.epoch, "train_loss": rep.train_loss, **base}
+                if not math.isnan(rep.val_acc):
+                    r["val_acc"] = rep.val_acc
+                tune.report(r, checkpoint=tune.Checkpoint.from_directory(work) if ckpt
+                            else None)
 
-    try:
-        scores = evaluate(spec, splits, budget, on_epoch, checkpoint=ckpt, resume=resumed)
-    # a failed report still carries the score key (0.0): Ray checks every result for it
-    except FloatingPointError as e:  # NonFiniteLoss, non-finite accuracy or score
-        tune.report({**base, config["score"]: 0.0, "failed": f"{type(e).__name__}: {e}",
-                     "epoch": 0})
-        return
-    finally:
-        release_memory()
+        def failed(reason: str) -> None:
+            # a failed report still carries the score key (0.0): Ray checks every result for it
+            tune.report({**base, config["score"]: 0.0, "failed": reason, "epoch": 0,
+                         **({"notes": "; ".join(notes)} if notes else {})})
+
+        try:
+            scores = evaluate(spec, splits, budget, on_epoch, checkpoint=ckpt, resume=resumed,
+                              on_damaged=notes.append)
+        except FloatingPointError as e:  # NonFiniteLoss, non-finite accuracy or score
+            failed(f"{type(e).__name__}: {e}")
+            return
+        except (IGCVError, RuntimeError) as e:
+            if budget.train.device.startswith("cuda"):  # the node's CUDA, not the search
+                import socket
+                failed(f"on node {node[:8]} ({socket.gethostname()}): device "
+                       f"{budget.train.device} failed "
+                       f"({' '.join(str(e).split())[:200]})")
+                return
+            raise
+        finally:
+            release_memory()
     bad = [k for k, v in scores.items() if not math.isfinite(v)]
     if bad:
-        tune.report({**base, config["score"]: 0.0, "failed": f"score {bad[0]} is {scores[bad[0]]}",
-                     "epoch": 0})
+        failed(f"score {bad[0]} is {scores[bad[0]]}")
         return
     tune.report({**scores, **base, "final": True, "epoch": epochs,
-                 "wall_seconds": time.perf_counter() - t0})
+                 "wall_seconds": time.perf_counter() - t0,
+                 **({"notes": "; ".join(notes)} if notes else {})})
+
+
+def _fetch_checkpoint(config: dict, work: str, notes: list[str]) -> None:
+    """Bring the checkpoint to continue from into ``work``: Ray's own (this trial was retried
+    after its worker died) or the one a previous driver attempt recorded (``restore``). One
+    that cannot be fetched is noted and the training starts from the beginning."""
+    c = tune.get_checkpoint()
+    if c is None and config.get("restore"):
+        r = config["restore"]
+        try:
+            fs, _ = storage_fs(r["storage"])
+            c = tune.Checkpoint(r["path"], filesystem=fs)
+        except Exception as e:  # noqa: BLE001 - a store this node cannot reach
+            notes.append(f"checkpoint {r['path']} cannot be reached from this node "
+                         f"({type(e).__name__}: {e}); trained from the start")
+            return
+    if c is None:
+        return
+    try:
+        c.to_directory(work)
+    except Exception as e:  # noqa: BLE001 - gone, or the store is down: start again
+        notes.append(f"checkpoint {c.path} could not be fetched ({type(e).__name__}: "
+                     f"{' '.join(str(e).split())[:160]}); trained from the start")
+        for f in os.listdir(work):
+            os.unlink(os.path.join(work, f))
 
 
 class EngineSearcher(Searcher):
@@ -166,6 +320,12 @@ class Progress(Callback):
     def on_trial_result(self, iteration, trials, trial, result, **info):
         self._tell()
 
+    def on_checkpoint(self, iteration, trials, trial, checkpoint, **info):
+        self.engine.on_checkpoint(trial.trial_id, checkpoint.path)
+
+    def on_trial_recover(self, iteration, trials, trial, **info):
+        self.engine.on_retry(trial.trial_id)
+
     def on_step_end(self, iteration, trials, **info):
         e = self.engine
         ts = e.settings.time_budget_s
@@ -176,22 +336,17 @@ class Progress(Callback):
         return {}
 
 
-def run(engine: Engine, splits: Any, resources: dict, epochs: int) -> bool:
+def run(engine: Engine, splits: Any, cluster: Cluster, epochs: int) -> bool:
     """Run the engine's trainings on Ray Tune; True when interrupted (Ctrl-C, or trainings left
-    unfinished for a resume)."""
+    unfinished for a resume). The Tune storage is ``engine.storage`` (trial checkpoints go
+    there when ``engine.checkpoints``)."""
     s = engine.settings
     remaining = engine.remaining()
     time_left = None if s.time_budget_s is None else s.time_budget_s - engine.elapsed_before
     if remaining <= 0 or (time_left is not None and time_left <= 0):
         return False
     per_trial = {"cpu": s.cpus_per_trial, "gpu": s.gpus_per_trial}
-    slots = int(resources.get("CPU", 1) // s.cpus_per_trial)
-    if s.gpus_per_trial > 0:
-        slots = min(slots, int(resources.get("GPU", 0) // s.gpus_per_trial))
-    if slots < 1:
-        raise SearchError(f"the Ray cluster has {resources.get('CPU', 0):g} CPUs and "
-                          f"{resources.get('GPU', 0):g} GPUs; a trial asks for "
-                          f"{s.cpus_per_trial:g} CPUs and {s.gpus_per_trial:g} GPUs")
+    slots = check_fit(cluster, s.cpus_per_trial, s.gpus_per_trial)
     concurrent = min(s.max_concurrent or slots, remaining)
     fn = tune.with_resources(tune.with_parameters(trainable, splits=splits), per_trial)
     tuner = tune.Tuner(
@@ -203,8 +358,9 @@ def run(engine: Engine, splits: Any, resources: dict, epochs: int) -> bool:
             trial_name_creator=lambda t: t.config.get("name", t.trial_id),
             trial_dirname_creator=lambda t: t.config.get("name", t.trial_id)),
         run_config=tune.RunConfig(
-            name=f"attempt-{engine.attempt}", storage_path=str(engine.run.ray_dir()), verbose=0,
+            name=f"attempt-{engine.attempt}", storage_path=engine.storage, verbose=0,
             failure_config=tune.FailureConfig(max_failures=s.max_failures),
+            checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
             callbacks=[Progress(engine)]))
     engine.publish()
     interrupted = False

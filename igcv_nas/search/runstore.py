@@ -10,8 +10,10 @@ Layout of ``runs/<time>-<space>-<budget>/``::
     pareto.json      the non-dominated set (accuracy vs MACs)
     measured_latency.json  measured latency of the final candidates (with --latency)
     latency_lut.json the latency lookup table (with --latency and no --lut)
-    trials/<n>/      per-trial files: spec.json, the proxy-training checkpoint
-    ray/attempt-<k>/ Ray Tune's experiment state of each (re)start
+    trials/<n>/      per-trial files: spec.json and proxy_spec.json (the driver's copies; trials
+                     get their spec in their Ray config and never read this directory)
+    ray/attempt-<k>/ Ray Tune's storage of each (re)start (experiment state, trial checkpoints)
+                     unless --storage-path puts it elsewhere
     .lock            held (flock) by the driver while it runs
 
 Every file is written atomically (:mod:`igcv_nas.fileio`); the directory itself is created by
@@ -59,16 +61,17 @@ EVALUATED = (COMPLETE, PRUNED, FAILED)  # trials that were handed to proxy evalu
 # training (rung >= 1, the architecture's number, seed offset, ladder_trial)
 TABLE_COLUMNS = ["number", "rung", "seed", "status", "arch_id", "macs", "params", "latency_ms",
                  "measured_latency_ms", "val_acc", "val_loss", "tse", "best_val_acc", "epochs",
-                 "train_seconds", "wall_seconds", "images_per_s", "node", "attempt", "resumed_in",
-                 "duplicate_of", "parent", "ladder_trial", "reason", "started", "finished"]
+                 "train_seconds", "wall_seconds", "images_per_s", "node", "retries", "attempt",
+                 "resumed_in",
+                 "duplicate_of", "parent", "ladder_trial", "reason", "notes", "started", "finished"]
 
 
 # dtypes of the trials table as load_trials returns it
-INT_COLUMNS = ("number", "rung", "seed", "macs", "params", "attempt", "resumed_in",
+INT_COLUMNS = ("number", "rung", "seed", "macs", "params", "retries", "attempt", "resumed_in",
                "duplicate_of", "parent", "ladder_trial")
 FLOAT_COLUMNS = ("latency_ms", "measured_latency_ms", "val_acc", "val_loss", "tse",
                  "best_val_acc", "epochs", "train_seconds", "wall_seconds", "images_per_s")
-TEXT_COLUMNS = ("status", "arch_id", "node", "reason")
+TEXT_COLUMNS = ("status", "arch_id", "node", "reason", "notes")
 TIME_COLUMNS = ("started", "finished")
 
 
@@ -220,9 +223,6 @@ class RunDir:
     def proxy_spec_file(self, number: int) -> Path:
         """The data set's variant of the trial's spec: what its trainings train."""
         return self.trial_dir(number) / "proxy_spec.json"
-
-    def checkpoint_file(self, number: int) -> Path:
-        return self.trial_dir(number) / "checkpoint.pt"
 
     def ray_dir(self) -> Path:
         return self.path / "ray"

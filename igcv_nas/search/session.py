@@ -88,6 +88,9 @@ def prepare_search(settings: Mapping[str, Any] | None = None, *,
     order ``igcv-search`` checks it, before Ray starts and with nothing written."""
     say = log or _log
     given = _given(settings)
+    if "address" not in given and os.environ.get("RAY_ADDRESS"):
+        # inside `ray job submit`, or a shell pointed at a cluster: join it (Ray's convention)
+        given["address"] = os.environ["RAY_ADDRESS"]
     over = _overrides(proxy_budget)
     stack = ExitStack()
     try:
@@ -356,11 +359,14 @@ class PreparedSearch:
         previous = None
         try:
             self.phase = "connecting"
-            resources = self._connect(quiet)
+            cluster = self._connect(quiet)
             if handle_sigterm and threading.current_thread() is threading.main_thread():
                 previous = signal.signal(signal.SIGTERM, self._terminate)  # after ray.init's own
             self.phase = "starting"
-            self._defaults(resources)
+            if cluster.dashboard_url:
+                self._say(f"Ray dashboard: {cluster.dashboard_url}")
+            self._defaults(cluster.resources)
+            self._check_cluster(cluster)
             if self.lut is None and self.run_dir is None:
                 # a new run measures its LUT before its directory exists, so that a latency
                 # budget below every network is refused with nothing created
@@ -373,10 +379,11 @@ class PreparedSearch:
                 check_latency_budget(self.settings, self.space, self.lut)
             elif self.lut_path is None:
                 self.lut_path = run.path / "latency_lut.json"
+            storage, checkpoints = self._tune_storage(run, cluster)
             if on_start is not None:
                 on_start(self)
             self.phase = "searching"
-            out = self._search(run, on_change, quiet)
+            out = self._search(run, on_change, quiet, storage, checkpoints)
             self.phase = "done"
             return out
         finally:
@@ -384,13 +391,50 @@ class PreparedSearch:
                 signal.signal(signal.SIGTERM, previous)
             self.close()
 
-    def _connect(self, quiet: bool) -> dict:
+    def _connect(self, quiet: bool):
         from .raytune import connect
         try:
             return connect(self.settings.address, quiet=quiet)
         except Exception as e:  # noqa: BLE001 - any connection failure is the caller's address
             where = f" at {self.settings.address}" if self.settings.address else ""
             raise SearchError(f"cannot start or reach Ray{where}: {e}") from None
+
+    def _check_cluster(self, cluster) -> None:
+        """Before anything is created: a trial must fit one node of the cluster (per-node CPUs
+        and GPUs; the driver's own CUDA does not matter), and a given ``storage_path`` must be
+        visible from every node."""
+        from .raytune import check_fit, nodes_without
+        s = self.settings
+        check_fit(cluster, s.cpus_per_trial, s.gpus_per_trial)
+        if s.storage_path:
+            blind = nodes_without(s.storage_path, cluster)
+            if blind:
+                which = "; ".join(f"{n['id'][:8]} {n['host']}" for n in blind)
+                raise SearchError(
+                    f"--storage-path {s.storage_path}: {len(blind)} of {len(cluster.nodes)} Ray "
+                    f"nodes cannot see it ({which}); give a folder every node mounts (NFS) or a "
+                    f"URI such as s3://bucket/path")
+
+    def _tune_storage(self, run: RunDir, cluster) -> tuple[str, bool]:
+        """Ray Tune's storage and whether trials checkpoint into it. The default (under the run
+        directory) serves a cluster only where every node sees the driver's disk; otherwise
+        trials run without checkpoints (a trial whose worker dies trains again from the start)
+        and the search says so."""
+        from .raytune import nodes_without
+        s = self.settings
+        if s.storage_path:
+            return s.storage_path, True
+        storage = str(run.ray_dir())
+        if not s.address:
+            return storage, True
+        blind = nodes_without(storage, cluster)
+        if not blind:
+            return storage, True
+        self._say(f"trial checkpoints off: {len(blind)} of {len(cluster.nodes)} Ray nodes cannot "
+                  f"see the run directory's Tune storage {storage}; a trial whose worker dies is "
+                  f"trained again from the start (give --storage-path on a shared folder or "
+                  f"s3://... to keep checkpoints)")
+        return storage, False
 
     def _terminate(self, signum, frame) -> None:
         """SIGTERM is handled like Ctrl-C: trainings stop, the run is marked interrupted. While
@@ -447,11 +491,12 @@ class PreparedSearch:
             raise RunError(str(e)) from None
         return self.run_dir
 
-    def _search(self, run: RunDir, on_change, quiet: bool) -> Outcome:
+    def _search(self, run: RunDir, on_change, quiet: bool, storage: str,
+                checkpoints: bool) -> Outcome:
         from .engine import run_search
         try:
             return run_search(run, self.settings, self.space, self.splits, on_change, self.lut,
-                              quiet=quiet)
+                              quiet=quiet, storage=storage, checkpoints=checkpoints)
         except KeyboardInterrupt:  # outside Ray's loop (start-up, writing results)
             run.update_meta(status="interrupted")
             raise

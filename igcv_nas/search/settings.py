@@ -40,7 +40,7 @@ MAX_SEED = 2**31 - 1  # sampler seed + 7919 per resumed attempt stays below 2**3
 MAX_DRAWS = 2000  # samples tried per suggestion before the space counts as exhausted
 # settings a resume may change; any other change is refused unless forced
 RESUME_MUTABLE = ("trials", "time_budget_s", "cpus_per_trial", "gpus_per_trial",
-                  "max_concurrent", "address", "data_dir", "max_failures")
+                  "max_concurrent", "address", "data_dir", "max_failures", "storage_path")
 
 
 class SearchError(IGCVError, ValueError):
@@ -75,6 +75,7 @@ class Settings:
     gpus_per_trial: float = 0.0
     max_concurrent: int | None = None
     address: str | None = None
+    storage_path: str | None = None    # Ray Tune storage (path or URI); None: RUN_DIR/ray
     budget: dict | None = None         # ProxyBudget.to_dict(); None: the device default
     scheduler: str = "ladder"          # ladder | asha | none (ladder/asha only where they apply)
     score_by: str = "val_acc"          # the training score maximised: val_acc, val_loss, tse

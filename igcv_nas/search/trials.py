@@ -230,9 +230,11 @@ class TrialBook:
                    "arch_id": a.get("arch_id"), "macs": a.get("macs"), "params": a.get("params"),
                    "latency_ms": a.get("latency_ms"), "measured_latency_ms": measured.get(t.number),
                    "wall_seconds": a.get("wall_seconds"), "node": a.get("node"),
-                   "attempt": a.get("attempt"), "resumed_in": a.get("resumed_in"),
+                   "retries": a.get("retries"), "attempt": a.get("attempt"),
+                   "resumed_in": a.get("resumed_in"),
                    "duplicate_of": a.get("duplicate_of"), "parent": a.get("parent"),
-                   "reason": a.get("reason"), "started": _iso(t.datetime_start),
+                   "reason": a.get("reason"), "notes": a.get("notes"),
+                   "started": _iso(t.datetime_start),
                    "finished": _iso(t.datetime_complete)}
             scores = a.get("scores")
             dup_of = a.get("duplicate_of")
@@ -410,8 +412,10 @@ class Ladder:
                    "ladder_trial": t.number, "status": st.value, "arch_id": a.get("arch_id"),
                    "macs": a.get("macs"), "params": a.get("params"),
                    "wall_seconds": a.get("wall_seconds"), "node": a.get("node"),
-                   "attempt": a.get("attempt"), "resumed_in": a.get("resumed_in"),
-                   "reason": a.get("reason"), "started": _iso(t.datetime_start),
+                   "retries": a.get("retries"), "attempt": a.get("attempt"),
+                   "resumed_in": a.get("resumed_in"),
+                   "reason": a.get("reason"), "notes": a.get("notes"),
+                   "started": _iso(t.datetime_start),
                    "finished": _iso(t.datetime_complete)}
             row.update(a.get("scores", {}))
             out.append(row)
