@@ -231,14 +231,17 @@ def prepared(tmp_path, cifar_dir) -> PreparedSearch:
                           proxy_budget=TINY_PROXY, command=["test"])
 
 
-def fake_cluster(monkeypatch, resources: dict) -> list:
-    """Replace Ray's start by ``resources`` and run_search by a recorder; returns the calls."""
+def fake_cluster(monkeypatch, resources: dict, nodes: list[tuple[float, float]] | None = None
+                 ) -> list:
+    """Replace Ray's start by ``resources`` (on one node, or on ``nodes``: (CPU, GPU) each) and
+    run_search by a recorder; returns the calls."""
     import igcv_nas.search.raytune
     import igcv_nas.search.engine
     calls = []
-    node = {"id": "f" * 56, "host": "127.0.0.1", "CPU": resources.get("CPU", 0.0),
-            "GPU": resources.get("GPU", 0.0)}
-    cluster = igcv_nas.search.raytune.Cluster(resources, [node])
+    shapes = nodes or [(resources.get("CPU", 0.0), resources.get("GPU", 0.0))]
+    cluster = igcv_nas.search.raytune.Cluster(
+        resources, [{"id": f"{i:x}" * 56, "host": "127.0.0.1", "CPU": c, "GPU": g}
+                    for i, (c, g) in enumerate(shapes)])
     monkeypatch.setattr(igcv_nas.search.raytune, "connect", lambda address, quiet=True: cluster)
 
     def run_search(run, settings, space, splits, on_change=None, lut=None, quiet=True, **kw):
@@ -284,6 +287,16 @@ def test_gpu_defaults_come_from_the_cluster(prepared, monkeypatch):
     settings = calls[0][1]
     assert (settings.gpus_per_trial, settings.cpus_per_trial) == (1.0, 4.0)
     assert settings.budget["train"]["device"] == "cuda" and settings.budget["train"]["epochs"] == 1
+
+
+def test_gpu_trials_get_the_cpu_share_of_the_smallest_gpu_node(prepared, monkeypatch):
+    """A CPU head (16 CPUs, no GPU) with a 2-GPU node of 8 CPUs and a 4-GPU node of 4 CPUs: a
+    trial takes 1 CPU (4 / 4), so that all 6 GPUs can hold one; the cluster's total (28 / 6)
+    would leave the 4-GPU node idle."""
+    calls = fake_cluster(monkeypatch, {"CPU": 28.0, "GPU": 6.0}, nodes=[(16, 0), (8, 2), (4, 4)])
+    prepared.run()
+    settings = calls[0][1]
+    assert (settings.gpus_per_trial, settings.cpus_per_trial) == (1.0, 1.0)
 
 
 def test_the_lock_is_released_when_a_run_fails_after_creating_the_run(prepared, tmp_path,

@@ -407,9 +407,7 @@ class Engine:
         nodes = self.nodes.pop(trial_id, [])
         if nodes:
             extra["node"] = ";".join(nodes)
-        retries = self.retries.pop(trial_id, 0)
-        if retries:
-            extra["retries"] = retries
+        extra["retries"] = self.retries.pop(trial_id, 0)  # 0: it ran once, on one worker
         if result.get("resumed"):
             extra["resumed_in"] = self.attempt
         if extra:

@@ -365,7 +365,7 @@ class PreparedSearch:
             self.phase = "starting"
             if cluster.dashboard_url:
                 self._say(f"Ray dashboard: {cluster.dashboard_url}")
-            self._defaults(cluster.resources)
+            self._defaults(cluster)
             self._check_cluster(cluster)
             if self.lut is None and self.run_dir is None:
                 # a new run measures its LUT before its directory exists, so that a latency
@@ -449,17 +449,20 @@ class PreparedSearch:
             return
         raise KeyboardInterrupt
 
-    def _defaults(self, resources: dict) -> None:
-        """One GPU per trial where the cluster has GPUs (and the CPUs shared among them), and
-        the device's proxy budget with the overrides: for a new search, once GPUs are known."""
+    def _defaults(self, cluster) -> None:
+        """One GPU per trial where the cluster has GPUs (with each GPU node's CPUs shared among
+        its GPUs: the smallest share over the GPU nodes, so that every GPU can hold a trial),
+        and the device's proxy budget with the overrides: for a new search, once GPUs are
+        known."""
         s, given = self.settings, self._given
         if self.resuming:
             return
-        gpus = resources.get("GPU", 0)
-        if "gpus_per_trial" not in given and gpus > 0:
+        if "gpus_per_trial" not in given and cluster.resources.get("GPU", 0) > 0:
             s = replace(s, gpus_per_trial=1.0)
         if "cpus_per_trial" not in given and s.gpus_per_trial > 0:
-            s = replace(s, cpus_per_trial=max(1.0, resources.get("CPU", 1) // max(1, gpus)))
+            shares = [n["CPU"] // (n["GPU"] // s.gpus_per_trial) for n in cluster.nodes
+                      if n["GPU"] >= s.gpus_per_trial]
+            s = replace(s, cpus_per_trial=max(1.0, min(shares, default=1.0)))
         s = replace(s, budget=None)
         self.settings = replace(s, budget=apply_proxy_budget(s, self._over)
                                 or s.proxy_budget().to_dict())
