@@ -408,3 +408,33 @@ def test_ctrl_c_after_the_run_directory_exists_names_the_resume(tmp_path, cifar_
     with prepare_search({"data_dir": str(cifar_dir)}, resume=d) as prep:  # the advice works
         assert prep.run() == "outcome"
     assert len(calls) == 1 and calls[0][0].path == d
+
+
+@pytest.mark.parametrize("url, says", [
+    ("redis://127.0.0.1/0", "--storage 'redis://127.0.0.1/0'; accepted: postgresql://..., "
+                            "mysql://..., sqlite:///PATH"),
+    ("postgresql://me:secret@127.0.0.1/db", "--storage: the URL holds a password, and the URL "
+                                            "is recorded in run.json"),
+    ("grpc://127.0.0.1", "--storage 'grpc://127.0.0.1': a gRPC storage proxy is grpc://HOST:PORT"),
+])
+def test_a_storage_url_that_cannot_be_used_is_refused_before_anything(tmp_path, cifar_dir,
+                                                                      capsys, url, says):
+    code = main(["--space", SMALL, "--flops", "4M", "--trials", "1", "--data-dir",
+                 str(cifar_dir), "--run-dir", str(tmp_path / "run"), "--storage", url])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and err[0].startswith(f"igcv-search: error: {says}")
+    assert "secret" not in err[0]
+    assert_nothing_created(tmp_path)
+
+
+def test_a_shared_study_has_no_ladder(tmp_path, cifar_dir):
+    with pytest.raises(SearchError, match="^--storage: the ladder's promotions are decided by "
+                                          "one driver"):
+        prepare_search({"space": SMALL, "macs": 4_000_000, "data_dir": str(cifar_dir),
+                        "storage": "sqlite:////tmp/x.db", "scheduler": "ladder"},
+                       run_dir=tmp_path / "run")
+    with prepare_search({"space": SMALL, "macs": 4_000_000, "data_dir": str(cifar_dir),
+                         "storage": f"sqlite:///{tmp_path / 's.db'}"},
+                        run_dir=tmp_path / "run") as p:
+        assert p.settings.scheduler == "asha" and not p.settings.uses_ladder
+    assert_nothing_created(tmp_path)

@@ -188,3 +188,83 @@ def test_ladder_waits_for_the_rung_below_and_resumes():
     nxt = lad2.next_jobs(True)
     assert nxt == [(jobs[0][0], 2, 1), (jobs[0][0], 2, 2)]
     assert lad2.confirmed() is None
+
+
+# -- a shared study: two drivers' books over one RDB study (SQLite here; PostgreSQL in
+# test_shared_study.py) ---------------------------------------------------------------------
+
+def shared_books(tmp_path, *drivers):
+    url = f"sqlite:///{tmp_path / 'study.db'}"
+    storage = optuna.storages.RDBStorage(url)
+    books = []
+    for i, d in enumerate(drivers):
+        study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=i), storage=storage,
+                                    study_name="shared", direction="maximize", load_if_exists=True)
+        books.append(TrialBook(study, Objective(), driver=d, shared=True))
+    return books
+
+
+def fixed(x):
+    """A proposal of architecture ``x`` whatever the sampler says."""
+    def propose(trial):
+        trial.suggest_categorical("x", CHOICES)
+        return {"arch_id": f"a{x}", "macs": 10 * x, "params": x}, x
+    return propose
+
+
+def test_a_shared_study_gives_an_architecture_to_one_driver_only(tmp_path):
+    a, b = shared_books(tmp_path, "drv-a", "drv-b")
+    pa = a.ask(fixed(3), budget(), 5)
+    assert pa is not None and pa.number == 0
+    # b's draw finds a3 held by a's trial
+    assert b.ask(fixed(3), budget(), 1) is None
+    t = b.trials()[1]
+    assert status_of(t) == TrialStatus.DUPLICATE and t.user_attrs["duplicate_of"] == 0
+    assert t.user_attrs["driver"] == "drv-b"
+    assert t.user_attrs["reason"] == "same architecture as trial 0 (of driver drv-a)"
+    pb = b.ask(fixed(4), budget(), 1)
+    assert pb is not None and pb.number == 2
+    assert a.committed_count() == b.committed_count() == 2  # both evaluating, seen by both
+
+
+def test_a_shared_study_counts_trials_over_every_driver(tmp_path):
+    a, b = shared_books(tmp_path, "drv-a", "drv-b")
+    for x in (2, 3):
+        p = a.ask(fixed(x), budget(), 1, limit=3)
+        a.complete(p.number, {"val_acc": 0.1 * x}, 10 * x)
+    p = b.ask(fixed(5), budget(), 1, limit=3)
+    assert p is not None  # the third of three
+    assert a.ask(fixed(6), budget(), 5, limit=3) is None  # the study's three are taken
+    t = a.trials()[-1]
+    assert status_of(t) == TrialStatus.SURPLUS and t.state == TrialState.FAIL
+    assert t.user_attrs["reason"] == "the study's 3 trials were taken by other drivers first"
+    assert a.evaluated_count() == 2 and a.committed_count() == 3
+
+
+def test_a_driver_waits_for_a_lower_trial_another_driver_is_still_proposing(tmp_path):
+    """Driver a asked trial 0 and has not decided it when b settles trial 1 on the same
+    architecture: b waits for a's decision, then yields to it."""
+    import threading
+    a, b = shared_books(tmp_path, "drv-a", "drv-b")
+    tr = a.study.ask()
+    tr.set_user_attr("driver", "drv-a")
+    tr.set_user_attr("arch_id", "a4")
+    out = {}
+    th = threading.Thread(target=lambda: out.setdefault("b", b.ask(fixed(4), budget(), 1)))
+    th.start()
+    th.join(0.5)
+    assert th.is_alive()  # b waits: trial 0 is undecided
+    tr.set_user_attr("status", TrialStatus.EVALUATING.value)
+    th.join(15)
+    assert not th.is_alive() and out["b"] is None
+    assert b.trials()[1].user_attrs["duplicate_of"] == 0
+
+
+def test_recover_leaves_another_drivers_running_trials_alone(tmp_path):
+    a, b = shared_books(tmp_path, "drv-a", "drv-b")
+    pa, pb = a.ask(fixed(2), budget(), 1), b.ask(fixed(3), budget(), 1)
+    again = a.recover(lambda n: False)  # a restarted: its trial cannot continue, b's is b's
+    assert again == []
+    assert status_of(a.trials()[pa.number]) == TrialStatus.LOST
+    assert status_of(a.trials()[pb.number]) == TrialStatus.EVALUATING
+    assert a.trials()[pb.number].state == TrialState.RUNNING

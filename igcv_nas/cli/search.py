@@ -90,6 +90,15 @@ def _parser() -> OneLineParser:
                                           "variables); default RUN_DIR/ray")
     r.add_argument("--max-failures", type=int, help="retries of a trial whose worker dies "
                                                     "(from its checkpoint; default 2)")
+    st = ap.add_argument_group("study (one search, many drivers)")
+    st.add_argument("--storage", metavar="URL",
+                    help="the Optuna study's storage, shared by every driver given the same URL "
+                         "and --study-name: postgresql://USER@HOST/DB, mysql://..., "
+                         "sqlite:///ABS/PATH.db (RDB) or grpc://HOST:PORT (Optuna's gRPC "
+                         "storage proxy); no password in the URL (it is recorded in run.json: "
+                         "use PGPASSWORD or ~/.pgpass); default RUN_DIR/study.journal (one "
+                         "driver); implies --scheduler asha")
+    st.add_argument("--study-name", help="the study's name in --storage (default igcv-search)")
     o = ap.add_argument_group("run directory")
     o.add_argument("--run-dir", help="default runs/<time>-<space>-<budget>")
     o.add_argument("--resume", metavar="RUN_DIR", help="continue the search recorded there")
@@ -132,7 +141,8 @@ def _explicit(args) -> dict:
          "zero_cost_metric": args.zero_cost_metric, "sampler": args.sampler, "seed": args.seed,
          "cpus_per_trial": args.cpus_per_trial, "gpus_per_trial": args.gpus_per_trial,
          "max_concurrent": args.max_concurrent, "address": args.address,
-         "max_failures": args.max_failures,
+         "max_failures": args.max_failures, "storage": args.storage,
+         "study_name": args.study_name,
          "storage_path": (args.storage_path if args.storage_path is None or "://" in
                           args.storage_path else os.path.abspath(args.storage_path))}
     if args.time_budget is not None:

@@ -167,14 +167,23 @@ class Engine:
         self.asha_stopped: set[str] = set()
         self.stopping_reason: str | None = None
         self.exhausted: str | None = None
+        from . import studystore
+        self.shared = studystore.is_shared(settings)
+        self.driver = str(run.meta.get("driver") or "")
         seed = settings.seed + 7919 * (attempt - 1)  # a resumed search draws afresh
+        if self.shared:
+            seed = studystore.driver_seed(seed, self.driver)
         accept = self._accept if settings.sampler in ("evolution", "nsga2") else None
         directions = ["maximize", "minimize"] if self.objective.pareto else ["maximize"]
+        name = settings.study_name if self.shared else STUDY_NAME
         study = optuna.create_study(storage=storage, sampler=make_sampler(settings, seed, accept),
-                                    study_name=STUDY_NAME, directions=directions,
+                                    study_name=name, directions=directions,
                                     load_if_exists=True)
-        study.set_user_attr("settings", settings.to_dict())
-        self.book = TrialBook(study, self.objective)
+        if not self.shared:
+            study.set_user_attr("settings", settings.to_dict())
+        elif "fingerprint" not in study.user_attrs:
+            study.set_user_attr("fingerprint", studystore.fingerprint(settings, space.sha256))
+        self.book = TrialBook(study, self.objective, self.driver, self.shared)
         self.ladder = None
         if settings.uses_ladder:
             lstudy = optuna.create_study(storage=storage, study_name=LADDER_STUDY,
@@ -202,6 +211,9 @@ class Engine:
                  "attempt": self.attempt}
         if cand.latency_ms is not None:
             attrs["latency_ms"] = round(cand.latency_ms, 4)
+        if self.shared:  # every driver's run directory can report and export the whole study
+            attrs["spec"] = cand.spec.to_dict()
+            attrs["proxy_spec"] = cand.proxy_spec.to_dict()
         parent_of = getattr(self.book.study.sampler, "parent_of", None)
         if parent_of is not None:
             parent = parent_of(trial.number)
@@ -284,8 +296,9 @@ class Engine:
         s = self.settings
         if self.exhausted or self.stopping_reason:
             return False
-        if self.evaluated_count() + self._live_arch() + sum(
-                1 for c in self.reissue if c["kind"] == "arch") >= s.trials:
+        # evaluated or evaluating: this driver's live and continued trials, and in a shared
+        # study every driver's
+        if self.book.committed_count() >= s.trials:
             return False
         if self.ladder is not None and s.time_budget_s is not None:
             return self._elapsed() < RUNG0_TIME_SHARE * s.time_budget_s
@@ -308,7 +321,8 @@ class Engine:
         if self.stopping_reason:
             return FINISHED
         if self.sampling_open():
-            prop = self.book.ask(self._propose, lambda a: judge(self.settings, a), MAX_DRAWS)
+            prop = self.book.ask(self._propose, lambda a: judge(self.settings, a), MAX_DRAWS,
+                                 limit=self.settings.trials if self.shared else None)
             if prop is not None:
                 from ..fileio import write_text
                 cand = prop.payload
@@ -318,8 +332,9 @@ class Engine:
                 write_text(self.run.proxy_spec_file(prop.number), cand.proxy_spec.to_json() + "\n")
                 cfg = self._arch_config(prop.number, prop.attrs, cand.proxy_spec.to_dict())
                 return self._start(trial_id, cfg)
-            self.exhausted = (f"no new architecture within the budgets in {MAX_DRAWS} draws "
-                              f"(the space may be exhausted at this budget)")
+            if self.sampling_open():  # not: other drivers took the study's last places
+                self.exhausted = (f"no new architecture within the budgets in {MAX_DRAWS} "
+                                  f"draws (the space may be exhausted at this budget)")
         if self.ladder is None:
             return FINISHED
         rung0_done = not self.sampling_open() and self._live_arch() == 0
@@ -531,11 +546,38 @@ class Engine:
                 sm.phase = "done"
         sm.elapsed_s = self._elapsed()
         sm.eta_s = self._eta(first, sm.done)
-        sm.message = self.exhausted or ""
+        sm.message = self.exhausted or self._others_note(sm)
         return sm
+
+    def _others_note(self, sm: Summary) -> str:
+        """A shared study whose last places other drivers are still evaluating."""
+        if not self.shared or self.live or sm.done >= sm.target:
+            return ""
+        others = self.book.committed_count() - sm.done
+        if others <= 0 or self.sampling_open():
+            return ""
+        return (f"the study's {sm.target} architectures are taken; {others} of them still "
+                f"evaluating under other drivers of study {self.settings.study_name!r} (their "
+                f"results reach this run directory when it is resumed)")
+
+    def _import_specs(self) -> None:
+        """A shared study: the spec files of other drivers' architectures, written into this
+        run directory from the study (so that it reports and exports the whole study)."""
+        from ..fileio import write_text
+        from ..arch.spec import from_dict
+        for t in self.book.trials():
+            a = t.user_attrs
+            if self.book.mine(t) or "spec" not in a or self.run.spec_file(t.number).is_file():
+                continue
+            self.run.trial_dir(t.number).mkdir(parents=True, exist_ok=True)
+            write_text(self.run.proxy_spec_file(t.number), from_dict(a["proxy_spec"]).to_json()
+                       + "\n")
+            write_text(self.run.spec_file(t.number), from_dict(a["spec"]).to_json() + "\n")
 
     def publish(self) -> Summary:
         from .runstore import pareto_front
+        if self.shared:
+            self._import_specs()
         rows = self.rows()
         best = self.best(rows)
         done = [r for r in self.first_rung(rows) if r["status"] == "complete"]
@@ -642,10 +684,17 @@ def run_search(run, settings: Settings, space: SearchSpace, splits: Any,
         log.warning("removed %d temporary files of interrupted writes", stale)
     if run.release_journal_lock():
         log.warning("study journal: removed the write lock of an interrupted append")
-    torn = run.repair_journal()
-    if torn:
-        log.warning("study journal: removed a torn last record (%d bytes)", torn)
-    study_storage = JournalStorage(JournalFileBackend(str(run.journal)))
+    if not meta.get("driver"):  # this run directory's name in a study (its trials' "driver")
+        import uuid
+        run.update_meta(driver=uuid.uuid4().hex[:12])
+    if settings.storage:
+        from .studystore import open_shared
+        study_storage = open_shared(settings.storage)
+    else:
+        torn = run.repair_journal()
+        if torn:
+            log.warning("study journal: removed a torn last record (%d bytes)", torn)
+        study_storage = JournalStorage(JournalFileBackend(str(run.journal)))
     engine = Engine(run, settings, space, splits.num_classes, attempt, study_storage, lut,
                     on_change, epochs)
     engine.storage = storage or str(run.ray_dir())

@@ -62,7 +62,7 @@ EVALUATED = (COMPLETE, PRUNED, FAILED)  # trials that were handed to proxy evalu
 TABLE_COLUMNS = ["number", "rung", "seed", "status", "arch_id", "macs", "params", "latency_ms",
                  "measured_latency_ms", "val_acc", "val_loss", "tse", "best_val_acc", "epochs",
                  "train_seconds", "wall_seconds", "images_per_s", "node", "retries", "attempt",
-                 "resumed_in",
+                 "resumed_in", "driver",
                  "duplicate_of", "parent", "ladder_trial", "reason", "notes", "started", "finished"]
 
 
@@ -71,7 +71,7 @@ INT_COLUMNS = ("number", "rung", "seed", "macs", "params", "retries", "attempt",
                "duplicate_of", "parent", "ladder_trial")
 FLOAT_COLUMNS = ("latency_ms", "measured_latency_ms", "val_acc", "val_loss", "tse",
                  "best_val_acc", "epochs", "train_seconds", "wall_seconds", "images_per_s")
-TEXT_COLUMNS = ("status", "arch_id", "node", "reason", "notes")
+TEXT_COLUMNS = ("status", "arch_id", "node", "driver", "reason", "notes")
 TIME_COLUMNS = ("started", "finished")
 
 
@@ -170,6 +170,8 @@ class RunDir:
             if (self.path / "trials").is_dir() else []
         has_rows = (self.path / TRIALS_CSV).is_file() and len(
             (self.path / TRIALS_CSV).read_text(encoding="utf-8").splitlines()) > 1
+        if meta["settings"].get("storage"):
+            return  # the study is in a shared storage (checked when it is opened)
         j = self.journal
         if not j.is_file() or j.stat().st_size == 0:
             if trial_dirs or has_rows:

@@ -103,7 +103,12 @@ def prepare_search(settings: Mapping[str, Any] | None = None, *,
             run.check_resumable()
             s = resume_settings(run, given, force)
         else:
+            if given.get("storage") and "scheduler" not in given:
+                given["scheduler"] = "asha"  # the ladder is one driver's: not for a shared study
             s = Settings.from_dict({"space": DEFAULT_SPACE, **given})
+        if s.storage:
+            from .studystore import check_url
+            check_url(s.storage)
         check_local_resources(s)  # every setting is checked before Ray starts
         if s.address:
             check_reachable(s.address)
@@ -367,6 +372,9 @@ class PreparedSearch:
                 self._say(f"Ray dashboard: {cluster.dashboard_url}")
             self._defaults(cluster)
             self._check_cluster(cluster)
+            if self.settings.storage:  # another driver's study must be this search's
+                from .studystore import check_shared_study
+                check_shared_study(self.settings, self.space.sha256, self.settings.study_name)
             if self.lut is None and self.run_dir is None:
                 # a new run measures its LUT before its directory exists, so that a latency
                 # budget below every network is refused with nothing created

@@ -76,6 +76,8 @@ class Settings:
     max_concurrent: int | None = None
     address: str | None = None
     storage_path: str | None = None    # Ray Tune storage (path or URI); None: RUN_DIR/ray
+    storage: str | None = None         # the Optuna study's storage URL; None: RUN_DIR/study.journal
+    study_name: str = "igcv-search"    # the study's name in that storage
     budget: dict | None = None         # ProxyBudget.to_dict(); None: the device default
     scheduler: str = "ladder"          # ladder | asha | none (ladder/asha only where they apply)
     score_by: str = "val_acc"          # the training score maximised: val_acc, val_loss, tse
@@ -128,6 +130,13 @@ class Settings:
         if self.sampler == "evolution" and self.objective == "pareto":
             raise SearchError("--sampler evolution is single-objective; with --objective pareto "
                               "use nsga2, tpe or random")
+        if not (isinstance(self.study_name, str) and 0 < len(self.study_name) <= 100
+                and self.study_name.isprintable()):
+            raise bad("--study-name", self.study_name, "a name of 1 to 100 printable characters")
+        if self.storage is not None and self.uses_ladder:
+            raise SearchError("--storage: the ladder's promotions are decided by one driver, and "
+                              "a shared study has several; use --scheduler asha or none with "
+                              "--storage")
         parse_target(self.target)
 
     def to_dict(self) -> dict:

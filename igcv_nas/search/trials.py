@@ -17,6 +17,8 @@ population or its model of good regions:
   ``pruned`` (PRUNED: stopped early by ASHA or the time budget, with its last report) or
   ``failed`` (FAIL, with the reason).
 * ``lost``        -- asked, but the driver died before it was decided (FAIL on resume).
+* ``surplus``     -- a shared study only: in budget and new, but other drivers had taken the
+  study's ``--trials`` places first; never trained.
 
 The multi-fidelity ladder (:class:`Ladder`) keeps its promotions and confirmation re-trainings
 in a second study of the same storage (:data:`LADDER_STUDY`), one trial per training, each
@@ -50,6 +52,7 @@ class TrialStatus(str, Enum):
     PRUNED = "pruned"
     FAILED = "failed"
     LOST = "lost"
+    SURPLUS = "surplus"
     RUNNING = "running"  # table only: an evaluating trial seen from outside
     WAITING = "waiting"  # written by versions before 0.2 (a duplicate of a running trial)
 
@@ -59,6 +62,10 @@ class TrialStatus(str, Enum):
 
 EVALUATED = (TrialStatus.COMPLETE, TrialStatus.PRUNED, TrialStatus.FAILED)
 REJECTED = (TrialStatus.OVER_BUDGET, TrialStatus.BELOW_BAND, TrialStatus.DUPLICATE)
+# a shared study: how long a driver waits for another driver's lower-numbered trial to be decided
+# (a proposal takes milliseconds), and how old an undecided trial is before it counts as one
+# whose driver died while asking
+SETTLE_WAIT_S, SETTLE_STALE_S = 10.0, 120.0
 
 
 def status_of(t: optuna.trial.FrozenTrial) -> TrialStatus:
@@ -96,8 +103,10 @@ class Objective:
 class TrialBook:
     """The sampler's study as a ledger of architectures."""
 
-    def __init__(self, study: optuna.Study, objective: Objective):
+    def __init__(self, study: optuna.Study, objective: Objective, driver: str | None = None,
+                 shared: bool = False):
         self.study, self.objective = study, objective
+        self.driver, self.shared = driver, shared
         self._live: dict[int, optuna.Trial] = {}  # number -> handle, for evaluating trials
 
     # -- reading ------------------------------------------------------------------------------
@@ -109,6 +118,16 @@ class TrialBook:
 
     def evaluated_count(self) -> int:
         return self.count(*EVALUATED)
+
+    def committed_count(self) -> int:
+        """Architectures evaluated or being evaluated (in a shared study: by every driver)."""
+        return self.count(*EVALUATED, TrialStatus.EVALUATING)
+
+    def mine(self, t: optuna.trial.FrozenTrial) -> bool:
+        """Whether this driver asked ``t`` (a journal study has one driver: every trial)."""
+        if not self.shared:
+            return True
+        return t.user_attrs.get("driver") == self.driver
 
     def by_arch(self) -> dict[str, optuna.trial.FrozenTrial]:
         """arch id -> the trial that evaluated (or is evaluating) it."""
@@ -124,15 +143,23 @@ class TrialBook:
     # -- asking -------------------------------------------------------------------------------
     def ask(self, propose: Callable[[optuna.Trial], tuple[dict, Any]],
             judge: Callable[[dict], tuple[TrialStatus, str] | None],
-            max_draws: int) -> Proposal | None:
-        """Draw until a new architecture within the budgets comes up (None after ``max_draws``).
+            max_draws: int, limit: int | None = None) -> Proposal | None:
+        """Draw until a new architecture within the budgets comes up (None after ``max_draws``,
+        or in a shared study once ``limit`` architectures are committed).
 
         ``propose(trial)`` samples an architecture and returns ``(attrs, payload)``; ``attrs``
         holds at least ``arch_id`` and ``macs`` and is stored on the trial. ``judge(attrs)``
-        returns ``(status, reason)`` to reject it as over budget or below the band, or None."""
+        returns ``(status, reason)`` to reject it as over budget or below the band, or None.
+
+        In a shared study (several drivers) an in-budget, new architecture is *settled* before
+        it is claimed (:meth:`_settle`): the study's lower-numbered trials decide first, so that
+        every driver agrees which trial holds an architecture and which ``limit`` trials are
+        the study's."""
         by_arch = self.by_arch()
         for _ in range(max_draws):
             tr = self.study.ask()
+            if self.shared:
+                tr.set_user_attr("driver", self.driver)
             attrs, payload = propose(tr)
             for k, v in attrs.items():
                 tr.set_user_attr(k, v)
@@ -143,11 +170,55 @@ class TrialBook:
             orig = by_arch.get(attrs["arch_id"])
             if orig is not None:
                 tr.set_user_attr("duplicate_of", orig.number)
-                self._reject(tr, TrialStatus.DUPLICATE, f"same architecture as trial {orig.number}")
+                self._reject(tr, TrialStatus.DUPLICATE, f"same architecture as trial {orig.number}"
+                             + self._of_driver(orig))
                 continue
+            if self.shared:
+                settled = self._settle(tr.number, attrs["arch_id"], limit)
+                if settled is not None:
+                    status, reason, dup_of = settled
+                    if dup_of is not None:
+                        tr.set_user_attr("duplicate_of", dup_of)
+                    self._reject(tr, status, reason)
+                    if status == TrialStatus.SURPLUS:
+                        return None
+                    by_arch = self.by_arch()
+                    continue
             tr.set_user_attr("status", TrialStatus.EVALUATING.value)
             self._live[tr.number] = tr
             return Proposal(tr.number, {**attrs, "status": TrialStatus.EVALUATING.value}, payload)
+        return None
+
+    def _of_driver(self, t: optuna.trial.FrozenTrial) -> str:
+        return f" (of driver {t.user_attrs.get('driver', '?')})" if self.shared else ""
+
+    def _settle(self, number: int, arch_id: str, limit: int | None
+                ) -> tuple[TrialStatus, str, int | None] | None:
+        """A shared study: whether trial ``number`` (in budget, new when its draw began) may
+        claim ``arch_id``. Only lower-numbered trials decide it; one that another driver has
+        not decided yet (no status: its proposal is under way) is waited for, up to
+        :data:`SETTLE_WAIT_S`, unless it is older than :data:`SETTLE_STALE_S` (its driver died
+        while asking). Then: a lower trial holding the architecture makes this one its
+        duplicate, and ``limit`` lower trials evaluated or evaluating make it surplus."""
+        import time as _time
+        deadline = _time.monotonic() + SETTLE_WAIT_S
+        while True:
+            lower = [t for t in self.study.get_trials(deepcopy=False) if t.number < number]
+            now = _time.time()
+            pending = [t for t in lower if t.state == TrialState.RUNNING
+                       and "status" not in t.user_attrs and t.datetime_start is not None
+                       and now - t.datetime_start.timestamp() < SETTLE_STALE_S]
+            if not pending or _time.monotonic() > deadline:
+                break
+            _time.sleep(0.05)
+        held = [t for t in lower if status_of(t) in EVALUATED + (TrialStatus.EVALUATING,)]
+        for t in held:
+            if t.user_attrs.get("arch_id") == arch_id:
+                return (TrialStatus.DUPLICATE,
+                        f"same architecture as trial {t.number}{self._of_driver(t)}", t.number)
+        if limit is not None and len(held) >= limit:
+            return (TrialStatus.SURPLUS, f"the study's {limit} trials were taken by other "
+                                         f"drivers first", None)
         return None
 
     def _reject(self, tr: optuna.Trial, status: TrialStatus, reason: str) -> None:
@@ -198,8 +269,8 @@ class TrialBook:
         settled as duplicates."""
         again = []
         for t in self.trials():
-            if t.state != TrialState.RUNNING:
-                continue
+            if t.state != TrialState.RUNNING or not self.mine(t):
+                continue  # another driver's trials are that driver's to recover
             st = t.user_attrs.get("status")
             if st == TrialStatus.EVALUATING.value and can_continue(t.number):
                 again.append(Proposal(t.number, dict(t.user_attrs)))
@@ -231,7 +302,7 @@ class TrialBook:
                    "latency_ms": a.get("latency_ms"), "measured_latency_ms": measured.get(t.number),
                    "wall_seconds": a.get("wall_seconds"), "node": a.get("node"),
                    "retries": a.get("retries"), "attempt": a.get("attempt"),
-                   "resumed_in": a.get("resumed_in"),
+                   "resumed_in": a.get("resumed_in"), "driver": a.get("driver"),
                    "duplicate_of": a.get("duplicate_of"), "parent": a.get("parent"),
                    "reason": a.get("reason"), "notes": a.get("notes"),
                    "started": _iso(t.datetime_start),
