@@ -1,8 +1,16 @@
 from __future__ import annotations
 
 import copy
+import os
 
 import pytest
+
+# Every Ray the tests start (local instances, ray.cluster_utils clusters, `ray start` nodes)
+# uses Ray's token authentication, whatever ~/.ray holds: without RAY_AUTH_MODE, a
+# ray.cluster_utils cluster started beside an existing ~/.ray/auth_token (which any earlier local
+# ray.init writes) comes up half token-enabled and cancels every actor. The share-nothing and
+# head-loss tests start igcv-search *without* the variable, to test that it finds the token.
+os.environ.setdefault("RAY_AUTH_MODE", "token")
 
 
 def tiny_dict() -> dict:

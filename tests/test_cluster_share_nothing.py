@@ -28,6 +28,14 @@ RAY = str(Path(sys.executable).with_name("ray"))
 # Ray advertises the machine's own interface address for 127.0.0.1: every node is still on this
 # machine, and no packet leaves it
 LOOPBACK = {"RAY_USAGE_STATS_ENABLED": "0"}
+# the nodes and the test's own probes use Ray's token authentication (``ray start --head``
+# makes ~/.ray/auth_token when there is none); igcv-search is started without RAY_AUTH_MODE:
+# it finds the token itself, as a user's driver must
+NODES = {**LOOPBACK, "RAY_AUTH_MODE": "token"}
+
+
+def driver_env() -> dict[str, str]:
+    return {**{k: v for k, v in os.environ.items() if k != "RAY_AUTH_MODE"}, **LOOPBACK}
 
 
 def _free_port() -> int:
@@ -48,7 +56,7 @@ def _nodes(address: str) -> list[dict]:
     code = ("import json, ray; ray.init(address=%r, logging_level='ERROR'); "
             "print(json.dumps([n for n in ray.nodes() if n['Alive']], default=str))" % address)
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
-                       env={**os.environ, **LOOPBACK})
+                       env={**os.environ, **NODES})
     if r.returncode != 0:  # the head is not up yet
         return []
     import json
@@ -76,7 +84,7 @@ class LoopbackCluster:
         self.procs: list[subprocess.Popen] = []
 
     def start(self, args: list[str], wrap: list[str] | None = None, log: str = "node") -> None:
-        env = {**os.environ, **LOOPBACK}
+        env = {**os.environ, **NODES}
         out = open(self.tmp / f"{log}.log", "w")
         self.procs.append(subprocess.Popen([*(wrap or []), RAY, "start", "--block", *args],
                                            stdout=out, stderr=subprocess.STDOUT, env=env,
@@ -130,7 +138,7 @@ def _search(address: str, run_dir: Path, cifar_dir: Path, *extra: str,
          "--flops", "4M", "--seed", "3", "--epochs", "2", "--train-fraction", "0.004",
          "--batch-size", "16", "--val-size", "100", "--no-asha", "--quiet",
          "--data-dir", str(cifar_dir), "--run-dir", str(run_dir), *extra],
-        capture_output=True, text=True, timeout=timeout, env={**os.environ, **LOOPBACK})
+        capture_output=True, text=True, timeout=timeout, env=driver_env())
 
 
 def test_the_worker_really_cannot_see_the_run_directory_or_the_data(share_nothing, cifar_dir):
@@ -146,7 +154,7 @@ def test_the_worker_really_cannot_see_the_run_directory_or_the_data(share_nothin
         f"print(ray.get(look.options(scheduling_strategy=N({worker!r}, soft=False))"
         f".remote([{str(hidden)!r}, {str(cifar_dir)!r}])))\n")
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
-                       env={**os.environ, **LOOPBACK})
+                       env={**os.environ, **NODES})
     assert r.stdout.strip().splitlines()[-1:] == ["[[], []]"], r.stderr[-2000:]
     assert (hidden / "probe").read_text() == "driver's disk" and any(cifar_dir.iterdir())
 

@@ -198,8 +198,13 @@ def _run(prep: PreparedSearch, args) -> int:
         for prog in shown:
             prog.close()
 
+    def lost(message: str) -> None:  # the Ray head is gone; the process ends after this
+        close()
+        print(f"{PROG}: error: {message}", file=sys.stderr, flush=True)
+
     try:
-        out = prep.run(lambda sm: shown and shown[0].update(sm), on_start, quiet=True)
+        out = prep.run(lambda sm: shown and shown[0].update(sm), on_start, quiet=True,
+                       on_lost=lost)
     except KeyboardInterrupt:
         close()
         if prep.phase == "connecting":

@@ -655,11 +655,13 @@ class Outcome:
 def run_search(run, settings: Settings, space: SearchSpace, splits: Any,
                on_change: Callable[[Summary], None] | None = None, lut: Any = None,
                quiet: bool = True, storage: str | None = None,
-               checkpoints: bool = True) -> Outcome:
+               checkpoints: bool = True,
+               on_lost: Callable[[str], None] | None = None) -> Outcome:
     """Run (or continue) the search recorded in ``run`` until ``settings.trials`` architectures
     are evaluated (and the ladder has confirmed its winner), the time budget is spent, or the
     space is exhausted. ``storage``: Ray Tune's storage (default ``run/ray``); ``checkpoints``:
-    whether trials checkpoint into it (every node must see it)."""
+    whether trials checkpoint into it (every node must see it); ``on_lost``: called with the
+    head's address when the Ray head stops answering (see :func:`raytune.run`)."""
     from optuna.storages import JournalStorage
     from optuna.storages.journal import JournalFileBackend
 
@@ -699,7 +701,7 @@ def run_search(run, settings: Settings, space: SearchSpace, splits: Any,
                     on_change, epochs)
     engine.storage = storage or str(run.ray_dir())
     engine.checkpoints = checkpoints
-    interrupted = raytune.run(engine, splits, cluster, epochs)
+    interrupted = raytune.run(engine, splits, cluster, epochs, on_lost)
     if lut is not None and not interrupted:
         confirm_latency(engine, lut)
     sm = engine.publish()

@@ -13,7 +13,7 @@ import os
 import tempfile
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Callable
 
 import ray
 from ray import tune
@@ -52,9 +52,25 @@ class Cluster:
                          for n in self.nodes) or "no alive node"
 
 
-def connect(address: str | None, quiet: bool = True) -> Cluster:
+# what a worker needs to reach an s3:// Tune storage the way the driver does (pyarrow reads them)
+STORAGE_ENV = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN",
+               "AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3", "AWS_DEFAULT_REGION", "AWS_REGION",
+               "AWS_EC2_METADATA_DISABLED")
+
+
+def storage_env(storage_path: str | None) -> dict[str, str]:
+    """The driver's AWS_* variables that an ``s3://`` Tune storage needs on every worker (sent
+    as the job's ``runtime_env``: a worker node started without them reaches the same store)."""
+    if not storage_path or not storage_path.startswith("s3://"):
+        return {}
+    return {k: os.environ[k] for k in STORAGE_ENV if os.environ.get(k)}
+
+
+def connect(address: str | None, quiet: bool = True,
+            env_vars: dict[str, str] | None = None) -> Cluster:
     """Start a local Ray instance (all CPUs and GPUs of this machine) or join ``address``
-    (``HOST:PORT``, ``auto`` or ``ray://...``); returns the cluster."""
+    (``HOST:PORT``, ``auto`` or ``ray://...``); returns the cluster. ``env_vars`` are set in
+    every worker of this job (Ray's ``runtime_env``)."""
     url = None
     if not ray.is_initialized():
         os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
@@ -63,6 +79,10 @@ def connect(address: str | None, quiet: bool = True) -> Cluster:
         kw: dict[str, Any] = dict(include_dashboard=False,
                                   log_to_driver=not quiet, logging_level=logging.ERROR,
                                   configure_logging=True)
+        if env_vars:
+            kw["runtime_env"] = {"env_vars": dict(env_vars)}
+        if address and address != "local":
+            use_token_if_there_is_one()
         # without an address always a new local instance: ray.init() alone would join a cluster
         # that `ray start` left running on this machine (or RAY_ADDRESS names)
         ctx = ray.init(address=address or "local", **kw)
@@ -70,6 +90,33 @@ def connect(address: str | None, quiet: bool = True) -> Cluster:
     if url and not url.startswith("http"):
         url = f"http://{url}"
     return Cluster(ray.cluster_resources(), alive_nodes(), address, url if address else None)
+
+
+def use_token_if_there_is_one() -> str | None:
+    """Before joining a cluster: Ray's token authentication (on by default for clusters that
+    Ray 2.5x started, whenever ``~/.ray/auth_token`` exists) lets a client in only when
+    ``RAY_AUTH_MODE=token`` is set, even where the token is there; ``ray start --address``
+    turns it on when it finds a token, and so does this (a cluster without authentication
+    accepts a client that sends one). ``RAY_AUTH_MODE`` given by the user is left as it is.
+    Returns where the token was found (None: not turned on)."""
+    if os.environ.get("RAY_AUTH_MODE") is not None:
+        return None
+    where = None
+    if os.environ.get("RAY_AUTH_TOKEN"):
+        where = "RAY_AUTH_TOKEN"
+    elif os.environ.get("RAY_AUTH_TOKEN_PATH") and os.path.isfile(os.environ[
+            "RAY_AUTH_TOKEN_PATH"]):
+        where = os.environ["RAY_AUTH_TOKEN_PATH"]
+    elif os.path.isfile(os.path.expanduser("~/.ray/auth_token")):
+        where = os.path.expanduser("~/.ray/auth_token")
+    if where is not None:
+        os.environ["RAY_AUTH_MODE"] = "token"
+        try:  # Ray caches its config at import: re-read it, as `ray start` does for itself
+            from ray._raylet import Config
+            Config.initialize("")
+        except (ImportError, AttributeError):  # another Ray: it reads the variable at init
+            pass
+    return where
 
 
 def alive_nodes() -> list[dict]:
@@ -336,10 +383,51 @@ class Progress(Callback):
         return {}
 
 
-def run(engine: Engine, splits: Any, cluster: Cluster, epochs: int) -> bool:
+class HeadWatch:
+    """Watches the Ray head (its GCS) from the driver: a TCP connection to the GCS address every
+    ``every_s`` seconds; after ``misses`` failures in a row, ``on_lost(gcs_address)`` is called
+    (from the watching thread). Ray's own reaction to a lost head is to end the driver process
+    after 60 s (``gcs_rpc_server_reconnect_timeout_s``) from C++, with a log line and nothing
+    Python could catch; this comes first and lets the run be closed properly."""
+
+    def __init__(self, on_lost: Callable[[str], None], every_s: float = 2.0, misses: int = 3):
+        import threading
+        self.on_lost, self.every_s, self.misses = on_lost, every_s, misses
+        self.gcs = ray.get_runtime_context().gcs_address
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._watch, name="igcv-head-watch", daemon=True)
+
+    def __enter__(self) -> HeadWatch:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self._stop.set()
+
+    def _answers(self) -> bool:
+        import socket
+        host, _, port = self.gcs.rpartition(":")
+        try:
+            with socket.create_connection((host.strip("[]"), int(port)), timeout=self.every_s):
+                return True
+        except (OSError, ValueError):
+            return False
+
+    def _watch(self) -> None:
+        missed = 0
+        while not self._stop.wait(self.every_s):
+            missed = 0 if self._answers() else missed + 1
+            if missed >= self.misses and not self._stop.is_set():
+                self.on_lost(self.gcs)
+                return
+
+
+def run(engine: Engine, splits: Any, cluster: Cluster, epochs: int,
+        on_lost: Callable[[str], None] | None = None) -> bool:
     """Run the engine's trainings on Ray Tune; True when interrupted (Ctrl-C, or trainings left
     unfinished for a resume). The Tune storage is ``engine.storage`` (trial checkpoints go
-    there when ``engine.checkpoints``)."""
+    there when ``engine.checkpoints``). ``on_lost(gcs_address)``: called when the Ray head stops
+    answering while the trainings run (:class:`HeadWatch`); it is expected not to return."""
     s = engine.settings
     remaining = engine.remaining()
     time_left = None if s.time_budget_s is None else s.time_budget_s - engine.elapsed_before
@@ -365,7 +453,11 @@ def run(engine: Engine, splits: Any, cluster: Cluster, epochs: int) -> bool:
     engine.publish()
     interrupted = False
     try:
-        tuner.fit()
+        if on_lost is None:
+            tuner.fit()
+        else:
+            with HeadWatch(on_lost):
+                tuner.fit()
     except KeyboardInterrupt:
         interrupted = True
     if (s.time_budget_s is not None and not interrupted

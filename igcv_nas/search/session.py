@@ -52,6 +52,7 @@ DEFAULT_SPACE = "igcv3"  # contains IGCV3-D
 # what ``proxy_budget`` may override in the device's default proxy budget
 PROXY_BUDGET_KEYS = ("epochs", "steps", "batch_size", "lr", "train_fraction", "val_size")
 # the settings a caller gives (Settings' fields; the proxy budget goes through proxy_budget)
+CLUSTER_LOST_EXIT = 4  # the process's exit status when the Ray head was lost mid-search
 SETTING_KEYS = tuple(f.name for f in fields(Settings) if f.name != "budget")
 ADDRESS_TIMEOUT_S = 5.0  # an address that does not answer within this is refused
 VAL_SIZE = 5000  # validation images split off the training set (class-stratified)
@@ -328,6 +329,7 @@ class PreparedSearch:
         self.lut, self.lut_path = lut, lut_path
         self.phase = "prepared"
         self.terminated = False
+        self._on_lost: Callable[[str], None] | None = None
         self._new_run_dir, self._given, self._over = new_run_dir, given, over
         self._command, self._say, self._stack = command, say, stack
         self._closed = False
@@ -349,7 +351,8 @@ class PreparedSearch:
 
     def run(self, on_change: Callable[[Summary], None] | None = None,
             on_start: Callable[[PreparedSearch], None] | None = None, *, quiet: bool = True,
-            handle_sigterm: bool = True) -> Outcome:
+            handle_sigterm: bool = True,
+            on_lost: Callable[[str], None] | None = None) -> Outcome:
         """Run the search: start (or join) Ray, apply the defaults the cluster decides, create
         or update the run directory under its lock, build a missing latency LUT, call
         ``on_start(self)`` (the run directory exists then), and run
@@ -391,6 +394,7 @@ class PreparedSearch:
             if on_start is not None:
                 on_start(self)
             self.phase = "searching"
+            self._on_lost = on_lost
             out = self._search(run, on_change, quiet, storage, checkpoints)
             self.phase = "done"
             return out
@@ -402,7 +406,9 @@ class PreparedSearch:
     def _connect(self, quiet: bool):
         from .raytune import connect
         try:
-            return connect(self.settings.address, quiet=quiet)
+            from .raytune import storage_env
+            return connect(self.settings.address, quiet=quiet,
+                           env_vars=storage_env(self.settings.storage_path))
         except Exception as e:  # noqa: BLE001 - any connection failure is the caller's address
             where = f" at {self.settings.address}" if self.settings.address else ""
             raise SearchError(f"cannot start or reach Ray{where}: {e}") from None
@@ -502,12 +508,33 @@ class PreparedSearch:
             raise RunError(str(e)) from None
         return self.run_dir
 
+    def _cluster_lost(self, run: RunDir, gcs: str) -> None:
+        """The Ray head stopped answering during the search: ``run.json`` says interrupted, one
+        line says what happened and how to continue (``on_lost``, default stderr), and the
+        process ends with :data:`CLUSTER_LOST_EXIT` -- Ray would end it 60 s later from C++
+        anyway, with nothing recorded. The study and the trials are as after a kill: a resume
+        continues every trial that was running (from its checkpoint where there is one)."""
+        try:
+            run.update_meta(status="interrupted")
+        except Exception as e:  # noqa: BLE001 - the line below must still be said
+            log.warning("could not mark %s interrupted: %s", run.path, e)
+        addr = self.settings.address
+        where = f" at {addr}" if addr else ""
+        again = f"igcv-search --resume {run.path}" + (f" --address {addr}" if addr else "")
+        msg = (f"lost the Ray cluster{where}: its head (GCS {gcs}) stopped answering; "
+               f"{run.path / 'run.json'} says interrupted; when the cluster is back, continue "
+               f"with: {again}")
+        (self._on_lost or (lambda m: print(m, file=sys.stderr, flush=True)))(msg)
+        sys.stdout.flush()
+        os._exit(CLUSTER_LOST_EXIT)
+
     def _search(self, run: RunDir, on_change, quiet: bool, storage: str,
                 checkpoints: bool) -> Outcome:
         from .engine import run_search
         try:
             return run_search(run, self.settings, self.space, self.splits, on_change, self.lut,
-                              quiet=quiet, storage=storage, checkpoints=checkpoints)
+                              quiet=quiet, storage=storage, checkpoints=checkpoints,
+                              on_lost=lambda gcs: self._cluster_lost(run, gcs))
         except KeyboardInterrupt:  # outside Ray's loop (start-up, writing results)
             run.update_meta(status="interrupted")
             raise
