@@ -185,6 +185,21 @@ def test_a_trial_that_fits_no_single_node_is_refused_with_the_nodes(share_nothin
     assert not d.exists()
 
 
+def test_a_storage_path_that_a_node_cannot_see_is_refused_before_anything(share_nothing,
+                                                                         cifar_dir):
+    c, hidden, worker = share_nothing
+    store = hidden / "store"  # on the driver's disk: the worker sees an empty tmpfs there
+    store.mkdir()
+    d = hidden / "blind"
+    r = _search(c.address, d, cifar_dir, "--trials", "1", "--storage-path", str(store),
+                timeout=120)
+    err = r.stderr.strip().splitlines()
+    assert r.returncode == 2 and len(err) == 1, r.stderr
+    assert err[0].startswith(f"igcv-search: error: --storage-path {store}: 1 of 2 Ray nodes "
+                             f"cannot see it ({worker[:8]} ")
+    assert not d.exists() and list(store.iterdir()) == []  # the probe's marker is gone too
+
+
 def test_gpu_trials_from_a_cpu_driver_are_placed_by_the_cluster(share_nothing, cifar_dir):
     c, hidden, _ = share_nothing
     import torch

@@ -383,3 +383,17 @@ def test_a_file_that_cannot_be_written_is_one_line(run, tmp_path, capsys):
         return re.sub(r"\.report\.md\.\w+\.tmp", ".report.md.*.tmp", text)
     assert tmp(" ".join(str(e.value).split())) == tmp(expected)
     assert isinstance(e.value, OSError)
+
+
+def test_a_run_that_lost_its_trials_csv_is_refused_not_reported_as_empty(run, tmp_path,
+                                                                          capsys):
+    import shutil
+    lost = tmp_path / "lost"
+    shutil.copytree(run, lost, ignore=shutil.ignore_patterns("report"))
+    (lost / "trials.csv").unlink()
+    assert main([str(lost)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [f"igcv-report: error: {lost / 'trials.csv'} does not exist, but the run has "
+                   f"recorded trials (a resume of the search rewrites it from the study); "
+                   f"nothing to report"]
+    assert not (lost / "report").exists()

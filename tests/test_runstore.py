@@ -147,6 +147,11 @@ def test_check_resumable(tmp_path):
     with pytest.raises(RunError, match="record 2 \\(line 2\\) is not a journal record"):
         run.check_resumable()
     run.journal.write_bytes(b'{"op_code": 0}\n{"op_code": 1}\n{"op_')  # torn last: repairable
+    with pytest.raises(RunError, match=r"trials/00000/spec.json is missing, and trials.csv "
+                                       r"records trial 0 as evaluated \(1 evaluated"):
+        run.check_resumable()  # trials/ deleted: refused before Ray, nothing changed
+    run.trial_dir(0).mkdir(parents=True)
+    run.spec_file(0).write_text("{}")
     run.check_resumable()
     run.space_file.write_bytes(b"name: t\n")
     with pytest.raises(RunError, match="was changed since the run was created"):

@@ -242,7 +242,8 @@ def fake_cluster(monkeypatch, resources: dict, nodes: list[tuple[float, float]] 
     cluster = igcv_nas.search.raytune.Cluster(
         resources, [{"id": f"{i:x}" * 56, "host": "127.0.0.1", "CPU": c, "GPU": g}
                     for i, (c, g) in enumerate(shapes)])
-    monkeypatch.setattr(igcv_nas.search.raytune, "connect", lambda address, quiet=True: cluster)
+    monkeypatch.setattr(igcv_nas.search.raytune, "connect",
+                        lambda address, quiet=True, env_vars=None: cluster)
 
     def run_search(run, settings, space, splits, on_change=None, lut=None, quiet=True, **kw):
         calls.append((run, settings, splits, lock_is_free(run.path)))
@@ -329,7 +330,7 @@ def test_ctrl_c_in_the_search_marks_the_run_interrupted_and_releases_the_lock(pr
 def test_a_ray_that_cannot_start_is_one_search_error(prepared, tmp_path, monkeypatch):
     import igcv_nas.search.raytune
 
-    def refuse(address, quiet=True):
+    def refuse(address, quiet=True, env_vars=None):
         raise ConnectionError("no\nroute")
     monkeypatch.setattr(igcv_nas.search.raytune, "connect", refuse)
     with pytest.raises(SearchError, match="cannot start or reach Ray: no"):
@@ -437,4 +438,23 @@ def test_a_shared_study_has_no_ladder(tmp_path, cifar_dir):
                          "storage": f"sqlite:///{tmp_path / 's.db'}"},
                         run_dir=tmp_path / "run") as p:
         assert p.settings.scheduler == "asha" and not p.settings.uses_ladder
+    assert_nothing_created(tmp_path)
+
+
+@pytest.mark.parametrize("val_size", [-5, 0, 5001, 100_000])
+def test_a_validation_size_outside_the_split_is_refused(tmp_path, cifar_dir, val_size):
+    with pytest.raises(SearchError) as e:
+        prepare_search({"space": SMALL, "macs": 4_000_000, "data_dir": str(cifar_dir)},
+                       run_dir=tmp_path / "run", proxy_budget={"val_size": val_size})
+    assert str(e.value) == (f"--val-size {val_size}; accepted: an integer from 1 to 5,000 "
+                            f"(the validation split held out of the training set)")
+    assert_nothing_created(tmp_path)
+
+
+@pytest.mark.parametrize("seconds", [0.001, 9.9])
+def test_a_time_budget_no_trial_can_finish_in_is_refused(tmp_path, cifar_dir, seconds):
+    with pytest.raises(SearchError, match=rf"^--time-budget {seconds:g} s; accepted: a duration "
+                                          r"of at least 10 s"):
+        prepare_search({"space": SMALL, "macs": 4_000_000, "data_dir": str(cifar_dir),
+                        "time_budget_s": seconds}, run_dir=tmp_path / "run")
     assert_nothing_created(tmp_path)

@@ -522,6 +522,13 @@ def render(run_dir: str | os.PathLike, top: int = DEFAULT_TOP) -> dict[str, str 
     run = RunDir.open(run_dir)
     meta = check_meta(run.meta, str(run.path / "run.json"))
     score = score_column(meta)
+    if not (run.path / TRIALS_CSV).is_file() and (
+            run.journal.is_file() or any((run.path / "trials").glob("*/spec.json"))):
+        # a run right after its creation has no table yet (and reports none); one whose study
+        # or trial folders exist lost its table: "0 trials" would not be true
+        raise RunError(f"{run.path / TRIALS_CSV} does not exist, but the run has recorded "
+                       f"trials (a resume of the search rewrites it from the study); nothing "
+                       f"to report")
     raw = load_trials(run.path)
     # one point per architecture (ladder rows aside); rows without a trial number are not trials
     df = with_latency(raw[(raw.rung == 0).fillna(False) & raw.number.notna()].copy())

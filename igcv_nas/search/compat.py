@@ -1,5 +1,6 @@
-"""Every use of a private Optuna API, in one place (no Ray here; Ray is used through its public
-``Searcher``/``Tuner`` API only).
+"""Every use of a private Optuna or Ray API, in one place (Ray is otherwise used through its
+public ``Searcher``/``Tuner`` API only; the one private Ray call, :func:`reload_ray_config`,
+imports Ray when called).
 
 Tested against the versions bounded in ``pyproject.toml``; when Optuna changes one of these,
 this is the only file to mend.
@@ -26,3 +27,15 @@ def set_trial_system_attr(study: optuna.Study, trial: optuna.trial.FrozenTrial, 
     :class:`~optuna.trial.FrozenTrial`, which has no public setter; Optuna's own NSGA-II sampler
     records its generation the same way)."""
     study._storage.set_trial_system_attr(trial._trial_id, key, value)
+
+
+def reload_ray_config() -> None:
+    """Make this process's Ray re-read its configuration from the environment (Ray caches it at
+    import; ``ray start`` calls the same after turning on ``RAY_AUTH_MODE=token``). Without it a
+    variable set after ``import ray`` is not seen by ``ray.init``. A Ray without this hook reads
+    the environment at ``ray.init``: nothing to do."""
+    try:
+        from ray._raylet import Config  # type: ignore[attr-defined]
+        Config.initialize("")
+    except (ImportError, AttributeError):
+        pass

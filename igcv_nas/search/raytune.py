@@ -111,11 +111,8 @@ def use_token_if_there_is_one() -> str | None:
         where = os.path.expanduser("~/.ray/auth_token")
     if where is not None:
         os.environ["RAY_AUTH_MODE"] = "token"
-        try:  # Ray caches its config at import: re-read it, as `ray start` does for itself
-            from ray._raylet import Config
-            Config.initialize("")
-        except (ImportError, AttributeError):  # another Ray: it reads the variable at init
-            pass
+        from .compat import reload_ray_config
+        reload_ray_config()
     return where
 
 

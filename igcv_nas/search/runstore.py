@@ -171,6 +171,7 @@ class RunDir:
         has_rows = (self.path / TRIALS_CSV).is_file() and len(
             (self.path / TRIALS_CSV).read_text(encoding="utf-8").splitlines()) > 1
         if meta["settings"].get("storage"):
+            self._check_spec_files()
             return  # the study is in a shared storage (checked when it is opened)
         j = self.journal
         if not j.is_file() or j.stat().st_size == 0:
@@ -191,6 +192,32 @@ class RunDir:
             if not isinstance(rec, dict) or "op_code" not in rec:
                 raise RunError(f"{j}: record {i + 1} (line {i + 1}) is not a journal record; "
                                f"the study cannot be read (restore the journal)")
+        self._check_spec_files()
+
+    def _check_spec_files(self) -> None:
+        """Every architecture that ``trials.csv`` records as evaluated has its ``spec.json``
+        (export, the report and the ladder read it): a deleted ``trials/`` or trial folder is
+        refused here, before Ray starts, rather than failing trials inside Ray."""
+        import csv
+        f = self.path / TRIALS_CSV
+        if not f.is_file():
+            return
+        missing = []
+        try:
+            with open(f, newline="", encoding="utf-8") as fh:
+                for row in csv.DictReader(fh):
+                    if row.get("rung", "0") not in ("0", "") or row.get("status") not in EVALUATED:
+                        continue
+                    n = row.get("number", "")
+                    if n.isdigit() and not self.spec_file(int(n)).is_file():
+                        missing.append(int(n))
+        except (OSError, ValueError, csv.Error):
+            return  # an unreadable table is rewritten from the study; the study decides
+        if missing:
+            raise RunError(f"{self.spec_file(missing[0])} is missing, and trials.csv records "
+                           f"trial {missing[0]} as evaluated ({len(missing)} evaluated trial(s) "
+                           f"without their spec in all); restore {self.path / 'trials'} -- "
+                           f"nothing was changed")
 
     # -- metadata --------------------------------------------------------------------------------
     @property

@@ -184,10 +184,15 @@ def apply_proxy_budget(settings: Settings, over: Mapping[str, Any]) -> dict | No
         return settings.budget
     b = settings.proxy_budget()
     train_over = {k: v for k, v in over.items() if k != "val_size"}
+    if "val_size" in over:
+        v = over["val_size"]
+        if isinstance(v, bool) or not isinstance(v, int) or not 1 <= v <= VAL_SIZE:
+            raise SearchError(f"--val-size {v!r}; accepted: an integer from 1 to {VAL_SIZE:,} "
+                              f"(the validation split held out of the training set)")
     try:
         train = replace(b.train, **train_over)
         b = replace(b, train=train, **({"val_size": over["val_size"]}
-                                       if over.get("val_size") else {}))
+                                       if "val_size" in over else {}))
     except IGCVError as e:
         raise SearchError(f"proxy budget: {e}") from None
     return b.to_dict()

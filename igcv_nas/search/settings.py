@@ -37,6 +37,7 @@ ASHA_MIN_EPOCHS = 3
 ASHA_REDUCTION = 3
 RUNG0_TIME_SHARE = 0.55  # with --time-budget and the ladder: new architectures until 55% of it
 MAX_SEED = 2**31 - 1  # sampler seed + 7919 per resumed attempt stays below 2**32 for 2e5 attempts
+MIN_TIME_BUDGET_S = 10.0  # a shorter --time-budget ends before a trial (and Ray) can start
 MAX_DRAWS = 2000  # samples tried per suggestion before the space counts as exhausted
 # settings a resume may change; any other change is refused unless forced
 RESUME_MUTABLE = ("trials", "time_budget_s", "cpus_per_trial", "gpus_per_trial",
@@ -96,8 +97,11 @@ class Settings:
             raise bad("--zero-cost-metric", self.zero_cost_metric, ", ".join(ZERO_COST_METRICS))
         if self.trials < 1:
             raise bad("--trials", self.trials, "an integer >= 1")
-        if self.time_budget_s is not None and not self.time_budget_s > 0:
-            raise bad("--time-budget", self.time_budget_s, "a positive duration such as 30m or 2h")
+        if self.time_budget_s is not None and not (MIN_TIME_BUDGET_S <= self.time_budget_s
+                                                   < float("inf")):
+            raise SearchError(f"--time-budget {self.time_budget_s:g} s; accepted: a duration of "
+                              f"at least {MIN_TIME_BUDGET_S:g} s, such as 30m or 2h (a shorter "
+                              f"one ends before any trial can finish)")
         if not self.cpus_per_trial > 0:
             raise bad("--cpus-per-trial", self.cpus_per_trial, "a number > 0")
         if self.gpus_per_trial < 0:
