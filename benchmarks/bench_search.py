@@ -2,6 +2,9 @@
 
     python benchmarks/bench_search.py overhead   --trials 6 --steps 24
     python benchmarks/bench_search.py efficiency --seeds 5 --data-dir .data
+    python benchmarks/bench_search.py throughput --reps 3 --data-dir .data
+    python benchmarks/bench_search.py throughput --report \
+        benchmarks/results/throughput_zero_cost.csv
 
 overhead: one search, one trial at a time, with a short proxy. Per trial: the proxy's
 training + validation time (the trial's compute) against everything else -- sampling, cost and
@@ -13,6 +16,19 @@ and evolution (``--scheduler none``) against the default ladder, ``--seeds`` sam
 every pick re-trained at the fidelity benchmark's reference budget with fresh seeds, against
 the width-scaled igcv3_d and mobilenet_v2 and the best of the pooled random searches (regret).
 The protocol, the CSV and resume are in ``benchmarks/search_efficiency.py``.
+
+throughput: the driver's cost per trial and the trials per second on loopback clusters of 1, 2
+and 3 worker nodes (``ray.cluster_utils.Cluster``: a head without CPUs and N one-CPU worker
+nodes, each its own raylet), zero-cost proxy, ``--trials`` (200) architectures of ``--space``
+at ``--flops``. Driver CPU per trial is *marginal*: the driver process's CPU time (user + system,
+from ``wait4``) of a ``--trials`` search minus that of a ``--small`` (20) one on the same
+cluster, over the difference in trials, so Python start-up, imports, the data load and Ray's
+connection do not count. Trials per second: evaluated architectures over the search's
+``elapsed_s`` (``run.json``). Each (nodes, repetition) pair is one CSV row
+(``benchmarks/results/throughput_zero_cost.csv``; rows already there are skipped); node counts
+run in a rotated order per repetition, and the 2-node / 1-node ratio is paired by repetition.
+On a 2-core machine 3 one-CPU nodes oversubscribe the cores: the table says how many cores
+the machine has.
 
 Chosen configuration (the defaults): the ``mixed`` space, MACs band [64M, 80M] at 224x224 /
 1000 classes (``--flops 80M --flops-min 64M``, the fidelity benchmark's band; the CIFAR-10 forms
@@ -109,6 +125,111 @@ def overhead(a, workdir: Path) -> None:
     ray.shutdown()
 
 
+THROUGHPUT_CSV = Path(__file__).parent / "results" / "throughput_zero_cost.csv"
+THROUGHPUT_COLUMNS = ["nodes", "rep", "trials", "small", "evaluated", "elapsed_s",
+                      "trials_per_s", "driver_cpu_s", "driver_cpu_small_s",
+                      "driver_ms_per_trial", "space", "flops", "machine", "cores", "date",
+                      "command"]
+
+
+def _driver_run(address: str, a, trials: int, seed: int, run_dir: Path) -> tuple[float, dict]:
+    """One igcv-search process on the cluster: its CPU seconds (user + system) and run.json."""
+    import subprocess
+    cmd = [sys.executable, "-m", "igcv_nas.cli.search", "--address", address, "--space",
+           a.space, "--flops", a.flops, "--trials", str(trials), "--seed", str(seed),
+           "--proxy", "zero-cost", "--quiet", "--run-dir", str(run_dir),
+           *(["--data-dir", a.data_dir] if a.data_dir else [])]
+    p = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    _, status, usage = os.wait4(p.pid, 0)
+    p.returncode = os.waitstatus_to_exitcode(status)
+    err = p.stderr.read() if p.stderr else ""
+    if p.returncode != 0:
+        sys.exit(f"igcv-search exited with {p.returncode}: {err[-2000:]}")
+    return usage.ru_utime + usage.ru_stime, json.loads((run_dir / "run.json").read_text())
+
+
+def _throughput_row(a, nodes: int, rep: int, workdir: Path) -> dict:
+    from ray.cluster_utils import Cluster
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 0})
+    for _ in range(nodes):
+        cluster.add_node(num_cpus=1)
+    cluster.wait_for_nodes()
+    try:
+        small_cpu, _ = _driver_run(cluster.address, a, a.small, 1000 + rep,
+                                   workdir / f"n{nodes}-r{rep}-small")
+        big = workdir / f"n{nodes}-r{rep}"
+        cpu, meta = _driver_run(cluster.address, a, a.trials, rep, big)
+    finally:
+        cluster.shutdown()
+    df = pd.read_csv(big / "trials.csv")
+    evaluated = int(df[(df.rung == 0) & df.status.isin(["complete", "pruned", "failed"])].shape[0])
+    elapsed = float(meta["elapsed_s"])
+    return {"nodes": nodes, "rep": rep, "trials": a.trials, "small": a.small,
+            "evaluated": evaluated, "elapsed_s": round(elapsed, 3),
+            "trials_per_s": round(evaluated / elapsed, 4), "driver_cpu_s": round(cpu, 3),
+            "driver_cpu_small_s": round(small_cpu, 3),
+            "driver_ms_per_trial": round(1000 * (cpu - small_cpu) / (a.trials - a.small), 2),
+            "space": a.space, "flops": a.flops,
+            "machine": platform.processor() or platform.machine(), "cores": os.cpu_count(),
+            "date": time.strftime("%Y-%m-%d %H:%M"),
+            "command": "python benchmarks/bench_search.py throughput " + " ".join(
+                f"--{k.replace('_', '-')} {v}" for k, v in (("space", a.space),
+                                                            ("flops", a.flops),
+                                                            ("trials", a.trials),
+                                                            ("small", a.small)))}
+
+
+def throughput_report(csv: Path) -> None:
+    """The table of a throughput CSV: per node count the median and range over repetitions,
+    and the 2-node / 1-node throughput ratio paired by repetition."""
+    df = pd.read_csv(csv)
+    m = df.iloc[0]
+    print(f"# throughput: {m['machine']}, {m['cores']} cores, {df['date'].min()} .. "
+          f"{df['date'].max()}; zero-cost proxy, {m['space']} at {m['flops']}, {m['trials']} "
+          f"trials (driver CPU marginal over a {m['small']}-trial run); `{m['command']}`")
+    print(f"{'nodes':>5} {'reps':>4} {'trials/s median [min, max]':>28} "
+          f"{'driver ms/trial median [min, max]':>34}")
+    for n, g in df.groupby("nodes"):
+        t, c = g.trials_per_s, g.driver_ms_per_trial
+        print(f"{n:>5} {len(g):>4} {t.median():>12.2f} [{t.min():.2f}, {t.max():.2f}]"
+              f"{'':>5}{c.median():>12.1f} [{c.min():.1f}, {c.max():.1f}]")
+    one = df[df.nodes == 1].set_index("rep").trials_per_s
+    for n in sorted(set(df.nodes) - {1}):
+        other = df[df.nodes == n].set_index("rep").trials_per_s
+        r = (other / one).dropna()
+        if len(r):
+            print(f"# {n} nodes / 1 node, paired by repetition: median {r.median():.2f}x "
+                  f"[{r.min():.2f}, {r.max():.2f}] over {len(r)}")
+
+
+def throughput(a) -> None:
+    csv = Path(a.csv) if a.csv else THROUGHPUT_CSV
+    if a.report:
+        throughput_report(Path(a.report))
+        return
+    done = set()
+    if csv.is_file():
+        old = pd.read_csv(csv)
+        done = set(zip(old.nodes, old.rep))
+    counts = [int(x) for x in a.nodes.split(",")]
+    workdir = Path(tempfile.mkdtemp(prefix="bench-throughput-"))
+    try:
+        for rep in range(a.reps):
+            order = counts[rep % len(counts):] + counts[:rep % len(counts)]
+            for n in order:
+                if (n, rep) in done:
+                    continue
+                row = _throughput_row(a, n, rep, workdir)
+                csv.parent.mkdir(parents=True, exist_ok=True)
+                pd.DataFrame([row], columns=THROUGHPUT_COLUMNS).to_csv(
+                    csv, mode="a", header=not csv.is_file(), index=False)
+                print(f"# nodes {n} rep {rep}: {row['trials_per_s']:.2f} trials/s, "
+                      f"{row['driver_ms_per_trial']:.1f} ms driver CPU per trial", flush=True)
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+    throughput_report(csv)
+
+
 def efficiency(a) -> None:
     import search_efficiency as se
     if a.report:
@@ -169,7 +290,22 @@ def main() -> None:
     e.add_argument("--reference-steps", type=int, default=4)
     e.add_argument("--allow-other-machine", action="store_true")
     e.add_argument("--report", metavar="CSV", help="only print the table of that CSV")
+    t = sub.add_parser("throughput", help="driver CPU per trial and trials/s on 1-3 loopback "
+                                          "nodes, zero-cost proxy")
+    t.add_argument("--space", default="igcv3")
+    t.add_argument("--flops", default="300M")
+    t.add_argument("--trials", type=int, default=200)
+    t.add_argument("--small", type=int, default=20,
+                   help="trials of the paired run whose driver CPU is subtracted")
+    t.add_argument("--nodes", default="1,2,3", help="worker node counts (one CPU each)")
+    t.add_argument("--reps", type=int, default=3)
+    t.add_argument("--data-dir", default=None)
+    t.add_argument("--csv", default=None, help=f"default {THROUGHPUT_CSV}")
+    t.add_argument("--report", metavar="CSV", help="only print the table of that CSV")
     a = ap.parse_args()
+    if a.what == "throughput":
+        throughput(a)
+        return
     if a.what == "efficiency":
         efficiency(a)
         return
