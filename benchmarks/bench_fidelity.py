@@ -20,7 +20,8 @@ Protocol (issue 11):
   over seed pairs, bootstrap 95% interval over the architectures), beside each proxy's rho
   against the reference on the same architectures (one seed each, and seed means).
 * Table: Spearman rho and Kendall tau-b of every score against the reference with bootstrap 95%
-  intervals (2,000 resamples of the architectures), partial Spearman given MACs and depth, and
+  intervals (``BOOTSTRAP_REPS`` = 2,000 resamples of the architectures for rho,
+  ``KENDALL_REPS`` = 500 for tau), partial Spearman given MACs and depth, and
   precision of the top 5 (how many of the score's top 5 are among the reference's top 5).
 
 Every finished training is appended to ``--csv`` (one row: architecture, role, seeds, scores)
@@ -325,7 +326,15 @@ def top_k_precision(x, y, k: int = 5) -> float:
     return len(set(np.argsort(-x)[:k]) & set(np.argsort(-y)[:k])) / k
 
 
-def report(df: pd.DataFrame, zc_path: Path | None = None) -> None:
+BOOTSTRAP_REPS = 2000  # resamples of the architectures for a Spearman rho's interval
+KENDALL_REPS = 500  # resamples for a Kendall tau's interval (O(n^2) per resample)
+
+
+def summarize(df: pd.DataFrame, zc_path: Path | None = None) -> dict:
+    """Everything :func:`report` prints, as data: ``n`` architectures with a reference, the
+    reference's range, the noise floor, one row per score (Spearman rho and Kendall tau with
+    bootstrap 95% intervals, partial rho given MACs and depth, top-5 precision), the paired rho
+    differences against the CPU default's score, and the mean seconds per training by role."""
     ref = df[(df.role == "reference") & (df.seed == REF_SEED)].set_index("arch_id")
     main = df[df.seed == PROXY_SEED]
     table = pd.DataFrame(index=ref.index)
@@ -343,12 +352,48 @@ def report(df: pd.DataFrame, zc_path: Path | None = None) -> None:
     for c in ("macs", "params", "depth"):
         table[c] = ref[c]
     table = table.dropna(subset=["reference"])
-    n = len(table)
+    out: dict = {"n": len(table), "ref_min": float(table.reference.min()),
+                 "ref_max": float(table.reference.max()), "noise": noise_floor(df),
+                 "rows": [], "paired": [], "trainings": len(df)}
+    for col in table.columns.drop("reference"):
+        cols = list(dict.fromkeys([col, "reference", "macs", "depth"]))  # col may be macs/depth
+        sub = table[cols].replace([np.inf, -np.inf], np.nan).dropna()
+        if len(sub) < 5:
+            continue
+        x, yy = sub[col].to_numpy(), sub.reference.to_numpy()
+        rlo, rhi = bootstrap(spearman, x, yy, reps=BOOTSTRAP_REPS)
+        tlo, thi = bootstrap(kendall, x, yy, reps=KENDALL_REPS)
+        part = (
+            partial_spearman(x, yy, [sub.macs, sub.depth])
+            if col not in ("macs", "depth")
+            else float("nan")
+        )
+        out["rows"].append({"score": col, "rho": spearman(x, yy), "rho_lo": rlo, "rho_hi": rhi,
+                            "tau": kendall(x, yy), "tau_lo": tlo, "tau_hi": thi,
+                            "partial": part, "top5": top_k_precision(x, yy), "n": len(sub)})
+    base = f"{DEFAULT_PROXY} val_acc"  # the CPU default's score, which every budget is held to
+    out["base"] = base if base in table.columns else None
+    if out["base"]:
+        for col in [c for c in table.columns if " " in c and c != base]:
+            sub = table[[col, base, "reference"]].replace([np.inf, -np.inf], np.nan).dropna()
+            if len(sub) < 5:
+                continue
+            d, lo, hi = paired_rho_difference(sub[col], sub[base], sub.reference,
+                                              reps=BOOTSTRAP_REPS)
+            out["paired"].append({"score": col, "d": d, "lo": lo, "hi": hi, "n": len(sub)})
+    secs = df.groupby(df.role.str.split(":").str[0]).seconds.mean()
+    out["seconds"] = {k: float(v) for k, v in secs.items()}
+    return out
+
+
+def report(df: pd.DataFrame, zc_path: Path | None = None) -> None:
+    s = summarize(df, zc_path)
+    n = s["n"]
     print(
         f"\n## fidelity: {n} architectures with a reference (reference test acc "
-        f"{table.reference.min():.3f}..{table.reference.max():.3f})"
+        f"{s['ref_min']:.3f}..{s['ref_max']:.3f})"
     )
-    noise = noise_floor(df)
+    noise = s["noise"]
     if noise:
         print(
             "\nnoise floor (val acc; seed-to-seed Spearman rho on the noise architectures: mean "
@@ -362,49 +407,44 @@ def report(df: pd.DataFrame, zc_path: Path | None = None) -> None:
                   if "vs_ref_single" in r else "")
             print(f"  {k:<18} {r['rho']:6.3f} [{r['lo']:6.3f}, {r['hi']:6.3f}]  "
                   f"{r['min']:.3f}..{r['max']:.3f}  ({r['archs']} archs x {r['seeds']} seeds){vs}")
-    y = table.reference.to_numpy()
     print(
         f"\n{'score':<22}{'rho':>7}{'95% CI':>17}{'tau':>7}{'95% CI':>17}{'partial':>9}{'top5':>6}"
     )
     print("-" * 85)
-    for col in table.columns.drop("reference"):
-        cols = list(dict.fromkeys([col, "reference", "macs", "depth"]))  # col may be macs/depth
-        sub = table[cols].replace([np.inf, -np.inf], np.nan).dropna()
-        if len(sub) < 5:
-            continue
-        x, yy = sub[col].to_numpy(), sub.reference.to_numpy()
-        rho, tau = spearman(x, yy), kendall(x, yy)
-        rlo, rhi = bootstrap(spearman, x, yy)
-        tlo, thi = bootstrap(kendall, x, yy, reps=500)
-        part = (
-            partial_spearman(x, yy, [sub.macs, sub.depth])
-            if col not in ("macs", "depth")
-            else float("nan")
-        )
+    for r in s["rows"]:
         print(
-            f"{col:<22}{rho:>7.3f}  [{rlo:>6.3f},{rhi:>6.3f}]{tau:>7.3f}  [{tlo:>6.3f},{thi:>6.3f}]"
-            f"{part:>9.3f}{top_k_precision(x, yy):>6.1f}"
+            f"{r['score']:<22}{r['rho']:>7.3f}  [{r['rho_lo']:>6.3f},{r['rho_hi']:>6.3f}]"
+            f"{r['tau']:>7.3f}  [{r['tau_lo']:>6.3f},{r['tau_hi']:>6.3f}]"
+            f"{r['partial']:>9.3f}{r['top5']:>6.1f}"
         )
-    base = f"{DEFAULT_PROXY} val_acc"  # the CPU default's score, which every budget is held to
-    if base in table.columns:
-        print(f"\npaired against the CPU default's score ({base}): rho difference, bootstrap 95%")
-        for col in [c for c in table.columns if " " in c and c != base]:
-            sub = table[[col, base, "reference"]].replace([np.inf, -np.inf], np.nan).dropna()
-            if len(sub) < 5:
-                continue
-            d, lo, hi = paired_rho_difference(sub[col], sub[base], sub.reference)
-            print(f"  {col:<22}{d:>+7.3f}  [{lo:>+6.3f},{hi:>+6.3f}]  (n = {len(sub)})")
-    secs = df.groupby(df.role.str.split(":").str[0]).seconds.mean()
+    if s["base"]:
+        print(f"\npaired against the CPU default's score ({s['base']}): rho difference, "
+              f"bootstrap 95%")
+        for r in s["paired"]:
+            print(f"  {r['score']:<22}{r['d']:>+7.3f}  [{r['lo']:>+6.3f},{r['hi']:>+6.3f}]  "
+                  f"(n = {r['n']})")
     print(
         "\n# mean seconds per training: "
-        + ", ".join(f"{k} {v:.0f}s" for k, v in secs.items())
-        + f"; {len(df)} trainings in the CSV; n = {n} (a rho on n = 40 has a 95% interval "
+        + ", ".join(f"{k} {v:.0f}s" for k, v in s["seconds"].items())
+        + f"; {s['trainings']} trainings in the CSV; n = {n} (a rho on n = 40 has a 95% interval "
         f"about 0.5 wide)"
     )
-    del y
 
 
-def noise_floor(df: pd.DataFrame, reps: int = 2000, seed: int = 0) -> dict[str, dict]:
+def band_counts(space, bands: list[tuple[int, int]], draws: int = 4000,
+                seed: int = 0) -> list[int]:
+    """How many of ``draws`` uniform draws from ``space`` (every choice uniform, as
+    :func:`sample_band` draws) have their MACs in each ``(lo, hi)`` band."""
+    trial = Uniform(seed)
+    got = [0] * len(bands)
+    for _ in range(draws):
+        m = count(space.sample(trial)).macs
+        for k, (lo, hi) in enumerate(bands):
+            got[k] += lo <= m <= hi
+    return got
+
+
+def noise_floor(df: pd.DataFrame, reps: int = BOOTSTRAP_REPS, seed: int = 0) -> dict[str, dict]:
     """Seed-to-seed agreement of every role (each proxy, the reference) on the noise architectures:
     the mean Spearman rho over seed pairs, its bootstrap 95% interval (architectures resampled),
     the lowest and highest pair, and for a proxy its rho against the reference on the same

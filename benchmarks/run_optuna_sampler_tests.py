@@ -2,22 +2,30 @@
 igcv_nas.search.evolution.EvolutionSampler and igcv_nas.search.nsga.ConditionalNSGAII.
 
     python benchmarks/run_optuna_sampler_tests.py [--sdist optuna-X.Y.Z.tar.gz] [-- PYTEST ARGS]
+    python benchmarks/run_optuna_sampler_tests.py \
+        --record benchmarks/results/optuna_sampler_tests.json
 
 Optuna's wheel ships no tests, so the sdist of exactly the installed version is fetched from
 PyPI with ``pip download optuna==<version> --no-binary :all: --no-deps`` (or read from
 ``--sdist``), and only ``tests/samplers_tests/*.py`` is extracted into a temporary directory.
 ``tests/optuna_sampler_suite.py`` imports their modules from there and runs their test
 functions and classes with our sampler in place of Optuna's (see its docstring for what applies).
-Exit status: pytest's; 3 when the sdist cannot be obtained (no network, no such version).
+With ``--record FILE`` the counts of pytest's last summary line (passed, skipped, failed,
+errors), the Optuna version, the machine, the date and the command are written to FILE as JSON
+(the docs' benchmark page is rendered from it). Exit status: pytest's; 3 when the sdist cannot
+be obtained (no network, no such version).
 """
 from __future__ import annotations
 
 import argparse
+import json
 import os
+import re
 import subprocess
 import sys
 import tarfile
 import tempfile
+import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -55,6 +63,8 @@ def extract_sampler_tests(sdist: Path, version: str, dest: Path) -> Path:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--sdist", type=Path, help="a local optuna-<installed version>.tar.gz")
+    ap.add_argument("--record", type=Path, metavar="FILE",
+                    help="write the counts, versions, machine, date and command as JSON there")
     ap.add_argument("pytest_args", nargs="*", help="extra pytest arguments (after --)")
     args = ap.parse_args(argv)
 
@@ -80,7 +90,26 @@ def main(argv: list[str] | None = None) -> int:
         env.setdefault("OMP_NUM_THREADS", "1")
         cmd = [sys.executable, "-m", "pytest", "-c", str(ini), "--rootdir", str(ROOT),
                "-p", "no:cacheprovider", "-v", "-rs", str(SUITE), *args.pytest_args]
-        return subprocess.run(cmd, env=env, cwd=ROOT).returncode
+        if args.record is None:
+            return subprocess.run(cmd, env=env, cwd=ROOT).returncode
+        sys.path.insert(0, str(ROOT / "benchmarks"))
+        from search_efficiency import machine_line  # the benchmarks' one machine line
+        started = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+        r = subprocess.run(cmd, env=env, cwd=ROOT, capture_output=True, text=True)
+        sys.stdout.write(r.stdout)
+        sys.stderr.write(r.stderr)
+        summary = [ln for ln in r.stdout.splitlines() if re.match(r"^=+ .* in [0-9.]+s", ln)]
+        counts = {k: int(n) for n, k in
+                  re.findall(r"(\d+) (passed|skipped|failed|errors?|xfailed|xpassed)",
+                             summary[-1] if summary else "")}
+        record = {"optuna": version, "sdist": sdist.name, **counts, "returncode": r.returncode,
+                  "summary": summary[-1].strip("= ") if summary else None,
+                  "machine": machine_line(), "started": started,
+                  "command": " ".join(["python", "benchmarks/run_optuna_sampler_tests.py",
+                                       *(argv if argv is not None else sys.argv[1:])])}
+        args.record.write_text(json.dumps(record, indent=1) + "\n")
+        print(f"recorded -> {args.record}")
+        return r.returncode
 
 
 if __name__ == "__main__":

@@ -469,27 +469,16 @@ def _ci(lo: float, hi: float, signed: bool = False) -> str:
     return f"[{f.format(lo)}, {f.format(hi)}]"
 
 
-def report(csv_path: Path) -> None:
+def summarize(csv_path: Path) -> dict:
+    """Everything :func:`report` prints, as data: the settings (``cfg``, from the ``.json`` next
+    to the CSV), the machines, per method its picks by seed and the statistics over them
+    (``methods``: mean with its t-interval, the paired difference to random search, the regret),
+    the baselines, the regret pool and the re-training noise, and the totals."""
     csv_path = Path(csv_path)
     rows = read_rows(csv_path)
     cfg_path = csv_path.with_suffix(".json")
     cfg = json.loads(cfg_path.read_text()) if cfg_path.is_file() else {}
     machines = sorted({r["machine"] for r in rows if r.get("machine")})
-    print(f"\n## search efficiency: {csv_path.name}")
-    for m in machines:
-        print(f"# machine: {m}")
-    if len(machines) > 1:
-        print("# WARNING: rows from more than one machine")
-    if cfg.get("quick"):
-        print(f"# SMOKE RUN (--quick): reference = {cfg.get('reference_steps')} steps on 1,000 "
-              f"test images -- NOT a measurement")
-    if cfg:
-        rs = cfg["ref_seeds"]
-        print(f"# space {cfg['space']}, MACs budget {cfg['flops']} (floor "
-              f"{cfg['flops_min'] or 'default 0.7x'}) at target {cfg['target']}; equal cost "
-              f"{cfg['cost_units']:g} first-rung units: ladder {cfg['ladder_trials']} trials, the "
-              f"others {cfg['trials']}; proxy {' '.join(cfg['proxy']) or 'CPU default'}; "
-              f"reference seeds {', '.join(map(str, rs))}; regret pool: top {cfg['pool_top']}")
     ref: dict[tuple[str, int], float] = {}
     for r in rows:
         if r["role"] in ("reference", "baseline"):
@@ -516,40 +505,88 @@ def report(csv_path: Path) -> None:
             "compute": float(r["compute_s"] or 0), "arch": r["arch_id"]}
     order = [m for m in METHODS if m in picks] + sorted(set(picks) - set(METHODS))
     base = picks.get("random", {})
+    methods: dict[str, dict] = {}
+    for m in order:
+        p = picks[m]
+        seeds = sorted(p)
+        st: dict = {"seeds": seeds, "ci": t_interval([p[s]["acc"] for s in seeds])}
+        paired = [s for s in seeds if s in base]
+        if m != "random" and len(paired) >= 1:
+            d = [p[s]["acc"] - base[s]["acc"] for s in paired]
+            st["vs_random"] = t_interval(d)
+            st["vs_random_diffs"] = d
+            st["wins"] = (sum(x > 0 for x in d), len(d))
+        if pool_best is not None:
+            st["regret"] = t_interval([pool_best - p[s]["acc1"] for s in seeds])
+        for k in ("proxy", "trials", "units"):
+            st[k] = statistics.fmean(p[s][k] for s in seeds)
+        st["search_min"] = statistics.fmean(p[s]["wall"] for s in seeds) / 60
+        methods[m] = st
+    baselines = {}
+    for name in sorted({r["method"] for r in rows if r["role"] == "baseline"}):
+        rb = [r for r in rows if r["role"] == "baseline" and r["method"] == name]
+        baselines[name] = {"macs": int(rb[0]["macs"]), "rows": rb,
+                           "accs": [float(r["score"]) for r in rb]}
+    var = [statistics.variance([ref[(p['arch'], s)] for s in rseeds])
+           for m in picks.values() for p in m.values() if len(rseeds) > 1]
+    return {
+        "csv": csv_path, "cfg": cfg, "machines": machines, "rows": rows, "ref": ref,
+        "ref_seeds": rseeds, "first": first, "pool": pool, "pool_best": pool_best,
+        "picks": picks, "no_pick": no_pick, "order": order, "methods": methods,
+        "baselines": baselines,
+        "noise": math.sqrt(statistics.fmean(var)) if var else None, "noise_picks": len(var),
+        "searches": sum(1 for r in rows if r["role"] == "search"),
+        "retrainings": sum(1 for r in rows if r["role"] in ("reference", "baseline")),
+        "hours": sum(float(r["seconds"] or 0) for r in rows
+                     if r["role"] in ("search", "reference", "baseline")) / 3600,
+        "finished": sorted(r["finished"] for r in rows if r.get("finished")),
+    }
+
+
+def report(csv_path: Path) -> None:
+    s = summarize(csv_path)
+    cfg, ref, first, pool, pool_best = s["cfg"], s["ref"], s["first"], s["pool"], s["pool_best"]
+    print(f"\n## search efficiency: {s['csv'].name}")
+    for m in s["machines"]:
+        print(f"# machine: {m}")
+    if len(s["machines"]) > 1:
+        print("# WARNING: rows from more than one machine")
+    if cfg.get("quick"):
+        print(f"# SMOKE RUN (--quick): reference = {cfg.get('reference_steps')} steps on 1,000 "
+              f"test images -- NOT a measurement")
+    if cfg:
+        rs = cfg["ref_seeds"]
+        print(f"# space {cfg['space']}, MACs budget {cfg['flops']} (floor "
+              f"{cfg['flops_min'] or 'default 0.7x'}) at target {cfg['target']}; equal cost "
+              f"{cfg['cost_units']:g} first-rung units: ladder {cfg['ladder_trials']} trials, the "
+              f"others {cfg['trials']}; proxy {' '.join(cfg['proxy']) or 'CPU default'}; "
+              f"reference seeds {', '.join(map(str, rs))}; regret pool: top {cfg['pool_top']}")
     print(f"\n{'method':<10}{'seeds':>6}{'ref acc':>9}{'95% CI (t)':>20}{'vs random':>11}"
           f"{'95% CI (t, paired)':>21}{'wins':>6}{'regret':>9}{'95% CI (t)':>21}{'proxy':>8}"
           f"{'trials':>7}{'units':>7}{'search min':>11}")
     print("-" * 146)
-    for m in order:
-        p = picks[m]
-        seeds = sorted(p)
-        mean, lo, hi = t_interval([p[s]["acc"] for s in seeds])
-        paired = [s for s in seeds if s in base]
-        if m != "random" and len(paired) >= 1:
-            d = [p[s]["acc"] - base[s]["acc"] for s in paired]
-            dm, dlo, dhi = t_interval(d)
-            vs = f"{dm:+.4f}"
-            vs_ci = _ci(dlo, dhi, True)
-            wins = f"{sum(x > 0 for x in d)}/{len(d)}"
+    for m, st in s["methods"].items():
+        mean, lo, hi = st["ci"]
+        if "vs_random" in st:
+            dm, dlo, dhi = st["vs_random"]
+            vs, vs_ci = f"{dm:+.4f}", _ci(dlo, dhi, True)
+            wins = f"{st['wins'][0]}/{st['wins'][1]}"
         else:
             vs, vs_ci, wins = "-", "-", "-"
-        if pool_best is not None:
-            rm, rlo, rhi = t_interval([pool_best - p[s]["acc1"] for s in seeds])
+        if "regret" in st:
+            rm, rlo, rhi = st["regret"]
             reg, reg_ci = f"{rm:.4f}", _ci(rlo, rhi, True)
         else:
             reg, reg_ci = "-", "-"
-        print(f"{m:<10}{len(seeds):>6}{mean:>9.4f}{_ci(lo, hi):>20}{vs:>11}{vs_ci:>21}{wins:>6}"
-              f"{reg:>9}{reg_ci:>21}{statistics.fmean(p[s]['proxy'] for s in seeds):>8.4f}"
-              f"{statistics.fmean(p[s]['trials'] for s in seeds):>7.1f}"
-              f"{statistics.fmean(p[s]['units'] for s in seeds):>7.1f}"
-              f"{statistics.fmean(p[s]['wall'] for s in seeds) / 60:>11.1f}")
+        print(f"{m:<10}{len(st['seeds']):>6}{mean:>9.4f}{_ci(lo, hi):>20}{vs:>11}{vs_ci:>21}"
+              f"{wins:>6}{reg:>9}{reg_ci:>21}{st['proxy']:>8.4f}{st['trials']:>7.1f}"
+              f"{st['units']:>7.1f}{st['search_min']:>11.1f}")
     print()
-    for name in sorted({r["method"] for r in rows if r["role"] == "baseline"}):
-        rb = [r for r in rows if r["role"] == "baseline" and r["method"] == name]
-        accs = [float(r["score"]) for r in rb]
+    for name, b in s["baselines"].items():
+        accs = b["accs"]
         sd = f"{statistics.stdev(accs):.4f}" if len(accs) > 1 else "-"
-        each = ", ".join(f"{r['ref_seed']}: {float(r['score']):.4f}" for r in rb)
-        print(f"baseline {name:<20} {int(rb[0]['macs']) / 1e6:6.1f}M MACs: ref acc mean "
+        each = ", ".join(f"{r['ref_seed']}: {float(r['score']):.4f}" for r in b["rows"])
+        print(f"baseline {name:<20} {b['macs'] / 1e6:6.1f}M MACs: ref acc mean "
               f"{statistics.fmean(accs):.4f}, std {sd}, range {min(accs):.4f}-{max(accs):.4f} "
               f"over {len(accs)} seeds ({each})")
     if pool:
@@ -558,18 +595,13 @@ def report(csv_path: Path) -> None:
         pb = f"{pool_best:.4f}" if pool_best is not None else "incomplete"
         print(f"regret pool: top {len(pool)} of the pooled random searches by proxy score, "
               f"re-trained with ref seed {first}: best {pb} ({got})")
-    var = [statistics.variance([ref[(p['arch'], s)] for s in rseeds])
-           for m in picks.values() for p in m.values() if len(rseeds) > 1]
-    if var:
+    if s["noise"] is not None:
         print(f"re-training noise: pooled std over the reference seeds of the picks "
-              f"{math.sqrt(statistics.fmean(var)):.4f} ({len(var)} picks)")
-    if no_pick:
-        print(f"searches without a pick (nothing completed): {', '.join(no_pick)}")
-    ns = sum(1 for r in rows if r["role"] == "search")
-    nt = sum(1 for r in rows if r["role"] in ("reference", "baseline"))
-    secs = sum(float(r["seconds"] or 0) for r in rows
-               if r["role"] in ("search", "reference", "baseline"))
-    print(f"# {ns} searches and {nt} re-trainings in the CSV, {secs / 3600:.2f} h of wall time; "
+              f"{s['noise']:.4f} ({s['noise_picks']} picks)")
+    if s["no_pick"]:
+        print(f"searches without a pick (nothing completed): {', '.join(s['no_pick'])}")
+    print(f"# {s['searches']} searches and {s['retrainings']} re-trainings in the CSV, "
+          f"{s['hours']:.2f} h of wall time; "
           f"ref acc: mean over the reference seeds of the pick's test accuracy; 95% CI: "
           f"Student-t over sampler seeds; regret: pool best - pick (ref seed {first}); proxy: "
           f"the pick's search score (ladder: confirmed mean); units: first-rung trainings spent")

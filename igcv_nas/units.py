@@ -19,7 +19,17 @@ def parse_count(text: str, what: str = "value") -> int:
     """A positive integer count with an optional K/M/G/T suffix (powers of 1000).
 
     ``parse_count('300M') == 300_000_000``; ``'0.3G'`` and ``'300000000'`` give the same.
-    Raises ValueError with a one-line message naming the value and what is accepted.
+
+    Args:
+        text: the count as written (``300M``, ``0.3G``, ``300000000``).
+        what: how the message names the value (e.g. ``--flops``).
+
+    Returns:
+        The count as an int.
+
+    Raises:
+        InputError: (a ValueError) with a one-line message naming the value and what is
+            accepted.
     """
     accepted = "a positive number with an optional K/M/G/T suffix, e.g. 300M, 0.3G, 300000000"
     m = _COUNT.match(str(text))
@@ -44,7 +54,17 @@ _SECONDS = {"ms": 1e-3, "s": 1.0, "m": 60.0, "min": 60.0, "h": 3600.0, "d": 8640
 
 def parse_duration(text: str, what: str = "duration") -> float:
     """Seconds from ``'15ms'``, ``'90s'``, ``'30m'``, ``'2h'``, ``'1d'`` or a bare number of
-    seconds."""
+    seconds.
+
+    Args:
+        text: the duration as written.
+        what: how the message names the value (e.g. ``--time-budget``).
+
+    Returns:
+        The duration in seconds (positive and finite).
+
+    Raises:
+        InputError: (a ValueError) not a duration, or not positive and finite; one line."""
     m = _DURATION.match(str(text))
     if not m:
         raise InputError(f"{what} {text!r} is not a duration; expected a positive number with "

@@ -50,6 +50,22 @@ class BlockCost:
 
 @dataclass(frozen=True)
 class Cost:
+    """What a network costs, as :func:`count` returns it.
+
+    Attributes:
+        macs: multiply-accumulates of conv + linear layers at batch 1 (what a ``--flops``
+            budget bounds; MobileNetV2 1.0 = 300,774,272).
+        params: parameters of the built model (conv weights, BN weight and bias, classifier
+            weight and bias).
+        peak_act: most activation elements alive at once in an inference pass at batch 1
+            (``4 * peak_act`` bytes in fp32).
+        perm_bytes: bytes moved by the permutations in fp32 at batch 1.
+        blocks: with ``count(spec, per_block=True)``: one :class:`BlockCost` per block.
+        stem: with ``per_block=True``: the stem conv's cost.
+        head: with ``per_block=True``: the head conv's cost (None without a head conv).
+        classifier: with ``per_block=True``: the global average pool and linear classifier.
+    """
+
     macs: int
     params: int
     peak_act: int
@@ -128,9 +144,18 @@ def block_macs(b: Block, res: int) -> tuple[int, int]:
 def count(spec: NetworkSpec, per_block: bool = False) -> Cost:
     """MACs, params, peak activation and permutation traffic of ``spec`` (see module doc).
 
-    ``per_block``: also the cost of every block (``blocks``) and of the stem, head and
-    classifier (``stem``, ``head``, ``classifier``); with the blocks they add up to the
-    totals."""
+    Pure Python, no torch; equal to fvcore's conv + linear count of the built model.
+
+    Args:
+        spec: the network.
+        per_block: also the cost of every block (``blocks``) and of the stem, head and
+            classifier (``stem``, ``head``, ``classifier``); with the blocks they add up to
+            the totals.
+
+    Returns:
+        The :class:`Cost` of ``spec`` at its own input size and classes. Nothing is raised
+        for a spec that :func:`igcv_nas.arch.spec.from_dict` read (it refuses what cannot
+        be counted); :func:`igcv_nas.arch.validation.check` says whether it is valid."""
     res = spec.input_size
     macs, params, perm_bytes, peak, out = ops_cost((spec.stem_op,), res)
     stem = BlockCost("stem", "stem", res, out, macs, params, perm_bytes) if per_block else None

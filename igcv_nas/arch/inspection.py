@@ -32,9 +32,22 @@ __all__ = ["inspect_spec", "report", "rows"]
 
 def inspect_spec(source: NetworkSpec | str | os.PathLike, target: int | None = None,
                  classes: int | None = None) -> dict:
-    """The report (module doc) of ``source`` -- a spec, a spec JSON file or a zoo name
-    (:func:`igcv_nas.arch.sources.resolve_spec`) -- counted at input resolution ``target`` and
-    ``classes`` classes (default: the spec's own)."""
+    """The report that ``igcv-inspect --json`` prints (see the module doc).
+
+    Args:
+        source: a :class:`~igcv_nas.arch.spec.NetworkSpec`, a spec JSON file or a zoo name
+            (:func:`igcv_nas.arch.sources.resolve_spec`).
+        target: input resolution to count at (default: the spec's own).
+        classes: number of classes (default: the spec's own).
+
+    Returns:
+        The report as a dict: ``valid``, ``violations``, ``complementary``, the totals and the
+        ``stem``, ``blocks``, ``head`` and ``classifier`` rows (:func:`rows` gives them in
+        network order). A violation is in the report, not raised.
+
+    Raises:
+        SpecError: ``source`` cannot be read.
+        InputError: ``target`` or ``classes`` is not a positive integer."""
     spec = source if isinstance(source, NetworkSpec) else resolve_spec(source)
     for flag, v in (("--target", target), ("--classes", classes)):
         if v is not None and (not isinstance(v, int) or isinstance(v, bool) or v <= 0):

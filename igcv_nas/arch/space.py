@@ -824,9 +824,23 @@ def parse_yaml(raw: bytes, source: str) -> Any:
 
 
 def load_space(name_or_path: str | Path) -> SearchSpace:
-    """Read and verify a search space: a bare name (``"igcv3"`` -> ``search_spaces/igcv3.yaml``,
-    or the copy installed under ``igcv_nas/spaces/``) or a path. Raises :class:`SpaceError`
-    (one line: file, key, value, what is accepted) on any problem."""
+    """Read and verify a search space.
+
+    Every combination of local choices is built and checked with the exact complementary check
+    when the file is loaded, so every sample of the returned space is valid. Loaded spaces are
+    cached by source and content.
+
+    Args:
+        name_or_path: a bare name (``"igcv3"`` -> ``search_spaces/igcv3.yaml``, or the copy
+            installed under ``igcv_nas/spaces/``; see :func:`available_spaces`) or a path to a
+            YAML file.
+
+    Returns:
+        The verified :class:`SearchSpace`.
+
+    Raises:
+        SpaceError: on any problem, one line naming the file, key, value and what is
+            accepted."""
     raw, source, stem = _read(name_or_path)
     key = (source, hashlib.sha256(raw).hexdigest())
     if key not in _CACHE:

@@ -72,7 +72,23 @@ def head_conv(in_chs: int, head_chs: int) -> ConvOp | None:
 
 @dataclass(frozen=True)
 class NetworkSpec:
-    """A whole network. ``name`` is a label only; it is not part of :attr:`arch_id`."""
+    """A whole network: input -> stem conv -> stages of blocks -> head conv -> pool -> classifier.
+
+    Frozen and JSON-serialisable (:meth:`to_json`, :func:`from_json`, :func:`load`).
+    ``canonical_json()`` sorts keys and drops the cosmetic ``name``; its SHA-256 prefix is
+    :attr:`arch_id`, so equal architectures have equal ids. ``name`` is a label only.
+
+    Attributes:
+        input_size: input resolution (square).
+        num_classes: classifier outputs.
+        stem: the stem conv (``out_chs``, ``kernel``, ``stride``).
+        stages: the blocks, stage by stage.
+        head_chs: channels of the head 1x1 conv (0 = no head conv).
+        dropout: dropout before the classifier.
+        act: activation: relu, relu6, hswish or silu.
+        in_chs: input channels.
+        name: a label, not part of the architecture.
+    """
     input_size: int
     num_classes: int
     stem: Stem
@@ -179,7 +195,18 @@ _NET_KEYS = {"format", "name", "input_size", "in_chs", "num_classes", "act", "st
 
 
 def from_dict(d: Any) -> NetworkSpec:
-    """Read a spec dict (as written by :meth:`NetworkSpec.to_dict`; schemes allowed for perms)."""
+    """Read a spec dict (as written by :meth:`NetworkSpec.to_dict`; schemes allowed for perms).
+
+    Args:
+        d: the dict form of a spec; named permutation schemes (``{"scheme": "interleave",
+            "groups": G}``, ...) are resolved to explicit index lists.
+
+    Returns:
+        The :class:`NetworkSpec`.
+
+    Raises:
+        SpecError: unknown keys or kinds, wrong types, values over the input limits; one
+            line naming the place and the value."""
     check_keys(d, _NET_KEYS, "spec", ("input_size", "num_classes", "stem", "stages"))
     fmt = d.get("format", "igcv-nas/spec@1")
     if fmt != "igcv-nas/spec@1":
@@ -266,6 +293,17 @@ def parse_json(text: str | bytes, where: str = "spec") -> Any:
 
 
 def from_json(text: str | bytes) -> NetworkSpec:
+    """Read a spec from JSON text.
+
+    Args:
+        text: the JSON document (``str`` or ``bytes``).
+
+    Returns:
+        The :class:`NetworkSpec`, as :func:`from_dict` reads it.
+
+    Raises:
+        SpecError: malformed JSON, nesting or numbers over the input limits, or anything
+            :func:`from_dict` refuses."""
     return from_dict(parse_json(text))
 
 
@@ -276,7 +314,17 @@ def read_spec_file(path: str | os.PathLike) -> bytes:
 
 
 def load(path: str | os.PathLike) -> NetworkSpec:
-    """Read a spec JSON file (SpecError on any problem, with a one-line message)."""
+    """Read a spec JSON file.
+
+    Args:
+        path: a regular file of at most ``MAX_SPEC_BYTES`` (FIFOs and devices are refused
+            without being read).
+
+    Returns:
+        The :class:`NetworkSpec`.
+
+    Raises:
+        SpecError: on any problem, with a one-line message naming the file."""
     raw = read_spec_file(path)
     try:
         return from_json(raw)

@@ -59,6 +59,14 @@ class BlockCheck:
 
 @dataclass
 class Report:
+    """The result of :func:`check`.
+
+    Attributes:
+        violations: every violation found (block, layer, value); empty when the spec is valid.
+        blocks: per block its complementary mode, the min/max number of paths between an
+            input and an output channel, and the IGCV2 balance ratio.
+    """
+
     violations: list[Violation] = field(default_factory=list)
     blocks: list[BlockCheck] = field(default_factory=list)
 
@@ -76,6 +84,9 @@ class Report:
 
 
 class ValidationError(IGCVError, ValueError):
+    """Raised by :func:`validate` for a spec with violations; ``violations`` lists them all
+    and the message names each (``s3.b0: complementary condition violated: ...``)."""
+
     def __init__(self, violations: list[Violation]):
         self.violations = violations
         head = f"{len(violations)} violation{'s' if len(violations) != 1 else ''}: "
@@ -244,7 +255,20 @@ def _check_op(op: ConvOp, where: str, res: int, out: list[Violation]) -> None:
 
 
 def check(spec: NetworkSpec) -> Report:
-    """Every violation in ``spec`` and the complementary mode of each block. Never raises."""
+    """Every violation in ``spec`` and the complementary mode of each block.
+
+    Checked: channel chaining, group sizes, permutations, odd kernels, strides, where
+    residuals and spatial convs may be, and the complementary condition, exactly (integer
+    path counts of the block's connectivity product).
+
+    Args:
+        spec: the network.
+
+    Returns:
+        A :class:`Report` with every violation (empty when valid) and per block its mode
+        (``exact``, ``relaxed`` or ``violated``), path counts and balance.
+
+    A violation is in the report, never raised (:func:`validate` raises)."""
     rep = Report()
     v = rep.violations
     if spec.input_size <= 0:
@@ -301,8 +325,16 @@ def check(spec: NetworkSpec) -> Report:
 
 
 def validate(spec: NetworkSpec) -> Report:
-    """Return the report when ``spec`` is valid; raise :class:`ValidationError` with all
-    violations."""
+    """Check ``spec`` like :func:`check`, and refuse it when it has any violation.
+
+    Args:
+        spec: the network.
+
+    Returns:
+        The :class:`Report` of a valid ``spec``.
+
+    Raises:
+        ValidationError: ``spec`` has violations; the error lists all of them."""
     rep = check(spec)
     if rep.violations:
         raise ValidationError(rep.violations)

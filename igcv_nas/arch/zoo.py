@@ -157,7 +157,21 @@ ZOO: dict[str, Callable[..., NetworkSpec]] = {
 
 
 def get(name: str, cifar: bool = False, num_classes: int | None = None) -> NetworkSpec:
-    """``'mobilenet_v2'``, ``'igcv3_d_0.7'``, ``'igcv2_cifar'``, ``'mobilenet_v2_1.4_cifar'`` ..."""
+    """A reference network as a spec: ``'mobilenet_v2'``, ``'igcv3_d_0.7'``, ``'igcv2_cifar'``,
+    ``'mobilenet_v2_1.4_cifar'`` ...
+
+    Args:
+        name: ``mobilenet_v2``, ``mobilenet_v1``, ``igcv3_d`` or ``igcv2``, optionally with
+            ``_<width>`` (in (0, 8]) and/or ``_cifar``.
+        cifar: the CIFAR form (32x32, 10 classes, stem stride 1, no downsampling in the second
+            stage), also selected by the ``_cifar`` suffix.
+        num_classes: classifier outputs (default: 1000, or 10 for the CIFAR form).
+
+    Returns:
+        The :class:`~igcv_nas.arch.spec.NetworkSpec`.
+
+    Raises:
+        ZooError: an unknown name or a width out of range, naming what is accepted."""
     if not isinstance(name, str) or len(name) > 100:
         raise ZooError(f"unknown zoo network {show(name)}; accepted: {', '.join(names())}")
     base, width = name, 1.0

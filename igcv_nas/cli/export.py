@@ -27,10 +27,12 @@ def _parser() -> OneLineParser:
     ap = OneLineParser(prog=PROG, description=__doc__.split("\n\n")[1])
     ap.add_argument("source", help="run directory, spec JSON file or zoo network name")
     sel = ap.add_mutually_exclusive_group()
-    sel.add_argument("--trial", type=int, help="this trial of the run")
+    sel.add_argument("--trial", type=int,
+                     help="this trial of the run (default: the run's best trial)")
     sel.add_argument("--top", type=int,
                      help="the K best distinct architectures of the run (with the ladder: ranked "
-                          "by their most-trained score, the confirmed winner first)")
+                          "by their most-trained score, the confirmed winner first; default: "
+                          "the best only)")
     sel.add_argument("--pareto", action="store_true",
                      help="the run's Pareto front (accuracy vs MACs)")
     ap.add_argument("--format", default=",".join(FORMATS),

@@ -62,7 +62,7 @@ def _build_lut(argv: list[str]) -> int:
     ap.add_argument("--space", action="append", default=None,
                     help="search space to sample (repeatable; default: every shipped space)")
     ap.add_argument("--zoo", action="append", default=[],
-                    help="zoo network to include (repeatable)")
+                    help="zoo network to include (repeatable; default none)")
     ap.add_argument("--n", type=int, default=20,
                     help="architectures sampled per space (default 20)")
     ap.add_argument("--cifar", action="store_true", help="sample the CIFAR form (32x32)")
@@ -102,7 +102,8 @@ def _measure(argv: list[str]) -> int:
     """Parse -> :func:`igcv_nas.evaluate.latency_run.latency_report` -> print."""
     ap = OneLineParser(prog=PROG, usage=USAGE, description=__doc__.split("\n\n")[2])
     ap.add_argument("source", help="a spec JSON file or a zoo name (e.g. mobilenet_v2_0.5_cifar)")
-    ap.add_argument("--lut", default=None, help="LUT file: also print the predicted latency")
+    ap.add_argument("--lut", default=None, help="LUT file: also print the predicted latency "
+                                                "(default: none, measure only)")
     ap.add_argument("--no-measure", action="store_true", help="only predict (needs --lut)")
     ap.add_argument("--json", action="store_true", help="print the result as JSON")
     _common(ap)

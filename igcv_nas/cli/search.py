@@ -31,13 +31,16 @@ PROG = "igcv-search"
 def _parser() -> OneLineParser:
     ap = OneLineParser(prog=PROG, description=__doc__.split("\n\n")[1])
     b = ap.add_argument_group("budgets (counted at --target, enforced before any training)")
-    b.add_argument("--flops", help="MACs budget: 300M, 0.3G or 300000000 (FLOPs = 2 x MACs)")
+    b.add_argument("--flops", help="MACs budget: 300M, 0.3G or 300000000 (FLOPs = 2 x MACs; "
+                                  "default none)")
     b.add_argument("--flops-min", help=f"floor of the MACs band: nothing cheaper is trained "
                                        f"(default {FLOPS_MIN_FRACTION:g} x --flops; 0: no floor)")
-    b.add_argument("--params", help="parameter budget: 3.5M")
-    b.add_argument("--latency", help="latency budget on --device, e.g. 15ms (predicted by the LUT)")
+    b.add_argument("--params", help="parameter budget: 3.5M (default none)")
+    b.add_argument("--latency", help="latency budget on --device, e.g. 15ms (predicted by the "
+                                       "LUT; default none)")
     b.add_argument("--device", default=None, help="latency device: cpu or cuda (default cpu)")
-    b.add_argument("--lut", default=None, help="latency lookup table file (built there if missing)")
+    b.add_argument("--lut", default=None, help="latency lookup table file (built there if missing; "
+                                                 "default: built as RUN_DIR/latency_lut.json)")
     b.add_argument("--latency-predictor", choices=LATENCY_PREDICTORS,
                    help="lut (default: sum of measured pieces, measuring new ones) or learned "
                         "(kernel-level regressor from the LUT; measures nothing)")
@@ -46,14 +49,15 @@ def _parser() -> OneLineParser:
                                    f"(default {DEFAULT_SPACE}, which contains IGCV3-D)")
     s.add_argument("--target", help="where budgets are counted: space (its own target; 224x224, "
                                     "1000 classes for the shipped spaces), imagenet, cifar10, "
-                                    "cifar100 or RES:CLASSES")
+                                    "cifar100 or RES:CLASSES (default space)")
     s.add_argument("--trials", type=int, help="architectures to evaluate (default 20)")
-    s.add_argument("--time-budget", help="stop after this long, e.g. 2h")
+    s.add_argument("--time-budget", help="stop after this long, e.g. 2h (default none)")
     s.add_argument("--objective", choices=OBJECTIVES, help="accuracy (default) or pareto "
                                                            "(accuracy vs MACs)")
     s.add_argument("--sampler", choices=SAMPLERS, help="tpe (default; multivariate), evolution "
                                                        "(regularized evolution), nsga2 or random")
-    s.add_argument("--seed", type=int)
+    s.add_argument("--seed", type=int, help="sampler seed, 0..2^31-1 (default 0; a resumed attempt "
+                                            "k uses seed + 7919 (k-1))")
     p = ap.add_argument_group("proxy evaluation")
     p.add_argument("--dataset", help="cifar10 (default), cifar100 or an image-folder path")
     p.add_argument("--data-dir", help="where the data set is (default $IGCV_DATA_DIR or "
@@ -63,11 +67,18 @@ def _parser() -> OneLineParser:
     p.add_argument("--zero-cost-metric", choices=ZERO_COST_METRICS,
                    help="the score of --proxy zero-cost (default synflow)")
     p.add_argument("--epochs", type=int, help="proxy epochs (default: the device budget)")
-    p.add_argument("--steps", type=int, help="proxy training steps instead of epochs")
-    p.add_argument("--batch-size", type=int, help="proxy batch size")
-    p.add_argument("--lr", type=float, help="proxy peak learning rate")
-    p.add_argument("--train-fraction", type=float, help="fraction of the training split used")
-    p.add_argument("--val-size", type=int, help="validation images scored per epoch")
+    p.add_argument("--steps", type=int,
+                   help="proxy training steps instead of epochs (default: the device budget's "
+                        "epochs)")
+    p.add_argument("--batch-size", type=int,
+                   help="proxy batch size (default: the device budget: 32 on a CPU, 512 on CUDA)")
+    p.add_argument("--lr", type=float,
+                   help="proxy peak learning rate (default: the device budget: 0.05 on a CPU, "
+                        "0.4 on CUDA)")
+    p.add_argument("--train-fraction", type=float,
+                   help="fraction of the training split used (default: the device budget: 0.06 "
+                        "on a CPU, 1 on CUDA)")
+    p.add_argument("--val-size", type=int, help="held-out validation images scored (default 5,000)")
     p.add_argument("--scheduler", choices=SCHEDULERS,
                    help="ladder (default: the best quarter trained 3x longer, the finalists "
                         "re-trained with 2 fresh seeds), asha (early stopping by epoch), none")
@@ -76,7 +87,9 @@ def _parser() -> OneLineParser:
                    help="training score ranked by: val_acc (default), val_loss, tse (sum of "
                         "training losses); lower is better for the last two")
     r = ap.add_argument_group("resources")
-    r.add_argument("--cpus-per-trial", type=float)
+    r.add_argument("--cpus-per-trial", type=float,
+                   help="CPUs per trial (default 1; on a GPU cluster the CPU share of the "
+                        "smallest GPU node)")
     r.add_argument("--gpus-per-trial", type=float, help="default 1 when the cluster has GPUs")
     r.add_argument("--max-concurrent", type=int, help="default: as many as the resources allow")
     r.add_argument("--address", help="join a Ray cluster: HOST:PORT of its head (ray start "
@@ -101,7 +114,8 @@ def _parser() -> OneLineParser:
     st.add_argument("--study-name", help="the study's name in --storage (default igcv-search)")
     o = ap.add_argument_group("run directory")
     o.add_argument("--run-dir", help="default runs/<time>-<space>-<budget>")
-    o.add_argument("--resume", metavar="RUN_DIR", help="continue the search recorded there")
+    o.add_argument("--resume", metavar="RUN_DIR", help="continue the search recorded there "
+                                                             "(default: a new search)")
     o.add_argument("--force", action="store_true",
                    help="with --resume: accept a changed space, budget or proxy")
     o.add_argument("--quiet", action="store_true", help="log lines instead of a live display")

@@ -36,21 +36,25 @@ def _parser() -> OneLineParser:
     ap.add_argument("spec", help="spec JSON file or zoo network name")
     ap.add_argument("--dataset",
                     help="cifar10 (default), cifar100 or an image folder")
-    ap.add_argument("--data-dir", help="default $IGCV_DATA_DIR or ~/.cache/igcv-nas/data")
+    ap.add_argument("--data-dir", help="where the data set is (default $IGCV_DATA_DIR, else "
+                                      "~/.cache/igcv-nas/data)")
     ap.add_argument("--epochs", type=int, help="training epochs (default 200)")
-    ap.add_argument("--batch-size", type=int, help="default 128")
+    ap.add_argument("--batch-size", type=int, help="training batch size (default 128)")
     ap.add_argument("--lr", type=float, help="peak learning rate (default 0.1)")
-    ap.add_argument("--weight-decay", type=float, help="default 5e-4")
-    ap.add_argument("--label-smoothing", type=float, help="default 0.1")
+    ap.add_argument("--weight-decay", type=float,
+                    help="weight decay, not on BN and biases (default 5e-4)")
+    ap.add_argument("--label-smoothing", type=float, help="label smoothing (default 0.1)")
     ap.add_argument("--warmup-epochs", type=float,
                     help="epochs of linear lr warm-up, 0 <= value < --epochs (default "
                          "min(5, epochs / 10): 5 for 50 epochs and more, 0.1 for 1 epoch)")
     ap.add_argument("--train-fraction", type=float,
-                    help="use a fraction (0, 1] of the training split (quick checks)")
+                    help="use a fraction (0, 1] of the training split (quick checks; default 1: "
+                         "all 45,000 images)")
     ap.add_argument("--val-size", type=int,
                     help="held-out validation images scored each epoch (default all 5,000)")
-    ap.add_argument("--device", help="auto (CUDA when available), cpu, cuda")
-    ap.add_argument("--seed", type=int)
+    ap.add_argument("--device", help="auto (default: CUDA when available), cpu, cuda")
+    ap.add_argument("--seed", type=int,
+                    help="initialisation and data-order seed (default 0)")
     ap.add_argument("--out", required=True, help="output directory (must not exist or be empty)")
     ap.add_argument("--resume", action="store_true", help="continue the interrupted training "
                                                           "in OUT.partial")

@@ -280,5 +280,14 @@ def build_block(block: BlockSpec, act: str = "relu6") -> Block:
 
 
 def build_model(spec: NetworkSpec) -> IGCNet:
-    """The torch module for ``spec`` (see the module docstring for the conventions)."""
+    """The torch module for ``spec`` (see the module docstring for the conventions).
+
+    Args:
+        spec: the network; its parameter count equals ``cost.count(spec).params``.
+
+    Returns:
+        The :class:`IGCNet` (an ``nn.Module``), in training mode, with fresh initial weights.
+
+    Raises:
+        InputError: the builder's refusals (a spec it cannot build)."""
     return IGCNet(spec)
