@@ -268,3 +268,20 @@ def test_recover_leaves_another_drivers_running_trials_alone(tmp_path):
     assert status_of(a.trials()[pa.number]) == TrialStatus.LOST
     assert status_of(a.trials()[pb.number]) == TrialStatus.EVALUATING
     assert a.trials()[pb.number].state == TrialState.RUNNING
+
+
+def test_drawing_has_a_time_bound_and_a_voice():
+    """A budget nothing meets: the draws stop at the deadline (the caller gets control back)
+    and report their count while they go on."""
+    book = new_book()
+    heard = []
+    assert book.ask(propose, budget(limit=-1), 10_000, deadline_s=0.2, on_draws=heard.append,
+                    voice_s=0.0) is None
+    assert book.last_stop == "time" and 1 <= book.last_draws < 10_000
+    assert heard == list(range(1, book.last_draws))  # every draw after the first, voice_s 0
+    assert len(book.trials()) == book.last_draws
+    assert book.count(TrialStatus.OVER_BUDGET) == book.last_draws  # all rejected, none trained
+    assert book.ask(propose, budget(limit=-1), 5) is None and book.last_stop == "draws"
+    assert book.last_draws == 5
+    p = book.ask(propose, budget(), 100)
+    assert p is not None and book.last_stop == "found"

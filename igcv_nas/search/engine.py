@@ -34,7 +34,7 @@ from ..arch import cost as costmod
 from ..arch.space import SearchSpace
 from ..arch.spec import NetworkSpec
 from .trials import Objective, TrialStatus
-from .settings import MAX_DRAWS, RUNG0_TIME_SHARE, Settings, at_target, rung_budget
+from .settings import ASK_SECONDS, MAX_DRAWS, RUNG0_TIME_SHARE, Settings, at_target, rung_budget
 
 log = logging.getLogger("igcv_nas.search.engine")
 
@@ -199,6 +199,7 @@ class Engine:
         self.checkpoints = True
         self.reissue: list[dict] = []
         self._peak_live = 1  # the most trainings seen running at once (for the ETA)
+        self._fruitless = 0  # draws since the last new in-budget architecture
         self._recover()
 
     # -- candidates ---------------------------------------------------------------------------
@@ -321,8 +322,15 @@ class Engine:
         if self.stopping_reason:
             return FINISHED
         if self.sampling_open():
-            prop = self.book.ask(self._propose, lambda a: judge(self.settings, a), MAX_DRAWS,
-                                 limit=self.settings.trials if self.shared else None)
+            prop = self.book.ask(self._propose, lambda a: judge(self.settings, a),
+                                 MAX_DRAWS - self._fruitless,
+                                 limit=self.settings.trials if self.shared else None,
+                                 deadline_s=ASK_SECONDS, on_draws=self._draw_voice)
+            if prop is None and self.book.last_stop == "time":
+                # Ray Tune gets control back (a Ctrl-C or SIGTERM is acted on) and asks again
+                self._fruitless += self.book.last_draws
+                return None
+            self._fruitless = 0
             if prop is not None:
                 from ..fileio import write_text
                 cand = prop.payload
@@ -349,6 +357,16 @@ class Engine:
         if self.live or not rung0_done:
             return None
         return FINISHED
+
+    def _draw_voice(self, draws: int) -> None:
+        """A long run of draws without a new architecture within the budgets: the summary's
+        skipped counts go out (one progress line per change), with what is going on."""
+        if self.on_change is None:
+            return
+        sm = self.summary()
+        sm.message = (f"sampling: {self._fruitless + draws:,} draws without a new architecture "
+                      f"within the budgets (gives up at {MAX_DRAWS:,})")
+        self.on_change(sm)
 
     def _target(self, cfg: dict):
         """The study (``book``) or ladder record a training config belongs to, and its number."""

@@ -38,6 +38,7 @@ ASHA_REDUCTION = 3
 RUNG0_TIME_SHARE = 0.55  # with --time-budget and the ladder: new architectures until 55% of it
 MAX_SEED = 2**31 - 1  # sampler seed + 7919 per resumed attempt stays below 2**32 for 2e5 attempts
 MIN_TIME_BUDGET_S = 10.0  # a shorter --time-budget ends before a trial (and Ray) can start
+ASK_SECONDS = 10.0  # drawing for one suggestion pauses after this long (Ray acts on signals)
 MAX_DRAWS = 2000  # samples tried per suggestion before the space counts as exhausted
 # settings a resume may change; any other change is refused unless forced
 RESUME_MUTABLE = ("trials", "time_budget_s", "cpus_per_trial", "gpus_per_trial",

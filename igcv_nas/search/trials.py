@@ -107,6 +107,7 @@ class TrialBook:
                  shared: bool = False):
         self.study, self.objective = study, objective
         self.driver, self.shared = driver, shared
+        self.last_stop, self.last_draws = "draws", 0  # how the last ask ended, and its draws
         self._live: dict[int, optuna.Trial] = {}  # number -> handle, for evaluating trials
 
     # -- reading ------------------------------------------------------------------------------
@@ -143,9 +144,15 @@ class TrialBook:
     # -- asking -------------------------------------------------------------------------------
     def ask(self, propose: Callable[[optuna.Trial], tuple[dict, Any]],
             judge: Callable[[dict], tuple[TrialStatus, str] | None],
-            max_draws: int, limit: int | None = None) -> Proposal | None:
+            max_draws: int, limit: int | None = None, deadline_s: float | None = None,
+            on_draws: Callable[[int], None] | None = None,
+            voice_s: float = 5.0) -> Proposal | None:
         """Draw until a new architecture within the budgets comes up (None after ``max_draws``,
-        or in a shared study once ``limit`` architectures are committed).
+        after ``deadline_s`` seconds, or in a shared study once ``limit`` architectures are
+        committed; :attr:`last_stop` says which: ``found``, ``draws``, ``time`` or ``surplus``,
+        and :attr:`last_draws` how many draws it took). ``on_draws(n)`` is called every
+        ``voice_s`` seconds of drawing with the draws so far, so that a budget that admits
+        almost nothing is not silent.
 
         ``propose(trial)`` samples an architecture and returns ``(attrs, payload)``; ``attrs``
         holds at least ``arch_id`` and ``macs`` and is stored on the trial. ``judge(attrs)``
@@ -155,8 +162,19 @@ class TrialBook:
         it is claimed (:meth:`_settle`): the study's lower-numbered trials decide first, so that
         every driver agrees which trial holds an architecture and which ``limit`` trials are
         the study's."""
+        import time as _time
         by_arch = self.by_arch()
-        for _ in range(max_draws):
+        start = last_voice = _time.monotonic()
+        self.last_stop, self.last_draws = "draws", 0
+        for i in range(max_draws):
+            now = _time.monotonic()
+            if i and deadline_s is not None and now - start >= deadline_s:
+                self.last_stop = "time"
+                return None
+            if i and on_draws is not None and now - last_voice >= voice_s:
+                last_voice = now
+                on_draws(i)
+            self.last_draws = i + 1
             tr = self.study.ask()
             if self.shared:
                 tr.set_user_attr("driver", self.driver)
@@ -181,11 +199,13 @@ class TrialBook:
                         tr.set_user_attr("duplicate_of", dup_of)
                     self._reject(tr, status, reason)
                     if status == TrialStatus.SURPLUS:
+                        self.last_stop = "surplus"
                         return None
                     by_arch = self.by_arch()
                     continue
             tr.set_user_attr("status", TrialStatus.EVALUATING.value)
             self._live[tr.number] = tr
+            self.last_stop = "found"
             return Proposal(tr.number, {**attrs, "status": TrialStatus.EVALUATING.value}, payload)
         return None
 
