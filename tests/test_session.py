@@ -458,3 +458,28 @@ def test_a_time_budget_no_trial_can_finish_in_is_refused(tmp_path, cifar_dir, se
         prepare_search({"space": SMALL, "macs": 4_000_000, "data_dir": str(cifar_dir),
                         "time_budget_s": seconds}, run_dir=tmp_path / "run")
     assert_nothing_created(tmp_path)
+
+
+@pytest.mark.parametrize("how", ["our handler", "ray's handler"])
+def test_sigterm_while_ray_starts_is_one_line_and_143(tmp_path, cifar_dir, monkeypatch, capsys,
+                                                      how):
+    """SIGTERM during ray.init: before Ray installs its own handler (ours raises) or after (it
+    exits with the signal number, which is mapped): one line, exit 143, nothing written."""
+    import os
+    import signal
+
+    import igcv_nas.search.raytune
+
+    def connect(address, quiet=True, env_vars=None):
+        if how == "our handler":
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(5)  # the handler interrupts this
+        raise SystemExit(signal.SIGTERM)
+    monkeypatch.setattr(igcv_nas.search.raytune, "connect", connect)
+    previous = signal.getsignal(signal.SIGTERM)
+    assert main([*CTRL_C_ARGV, "--data-dir", str(cifar_dir), "--run-dir",
+                 str(tmp_path / "run")]) == 143
+    assert capsys.readouterr().err.strip().splitlines() == [
+        "igcv-search: terminated (SIGTERM) while Ray was starting; nothing was searched"]
+    assert signal.getsignal(signal.SIGTERM) is previous  # restored
+    assert_nothing_created(tmp_path)

@@ -222,9 +222,10 @@ def _run(prep: PreparedSearch, args) -> int:
     except KeyboardInterrupt:
         close()
         if prep.phase == "connecting":
-            print(f"{PROG}: interrupted while Ray was starting; nothing was searched",
+            how = "terminated (SIGTERM)" if prep.terminated else "interrupted"
+            print(f"{PROG}: {how} while Ray was starting; nothing was searched",
                   file=sys.stderr)
-            return EXIT_INTERRUPTED
+            return EXIT_TERMINATED if prep.terminated else EXIT_INTERRUPTED
         if prep.phase in ("searching", "done"):
             return _interrupted(prep)
         then = ("nothing was written" if prep.run_dir is None  # a new run, no directory yet

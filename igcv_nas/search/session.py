@@ -372,9 +372,12 @@ class PreparedSearch:
         previous = None
         try:
             self.phase = "connecting"
+            ours = handle_sigterm and threading.current_thread() is threading.main_thread()
+            if ours:  # a SIGTERM while Ray starts is a clean stop too
+                previous = signal.signal(signal.SIGTERM, self._terminate)
             cluster = self._connect(quiet)
-            if handle_sigterm and threading.current_thread() is threading.main_thread():
-                previous = signal.signal(signal.SIGTERM, self._terminate)  # after ray.init's own
+            if ours:
+                signal.signal(signal.SIGTERM, self._terminate)  # after ray.init's own
             self.phase = "starting"
             if cluster.dashboard_url:
                 self._say(f"Ray dashboard: {cluster.dashboard_url}")
@@ -414,6 +417,11 @@ class PreparedSearch:
             from .raytune import storage_env
             return connect(self.settings.address, quiet=quiet,
                            env_vars=storage_env(self.settings.storage_path))
+        except SystemExit as e:  # ray.init's own SIGTERM handler exits with the signal number
+            if e.code == signal.SIGTERM:
+                self.terminated = True
+                raise KeyboardInterrupt from None
+            raise
         except Exception as e:  # noqa: BLE001 - any connection failure is the caller's address
             where = f" at {self.settings.address}" if self.settings.address else ""
             raise SearchError(f"cannot start or reach Ray{where}: {e}") from None
