@@ -93,6 +93,17 @@ METHODS = ("lut", "learned")
 _FIELD = {"median": "ms", "min": "min", "rounds": "stable"}
 
 
+MAX_LUT_ENTRIES = 200_000  # far above any space's pieces (thousands); a bigger file is not ours
+
+
+def _check_ms(x: Any, where: str, none_ok: bool = False) -> None:
+    """A latency read from a file: a finite number >= 0 (ValueError naming ``where``)."""
+    if x is None and none_ok:
+        return
+    if isinstance(x, bool) or not isinstance(x, (int, float)) or not math.isfinite(x) or x < 0:
+        raise ValueError(f"{where} is {x!r}; accepted: a finite number of milliseconds >= 0")
+
+
 class LatencyError(IGCVError, ValueError):
     """Bad latency input (unknown device, unreadable LUT, incompatible settings); one line."""
 
@@ -627,17 +638,41 @@ class LUT:
                     isinstance(v, dict) and isinstance(v.get("ms"), (int, float))
                     for v in entries.values()):
                 raise TypeError("entries must map keys to {'ms': number, ...}")
+            if len(entries) > MAX_LUT_ENTRIES:
+                raise ValueError(f"{len(entries):,} entries; accepted: at most "
+                                 f"{MAX_LUT_ENTRIES:,}")
+            for key, v in entries.items():
+                for field, x in v.items():
+                    _check_ms(x, f"entry {key[:80]!r} field {field!r}", none_ok=field != "ms")
             lut.entries = entries
             lut.calibration = list(d.get("calibration", []))
+            if len(lut.calibration) > MAX_LUT_ENTRIES:
+                raise ValueError(f"{len(lut.calibration):,} calibration networks; accepted: at "
+                                 f"most {MAX_LUT_ENTRIES:,}")
+            for i, c in enumerate(lut.calibration):
+                if not isinstance(c, dict):
+                    raise TypeError(f"calibration[{i}] must be an object")
+                for field, x in c.items():
+                    if isinstance(x, list):
+                        for j, y in enumerate(x):
+                            if not isinstance(y, str):
+                                _check_ms(y, f"calibration[{i}].{field}[{j}]")
+                    elif not isinstance(x, (str, dict)):
+                        _check_ms(x, f"calibration[{i}].{field}", none_ok=True)
             corr = d.get("correction", {})
             lut.correction = {"scale": float(corr.get("scale", 1.0)),
                               "offset_ms": float(corr.get("offset_ms", 0.0)),
                               "points": int(corr.get("points", 0))}
+            if not (math.isfinite(lut.correction["scale"]) and lut.correction["scale"] > 0
+                    and math.isfinite(lut.correction["offset_ms"])):
+                raise ValueError(f"correction {corr!r}; accepted: a finite scale > 0 and a "
+                                 f"finite offset_ms")
             lut.build_s = float(d.get("build_s", 0.0))
             learned = d.get("learned") or {}
             if not isinstance(learned, dict):
                 raise TypeError("learned must be an object")
-            lut.learned_config = dict(learned.get("config") or {})
+            from .latency_model import check_config
+            lut.learned_config = dict(check_config(learned.get("config") or {}))
             lut._learned_check = learned.get("check")
             if lut.statistic == "rounds" and not all("stable" in v for v in entries.values()):
                 raise ValueError("statistic 'rounds' but entries without 'stable'")

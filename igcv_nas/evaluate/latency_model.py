@@ -224,6 +224,47 @@ def _matrix(rows: list[dict], names: Sequence[str]):
     return np.array([[float(r[n]) for n in names] for r in rows], dtype=np.float64)
 
 
+# what a table's learned-model config may ask for: these parameters control the fitting work,
+# so a data file never sets them unchecked (name -> (type, lowest, highest))
+CONFIG_BOUNDS: dict = {
+    "n_estimators": (int, 1, 2000), "learning_rate": (float, 1e-4, 1.0),
+    "max_depth": (int, 1, 12), "min_samples_leaf": (int, 1, 10_000),
+    "subsample": (float, 0.01, 1.0), "random_state": (int, 0, 2**32 - 1),
+}
+
+
+def check_config(config: Any) -> dict:
+    """A learned-model config from a LUT file (``{"piece": {...}, "context": {...},
+    "min_context_rows": n}``, each part optional) checked against :data:`CONFIG_BOUNDS`;
+    ValueError naming the field and what is accepted."""
+    if not isinstance(config, dict):
+        raise ValueError("learned.config must be an object")
+    for k in config:
+        if k not in DEFAULT_CONFIG:
+            raise ValueError(f"learned.config.{k}: unknown; accepted: {', '.join(DEFAULT_CONFIG)}")
+    for part in ("piece", "context"):
+        sub = config.get(part, {})
+        if not isinstance(sub, dict):
+            raise ValueError(f"learned.config.{part} must be an object")
+        for k, v in sub.items():
+            if k not in CONFIG_BOUNDS:
+                raise ValueError(f"learned.config.{part}.{k}: unknown; accepted: "
+                                 f"{', '.join(CONFIG_BOUNDS)}")
+            kind, lo, hi = CONFIG_BOUNDS[k]
+            ok = (not isinstance(v, bool) and isinstance(v, (int, float))
+                  and (kind is float or float(v).is_integer()) and math.isfinite(v)
+                  and lo <= v <= hi)
+            if not ok:
+                raise ValueError(f"learned.config.{part}.{k} {v!r}; accepted: "
+                                 f"{'an integer' if kind is int else 'a number'} from {lo:g} "
+                                 f"to {hi:g}")
+    m = config.get("min_context_rows", DEFAULT_CONFIG["min_context_rows"])
+    if isinstance(m, bool) or not isinstance(m, int) or not 1 <= m <= 1_000_000:
+        raise ValueError(f"learned.config.min_context_rows {m!r}; accepted: an integer from 1 "
+                         f"to 1,000,000")
+    return config
+
+
 def _regressor(params: dict):
     from sklearn.ensemble import GradientBoostingRegressor
     return GradientBoostingRegressor(loss="squared_error", **params)
