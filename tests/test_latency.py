@@ -294,7 +294,14 @@ def _write(tmp_path, name, text):
 @pytest.mark.parametrize("make_args,msg", [
     (lambda t: ["no_such_net"], "neither a spec file nor a zoo network"),
     (lambda t: [_write(t, "bad.json", "{not json")], "malformed JSON"),
-    (lambda t: [TARGET, "--reps", "0"], "--reps 0 must be a positive integer"),
+    (lambda t: [TARGET, "--reps", "0"], "--reps 0; accepted: an integer from 1 to 100,000"),
+    (lambda t: [TARGET, "--threads", "100000"], "--threads 100000; accepted: an integer from 1 "
+                                                "to 256"),
+    (lambda t: [TARGET, "--batch", "4096"], "--batch 4096; accepted: an integer from 1 to 1,024"),
+    (lambda t: ["build-lut", "--out", str(t / "o.json"), "--n", "1000000000"],
+     "--n 1000000000; accepted: an integer from 0 to 10,000"),
+    (lambda t: ["build-lut", "--out", str(t / "o.json"), "--seed", "-1"],
+     "--seed -1; accepted: an integer from 0 to 4,294,967,295"),
     (lambda t: [TARGET, "--no-measure"], "--no-measure needs --lut"),
     (lambda t: [TARGET, "--device", "tpu"], "device 'tpu'"),
     (lambda t: [TARGET, "--lut", str(t / "absent.json")], "cannot read LUT file"),

@@ -47,10 +47,22 @@ class LUTWriteError(_lat.LatencyError, OSError):
     """A LUT file the OS refused to write (one line: the path and the OS's reason)."""
 
 
+# the most each setting may ask for: these set the amount of work and memory of a measurement
+# (threads and batch) or of a build (networks sampled, calibrations), far above real use
+MOST = {"--threads": 256, "--batch": 1024, "--reps": 100_000, "--warmup": 100_000,
+        "--rounds": 100, "--n": 10_000, "--calibrate": 1_000, "--seed": 2**32 - 1}
+
+
 def _count(flag: str, v: int | None, zero_ok: bool = False) -> None:
-    if v is not None and (v < 0 if zero_ok else v <= 0):
-        kind = "non-negative" if zero_ok else "positive"
-        raise InputError(f"{flag} {v} must be a {kind} integer")
+    if v is None:
+        return
+    most = MOST.get(flag)
+    if (v < 0 if zero_ok else v <= 0) or (most is not None and v > most):
+        low = 0 if zero_ok else 1
+        raise InputError(f"{flag} {v}; accepted: an integer from {low} to {most:,}"
+                         if most is not None else
+                         f"{flag} {v} must be a {'non-negative' if zero_ok else 'positive'} "
+                         f"integer")
 
 
 def check_protocol(threads: int | None = None, batch: int = 1, warmup: int = 5, reps: int = 20,
@@ -245,6 +257,7 @@ def prepare_lut(out: str | os.PathLike, *, spaces: Iterable[str] | None = None,
     check_protocol(threads, batch, warmup, reps, rounds)
     _count("--n", n, zero_ok=True)
     _count("--calibrate", calibrate, zero_ok=True)
+    _count("--seed", seed, zero_ok=True)
     _choice("--statistic", statistic, _lat.STATISTICS)
     _choice("--amp", amp, _lat.AMP_DTYPES, none_ok=True)
     device = str(_lat.resolve_device(device or "cpu"))
