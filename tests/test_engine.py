@@ -164,3 +164,27 @@ def test_extreme_macs_at_targets():
     assert (min_macs_at_target(sp, "cifar10"), max_macs_at_target(sp, "cifar10")) == (lo[0], hi[0])
     big = extreme_spec(sp, "160:1000", "max")
     assert big.input_size == 160 and max_macs_at_target(sp, "160:1000") == cost.count(big).macs
+
+
+def test_samplers_draw_from_independent_streams():
+    """TPE's random start-up with search seed s is not random search's first draws with seed s
+    (it was: the first 8 of a TPE search were random search's first 8)."""
+    import optuna
+
+    from igcv_nas.search.engine import make_sampler, sampler_seed
+    from igcv_nas.search.settings import Settings
+
+    def first(sampler: str, seed: int) -> list[int]:
+        study = optuna.create_study(sampler=make_sampler(Settings(sampler=sampler, trials=24),
+                                                         seed))
+        out = []
+        for _ in range(8):
+            t = study.ask()
+            out.append(t.suggest_int("x", 0, 10**6))
+            study.tell(t, 0.0)
+        return out
+    for seed in (0, 1, 7):
+        assert first("tpe", seed) != first("random", seed)
+        assert first("random", seed) == first("random", seed)  # still reproducible
+    assert sampler_seed(0, "tpe") != sampler_seed(0, "random")
+    assert all(0 <= sampler_seed(s, "tpe") < 2**32 for s in (0, 2**31 - 1))

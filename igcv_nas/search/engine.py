@@ -81,6 +81,12 @@ def judge(settings: Settings, attrs: dict) -> tuple[TrialStatus, str] | None:
     return None
 
 
+def sampler_seed(seed: int, sampler: str) -> int:
+    """The seed a sampler named ``sampler`` gets for the search seed ``seed`` (32 bits)."""
+    import hashlib
+    return int(hashlib.sha256(f"igcv-nas:{sampler}:{seed}".encode()).hexdigest()[:8], 16)
+
+
 def make_sampler(settings: Settings, seed: int,
                  accept: Callable[[Any], bool] | None = None) -> optuna.samplers.BaseSampler:
     """The sampler of ``settings.sampler``. Only evaluated architectures reach a sampler as
@@ -96,8 +102,11 @@ def make_sampler(settings: Settings, seed: int,
       50), uniform crossover of every parameter the parents have (conditional ones included),
       ``accept`` as for evolution.
     * random: uniform.
-    """
+
+    Each sampler draws from its own stream, :func:`sampler_seed` of the search seed and its
+    name: TPE's random start-up is not random search's first draws with the same seed."""
     n = settings.trials
+    seed = sampler_seed(seed, settings.sampler)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         if settings.sampler == "tpe":
