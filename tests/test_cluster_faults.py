@@ -25,11 +25,15 @@ SMALL = str(Path(__file__).parent / "spaces" / "small.yaml")
 def _cluster(logs: Path) -> LoopbackCluster:
     """A head without CPUs and one 1-CPU worker node, each its own process group."""
     c = LoopbackCluster(logs)
-    c.start(["--head", "--port", str(c.port), "--num-cpus", "0", "--num-gpus", "0",
-             "--include-dashboard", "false"], log="head")
-    _wait_nodes(c.address, 1)
-    c.start(["--address", c.address, "--num-cpus", "1", "--num-gpus", "0"], log="worker")
-    _wait_nodes(c.address, 2)
+    try:
+        c.start(["--head", "--port", str(c.port), "--num-cpus", "0", "--num-gpus", "0",
+                 "--include-dashboard", "false"], log="head")
+        _wait_nodes(c.address, 1)
+        c.start(["--address", c.address, "--num-cpus", "1", "--num-gpus", "0"], log="worker")
+        _wait_nodes(c.address, 2)
+    except BaseException:
+        c.stop()  # never leave nodes behind
+        raise
     return c
 
 

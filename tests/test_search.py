@@ -494,6 +494,7 @@ def test_zero_cost_proxy_as_the_objective(tmp_path, cifar_dir, local_ray):
     df = load_trials(d)
     done = df[df.status == "complete"]
     assert len(done) == 3 and done.val_acc.isna().all() and (done.zc_naswot > 0).all()
+    assert sorted(c for c in df.columns if c.startswith("zc_")) == ["zc_naswot"]  # 1 computed
     st = study(d)
     for _, r in done.iterrows():
         assert st.trials[int(r.number)].value == pytest.approx(r.zc_naswot)

@@ -285,3 +285,31 @@ def test_drawing_has_a_time_bound_and_a_voice():
     assert book.last_draws == 5
     p = book.ask(propose, budget(), 100)
     assert p is not None and book.last_stop == "found"
+
+
+def test_batched_journal_writes_a_proposal_as_one_append_that_reads_back_the_same(tmp_path):
+    from optuna.storages import JournalStorage
+    from optuna.storages.journal import JournalFileBackend
+
+    from igcv_nas.search.compat import BatchedJournalStorage, batched_writes
+    path = tmp_path / "study.journal"
+    study = optuna.create_study(storage=BatchedJournalStorage(JournalFileBackend(str(path))),
+                                study_name="s", sampler=optuna.samplers.RandomSampler(seed=0))
+    before = path.read_bytes()
+    with batched_writes(study):
+        t = study.ask()
+        xs = [t.suggest_int(f"x{i}", 0, 9) for i in range(5)]
+        t.set_user_attr("arch_id", "a1")
+        study.tell(t, 0.5)
+        assert path.read_bytes() == before  # held
+        seen = study.get_trials(deepcopy=False)[0]  # reads see what is held
+        assert seen.params == {f"x{i}": x for i, x in enumerate(xs)} and seen.value == 0.5
+    written = path.read_bytes()[len(before):].decode().splitlines()
+    assert len(written) == 1 + 5 + 1 + 1  # create, 5 params, 1 attribute, tell: one append
+    again = optuna.load_study(study_name="s",
+                              storage=JournalStorage(JournalFileBackend(str(path))))
+    (t2,) = again.trials
+    assert t2.params == seen.params and t2.user_attrs == {"arch_id": "a1"} and t2.value == 0.5
+    t3 = study.ask()  # outside a hold: written at once
+    t3.set_user_attr("k", 2)
+    assert len(path.read_bytes().decode().splitlines()) == len(before.decode().splitlines()) + 10

@@ -7,9 +7,11 @@ this is the only file to mend.
 """
 from __future__ import annotations
 
-from typing import Any
+import contextlib
+from typing import Any, Iterator
 
 import optuna
+from optuna.storages import JournalStorage
 
 
 def trial_by_number(study: optuna.Study, number: int) -> optuna.Trial:
@@ -39,3 +41,54 @@ def reload_ray_config() -> None:
         Config.initialize("")
     except (ImportError, AttributeError):
         pass
+
+
+class BatchedJournalStorage(JournalStorage):
+    """Optuna's journal storage whose appends can be held and written as one record batch
+    (:func:`batched_writes`): one lock, one write and one fsync for an architecture's proposal
+    (Optuna appends every suggested parameter and attribute on its own, ~1.6 ms each here:
+    about 240 ms of an igcv3 proposal's 375 ms). Held records are applied to the storage's own
+    replay at once, so reads see them; this is right only where this process is the journal's
+    one writer, as the search driver is (it holds the run's lock). A crash while records are
+    held loses them: they only describe a proposal that was not yet handed to Ray."""
+
+    def __init__(self, backend: Any) -> None:
+        self._held: list[dict] | None = None  # before Optuna's __init__, which syncs
+        self._applied = 0
+        super().__init__(backend)
+
+    def _write_log(self, op_code: int, extra_fields: dict[str, Any]) -> None:
+        if self._held is None:
+            super()._write_log(op_code, extra_fields)
+            return
+        self._held.append({"op_code": op_code, "worker_id": self._replay_result.worker_id,
+                           **extra_fields})
+
+    def _sync_with_backend(self) -> None:
+        if self._held is None:
+            super()._sync_with_backend()
+            return
+        self._replay_result.apply_logs(self._held[self._applied:])
+        self._applied = len(self._held)
+
+    @contextlib.contextmanager
+    def hold(self) -> Iterator[None]:
+        if self._held is not None:  # nested: the outer hold writes
+            yield
+            return
+        self._held, self._applied = [], 0
+        try:
+            yield
+        finally:
+            held, self._held = self._held, None
+            if held:
+                self._backend.append_logs(held)
+
+
+def batched_writes(study: optuna.Study) -> contextlib.AbstractContextManager:
+    """Hold the journal appends of ``study``'s storage until the block ends (a no-op for other
+    storages)."""
+    storage = study._storage
+    if isinstance(storage, BatchedJournalStorage):
+        return storage.hold()
+    return contextlib.nullcontext()

@@ -331,10 +331,11 @@ class Engine:
         if self.stopping_reason:
             return FINISHED
         if self.sampling_open():
-            prop = self.book.ask(self._propose, lambda a: judge(self.settings, a),
-                                 MAX_DRAWS - self._fruitless,
-                                 limit=self.settings.trials if self.shared else None,
-                                 deadline_s=ASK_SECONDS, on_draws=self._draw_voice)
+            with self._batched():
+                prop = self.book.ask(self._propose, lambda a: judge(self.settings, a),
+                                     MAX_DRAWS - self._fruitless,
+                                     limit=self.settings.trials if self.shared else None,
+                                     deadline_s=ASK_SECONDS, on_draws=self._draw_voice)
             if prop is None and self.book.last_stop == "time":
                 # Ray Tune gets control back (a Ctrl-C or SIGTERM is acted on) and asks again
                 self._fruitless += self.book.last_draws
@@ -439,10 +440,23 @@ class Engine:
                 if k in ("val_acc", "val_loss", "tse", "best_val_acc", "epochs", "train_seconds",
                          "images_per_s") or k.startswith("zc_")}
 
+    def _batched(self):
+        """The study's records of one decision written as one journal append."""
+        from .compat import batched_writes
+        return batched_writes(self.book.study)
+
     def on_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
         cfg = self.live.pop(trial_id, None)
         if cfg is None:
             return
+        with self._batched():
+            decided = self._decide(trial_id, cfg, result, error)
+        if decided:
+            self._drop_checkpoint(cfg)
+            self.publish()
+
+    def _decide(self, trial_id: str, cfg: dict, result: dict | None, error: bool) -> bool:
+        """What a finished training means for the study; False when it is left to a resume."""
         result = result or {}
         target, number = self._target(cfg)
         extra = {k: result[k] for k in ("wall_seconds", "notes") if k in result}
@@ -470,7 +484,7 @@ class Engine:
                           else self.stopping_reason or "stopped")
             if stopped_by not in ("asha", "time-budget"):
                 # interrupted (Ctrl-C, driver shutting down): left to resume from its checkpoint
-                return
+                return False
             if cfg["kind"] == "arch":
                 if "val_acc" in result and not self.objective.pareto:
                     self.book.report(number, float(result["val_acc"]), int(result["epoch"]))
@@ -482,8 +496,7 @@ class Engine:
             else:
                 from .trials import TrialStatus as TS
                 self.ladder.fail(number, stopped_by, TS.PRUNED)
-        self._drop_checkpoint(cfg)
-        self.publish()
+        return True
 
     def stop_live(self) -> None:
         """After Ray returned because the time budget is spent: the trainings still running are
@@ -689,7 +702,6 @@ def run_search(run, settings: Settings, space: SearchSpace, splits: Any,
     space is exhausted. ``storage``: Ray Tune's storage (default ``run/ray``); ``checkpoints``:
     whether trials checkpoint into it (every node must see it); ``on_lost``: called with the
     head's address when the Ray head stops answering (see :func:`raytune.run`)."""
-    from optuna.storages import JournalStorage
     from optuna.storages.journal import JournalFileBackend
 
     from . import raytune
@@ -723,7 +735,8 @@ def run_search(run, settings: Settings, space: SearchSpace, splits: Any,
         torn = run.repair_journal()
         if torn:
             log.warning("study journal: removed a torn last record (%d bytes)", torn)
-        study_storage = JournalStorage(JournalFileBackend(str(run.journal)))
+        from .compat import BatchedJournalStorage
+        study_storage = BatchedJournalStorage(JournalFileBackend(str(run.journal)))
     engine = Engine(run, settings, space, splits.num_classes, attempt, study_storage, lut,
                     on_change, epochs)
     engine.storage = storage or str(run.ray_dir())

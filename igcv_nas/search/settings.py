@@ -201,6 +201,8 @@ class Settings:
             b = replace(b, zero_cost=tuple(z for z in b.zero_cost if z in ok))
             if not b.zero_cost:
                 b = replace(b, mode="training")
+        if self.proxy == "zero-cost":  # the one metric ranked: the others would only cost time
+            b = replace(b, zero_cost=(self.zero_cost_metric,))
         if self.scheduler == "asha" and not b.train.eval_each_epoch:  # ASHA needs epoch scores
             b = replace(b, train=replace(b.train, eval_each_epoch=True))
         return b
