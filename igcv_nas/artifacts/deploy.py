@@ -181,7 +181,24 @@ def deploy_block(blk: Block, collapse_mode: str = "auto", in_shape: tuple | None
 def deploy(model: IGCNet, collapse_mode: str = "auto", input_size: int | None = None,
            decide: Callable[[nn.Module, nn.Module, tuple], bool] | None = None) -> nn.Module:
     """The deployment form of ``model`` (module doc): BN folded everywhere; chains collapsed
-    per ``collapse_mode`` (``auto``: where timing at batch 1 says faster; needs ``input_size``)."""
+    per ``collapse_mode`` (``auto``: where timing at batch 1 says faster; needs ``input_size``).
+
+    Args:
+        model: the built network; it is not changed (a deep copy in eval mode is transformed).
+        collapse_mode: ``auto`` (collapse a chain where timing on the CPU says the dense form is
+            faster), ``all`` (collapse every chain) or ``none`` (fold BN only).
+        input_size: the input resolution (square), needed by ``auto`` to find each block's
+            input shape.
+        decide: ``decide(sparse, dense, shape)`` -> keep the dense form, in place of the CPU
+            timing (:func:`faster`) under ``auto``.
+
+    Returns:
+        The deployment copy of ``model`` in eval mode: stem, head and every block with BN folded
+        and its chains collapsed as chosen; same outputs up to rounding.
+
+    Raises:
+        InputError: ``collapse_mode`` is not one of ``auto``, ``all``, ``none``, or it is
+            ``auto`` without ``input_size``."""
     if collapse_mode not in COLLAPSE:
         raise InputError(f"collapse={collapse_mode!r}; accepted: {', '.join(COLLAPSE)}")
     if collapse_mode == "auto" and input_size is None:

@@ -333,7 +333,34 @@ def export(spec: NetworkSpec, out_dir: str | Path, formats: tuple[str, ...] = FO
     fails, RuntimeError when ``state_dict`` does not fit ``spec``; ``out_dir`` is only created when
     everything verified (:func:`staged_dir`). Into an existing ``out_dir`` only the files an
     export wrote are replaced; :class:`ForeignFileError` (nothing written) when another file has
-    the name of one it writes (module doc)."""
+    the name of one it writes (module doc).
+
+    Args:
+        spec: the architecture to export; it must pass validation.
+        out_dir: the folder to write (created only when everything verified).
+        formats: a subset of :data:`FORMATS`; ``json`` is written in any case.
+        state_dict: weights for the model built from ``spec``; None: the seeded initialisation
+            (batch-norm statistics calibrated on one random batch).
+        provenance: recorded under ``provenance`` in ``spec.json`` (with the versions used).
+        seed: the torch seed of the initialisation.
+        deploy_mode: ``none``, ``fold``, ``auto`` or ``all``: the form of the TorchScript and
+            ONNX artifacts.
+        weights_source: where ``state_dict`` came from (recorded; ignored without one).
+        trained: whether the weights are trained (recorded); None: whether ``state_dict`` is
+            given.
+
+    Returns:
+        The verification report of :func:`verify` (``ok``, ``arch_id``, ``weights``,
+        ``checks``, ``skipped``, ``verified_with``), also written to ``verify.json``.
+
+    Raises:
+        ExportError: a format not in :data:`FORMATS`, an invalid ``spec``, or a failed
+            verification check (``out_dir`` is left as it was).
+        ForeignFileError: ``out_dir`` holds a file an export did not write under the name of
+            one it writes; nothing is written.
+        InputError: ``deploy_mode`` is not one of the accepted modes
+            (:func:`igcv_nas.artifacts.deploy.deploy`).
+        RuntimeError: ``state_dict`` does not fit the model of ``spec``."""
     unknown = [f for f in formats if f not in FORMATS]
     if unknown:
         raise ExportError(f"format {unknown[0]!r}; accepted: {', '.join(FORMATS)}")
@@ -398,7 +425,26 @@ def verify(out_dir: str | Path, reference: Any = None, model_for_missing_weights
            _shown_as: Path | None = None) -> dict:
     """Check the artifacts in ``out_dir`` against ``spec.json`` (module doc); write
     ``verify.json``; raise :class:`ExportError` naming the first failed check. ``ok`` is True
-    when no check failed; checks that could not run are listed under ``skipped``."""
+    when no check failed; checks that could not run are listed under ``skipped``.
+
+    Args:
+        out_dir: a folder written by :func:`export` (its ``spec.json`` at least).
+        reference: the model's output on the verification sample to compare the rebuilt model
+            with; None: the reference output recorded in ``spec.json``.
+        model_for_missing_weights: a model whose weights stand in when the folder has no
+            ``weights.pt``; None: the checks that need weights are skipped.
+        _shown_as: the folder name used in the error message (internal).
+
+    Returns:
+        The report, as written to ``verify.json``: ``ok``, ``arch_id``, ``weights`` (trained,
+        source), ``checks`` (one dict per check: name, ``ok`` True/False/None, details),
+        ``skipped`` (the names of checks that could not run) and ``verified_with`` (versions).
+
+    Raises:
+        ExportError: ``spec.json`` is not of the export format, or a check failed (the first
+            one named, with its details; ``verify.json`` is written first).
+        SpecError: the spec in ``spec.json`` cannot be read.
+        OSError: ``spec.json`` is missing or a file cannot be read or written."""
     import torch
 
     from .crosscheck import fvcore_macs
@@ -677,7 +723,16 @@ class ExportJob:
 @dataclass(frozen=True)
 class ExportResult:
     """One export done: its folder, the verification report (None when it failed), the error
-    (None when it verified) and the spec file to train it from."""
+    (None when it verified) and the spec file to train it from.
+
+    Attributes:
+        name: the folder name under the output root (``<trial>-<arch id>`` or ``<arch id>``).
+        out: the export's folder.
+        report: the verification report of :func:`export`; None when it failed.
+        error: the :class:`ExportError` of a failed export; None when it verified.
+        spec_json: the spec file to train it from (its ``spec.json``, or the source spec file
+            when ``json`` was not among the formats).
+    """
     name: str
     out: Path
     report: dict | None
@@ -769,7 +824,18 @@ def prepare_export(source: NetworkSpec | str | os.PathLike, out: str | os.PathLi
 
 @dataclass
 class PreparedExport:
-    """A checked export (:func:`prepare_export`); :meth:`run` writes it."""
+    """A checked export (:func:`prepare_export`); :meth:`run` writes it.
+
+    Attributes:
+        jobs: the architectures to export, in order.
+        out: the output root.
+        formats: the formats to write (:data:`FORMATS`).
+        deploy: the deployment mode (:data:`DEPLOY_MODES`).
+        state_dict: the weights of a single export; None: the initialisation.
+        trained: whether ``state_dict`` is trained weights.
+        weights: the weights file named; None without one.
+        source: the source named (a run directory or spec file); None for a spec object.
+    """
     jobs: list[ExportJob]
     out: Path
     formats: tuple[str, ...]
@@ -783,7 +849,18 @@ class PreparedExport:
         """Export and verify every job (:func:`export`), in order; an export that fails
         (:class:`ExportError`) is recorded in its result and leaves no folder, and the others
         still run. ``on_result`` is called after each. The output root is created only when
-        something is exported (an interruption included: an empty root it created is removed)."""
+        something is exported (an interruption included: an empty root it created is removed).
+
+        Args:
+            on_result: called with each :class:`ExportResult` as soon as it is done.
+
+        Returns:
+            One :class:`ExportResult` per job, in order.
+
+        Raises:
+            ForeignFileError: an output folder gained a file an export did not write since
+                :func:`prepare_export` checked it.
+            OSError: a file the OS refuses to write."""
         created_root = not self.out.exists()
         results: list[ExportResult] = []
         try:
@@ -809,5 +886,21 @@ class PreparedExport:
 
 def export_source(source: NetworkSpec | str | os.PathLike, out: str | os.PathLike,
                   **kw: Any) -> list[ExportResult]:
-    """:func:`prepare_export` (same keywords) and :meth:`PreparedExport.run` in one call."""
+    """:func:`prepare_export` (same keywords) and :meth:`PreparedExport.run` in one call.
+
+    Args:
+        source: a run directory, a spec JSON file, a zoo name or a
+            :class:`~igcv_nas.arch.spec.NetworkSpec` (:func:`prepare_export`).
+        out: the output root.
+        **kw: the keywords of :func:`prepare_export` (``trial``, ``top``, ``pareto``,
+            ``formats``, ``variant``, ``weights``, ``deploy``).
+
+    Returns:
+        One :class:`ExportResult` per architecture, in order; a failed export is recorded in
+        its result (``error``), not raised.
+
+    Raises:
+        IGCVError: anything :func:`prepare_export` refuses (InputError, RunError, SpecError,
+            ForeignFileError, ...), before anything is written.
+        OSError: a file the OS refuses."""
     return prepare_export(source, out, **kw).run()

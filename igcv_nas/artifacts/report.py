@@ -61,7 +61,17 @@ def score_label(score: str) -> str:
 # reading a run
 
 def load_meta(run_dir: str | os.PathLike) -> dict:
-    """``run.json`` of a run directory (RunError when ``run_dir`` is not one)."""
+    """``run.json`` of a run directory (RunError when ``run_dir`` is not one).
+
+    Args:
+        run_dir: the run directory of ``igcv-search``.
+
+    Returns:
+        The contents of its ``run.json`` (a dict).
+
+    Raises:
+        RunError: ``run_dir`` does not exist, has no ``run.json``, or its ``run.json`` cannot be
+            read or is not of the run format (:meth:`~igcv_nas.search.runstore.RunDir.open`)."""
     return RunDir.open(run_dir).meta
 
 
@@ -516,7 +526,22 @@ def to_html(parts: list[Part]) -> str:
 def render(run_dir: str | os.PathLike, top: int = DEFAULT_TOP) -> dict[str, str | bytes]:
     """Every report file of ``run_dir`` (name -> text or PNG bytes), rendered in memory;
     RunError when ``run_dir`` is not a run directory, ValueError when ``top`` < 1 or a table is
-    unreadable."""
+    unreadable.
+
+    Args:
+        run_dir: the run directory of ``igcv-search``.
+        top: architectures in the top table (at least 1).
+
+    Returns:
+        File name -> contents: ``pareto_macs.png``, ``pareto_latency.png`` (only when an
+        evaluated trial has a latency) and ``progress.png`` as PNG bytes; ``trials.csv`` (the
+        run's table), ``report.md`` and ``report.html`` as text.
+
+    Raises:
+        InputError: ``top`` < 1.
+        RunError: ``run_dir`` is not a run directory, its ``run.json`` has a field of the wrong
+            type or no search settings, or its ``trials.csv`` is missing while trials were
+            recorded, or cannot be read as a trials table."""
     if top < 1:
         raise InputError(f"--top {top}; accepted: an integer >= 1")
     run = RunDir.open(run_dir)

@@ -346,7 +346,22 @@ def load_image_folder(root: str | os.PathLike, resolution: int,
 def make_splits(train: Dataset, test: Dataset, val_size: int | float = 0.1, seed: int = 0,
                 mean_std: tuple | None = None) -> Splits:
     """Hold ``val_size`` images (a count, or a fraction of ``train``) out of the training set,
-    class-stratified, chosen by ``seed``. The test set is passed through untouched."""
+    class-stratified, chosen by ``seed``. The test set is passed through untouched.
+
+    Args:
+        train: the training set to split.
+        test: the test set (kept as it is).
+        val_size: validation images: a count (int) or a fraction of ``train`` (float).
+        seed: the seed of the choice of validation images.
+        mean_std: per-channel ``(mean, std)`` of the inputs (in [0, 1]); None: computed from up
+            to 10,000 images of the training split.
+
+    Returns:
+        The :class:`Splits`: training split (``<name>-train``), validation split
+        (``<name>-val``), ``test`` and the normalisation mean and std.
+
+    Raises:
+        DataError: ``val_size`` would leave no image in the training or the validation split."""
     n = len(train)
     k = int(round(val_size * n)) if isinstance(val_size, float) else int(val_size)
     if not 0 < k < n:
@@ -373,7 +388,30 @@ def make_splits(train: Dataset, test: Dataset, val_size: int | float = 0.1, seed
 def load_splits(dataset: str, data_dir: str | os.PathLike | None = None,
                 val_size: int | float = 5000, seed: int = 0, resolution: int = 32,
                 download_ok: bool = True) -> Splits:
-    """Train/val/test for ``cifar10``, ``cifar100`` or an image-folder path."""
+    """Train/val/test for ``cifar10``, ``cifar100`` or an image-folder path.
+
+    An image folder with ``train/`` and ``test/`` (or ``val/``) sub-folders is split as it is;
+    any other folder of class sub-folders gives a tenth of its images (chosen by ``seed``) to
+    the test set.
+
+    Args:
+        dataset: ``cifar10``, ``cifar100`` or the path of an image folder.
+        data_dir: where the CIFAR archives are (and are downloaded to); None: the default
+            data directory (:func:`resolve_data_dir`).
+        val_size: validation images held out of the training set (a count, or a fraction);
+            for an image folder, a count at least its training set's size becomes a tenth.
+        seed: the seed of the validation (and image-folder test) choice.
+        resolution: the image size; CIFAR only accepts 32.
+        download_ok: whether a missing CIFAR data set may be downloaded.
+
+    Returns:
+        The :class:`Splits` (:func:`make_splits`).
+
+    Raises:
+        DataError: ``dataset`` is neither a CIFAR name nor a folder; a CIFAR data set at a
+            resolution other than 32, missing (and not to be downloaded), failing to download
+            or unreadable; an image folder without classes or images, or with an unreadable
+            image; a ``val_size`` that leaves a split empty."""
     if dataset in ARCHIVES:
         train, test = load_cifar(dataset, data_dir, download_ok)
         if resolution != 32:

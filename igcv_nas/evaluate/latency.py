@@ -419,7 +419,27 @@ def measure(model_or_spec, device: Any = "cpu", threads: int | None = None, batc
     """Measured latency of a whole network: a :class:`~igcv_nas.arch.spec.NetworkSpec` (built here,
     input ``in_chs x input_size x input_size``) or an ``nn.Module`` (``input_shape`` = (C, H, W)
     required). Median, p90, fastest pass and the per-round medians with their spread over
-    ``reps`` timed passes in ``rounds`` rounds after ``warmup`` untimed ones (:func:`summarize`)."""
+    ``reps`` timed passes in ``rounds`` rounds after ``warmup`` untimed ones (:func:`summarize`).
+
+    Args:
+        model_or_spec: a :class:`~igcv_nas.arch.spec.NetworkSpec` or an ``nn.Module``.
+        device: the torch device to time on (``cpu``, ``cuda``, ``cuda:N``).
+        threads: torch CPU threads during the measurement; None: leave the setting.
+        batch: the batch size of the input.
+        channels_last: run in the channels-last memory format.
+        warmup: untimed passes first.
+        reps: timed passes.
+        input_shape: (C, H, W) of one input; required for a module, optional for a spec.
+        rounds: rounds the timed passes are summarised in.
+        amp: ``fp16`` / ``bf16`` (``torch.autocast`` of the device), or None for fp32.
+
+    Returns:
+        The :class:`Measurement` (ms) of the network.
+
+    Raises:
+        LatencyError: a module without ``input_shape``; an unknown or unavailable device; a
+            ``threads``, ``batch``, ``warmup``, ``reps`` or ``rounds`` that is not a positive
+            (``warmup``: non-negative) integer; an unknown ``amp``."""
     if isinstance(model_or_spec, NetworkSpec):
         from ..nn.build import build_model
         spec = model_or_spec
@@ -837,7 +857,30 @@ def build_lut(specs: Iterable[NetworkSpec], device: Any = "cpu", threads: int | 
               statistic: str = "median", rounds: int = 4, amp: str | None = None) -> LUT:
     """Measure every distinct piece (stem, blocks at their resolutions, head) of ``specs`` on
     ``device``, then fit the correction on ``calibrate`` whole networks. With ``lut`` given,
-    only the pieces it lacks are measured (its settings are used)."""
+    only the pieces it lacks are measured (its settings are used).
+
+    Args:
+        specs: the networks whose pieces are measured.
+        device: the torch device to measure on (ignored with ``lut``).
+        threads: torch CPU threads (recorded for a CPU device only).
+        batch: the batch size.
+        channels_last: measure in the channels-last memory format.
+        warmup: untimed passes of each piece.
+        reps: timed passes of each piece.
+        calibrate: whole networks of ``specs`` measured to fit the correction (0: none).
+        lut: a table to extend; None: a new one with these settings.
+        progress: called as ``progress(done, total)`` after each spec.
+        statistic: the statistic entries are predicted from (:data:`STATISTICS`).
+        rounds: rounds the timed passes are summarised in.
+        amp: ``fp16`` / ``bf16``, or None for fp32.
+
+    Returns:
+        The :class:`LUT` (``lut`` itself when given) with every piece of ``specs`` and the
+        fitted correction.
+
+    Raises:
+        LatencyError: an unknown or unavailable device, a count that is not a positive
+            integer, an unknown ``statistic`` or ``amp``."""
     specs = list(specs)
     _check_counts(threads, batch, warmup, reps)
     if lut is None:
@@ -863,7 +906,24 @@ def predict(spec: NetworkSpec, lut: LUT, device: Any = None,
 
     ``method="learned"``: the kernel-level learned predictor fitted on the LUT
     (:mod:`igcv_nas.evaluate.latency_model`); pieces missing from the LUT are predicted by its piece
-    model, so nothing is measured (``device`` / ``measure_missing`` only check the device)."""
+    model, so nothing is measured (``device`` / ``measure_missing`` only check the device).
+
+    Args:
+        spec: the network to predict.
+        lut: the latency table.
+        device: the device to measure missing pieces on; it must be the LUT's (given, it
+            implies ``measure_missing``).
+        measure_missing: measure the pieces the LUT lacks and add them to ``lut``.
+        method: ``lut`` or ``learned`` (:data:`METHODS`).
+
+    Returns:
+        The predicted latency of ``spec`` in ms.
+
+    Raises:
+        LatencyError: an unknown ``method``, a ``device`` that is not the LUT's (or not a
+            device), or a learned predictor with no LUT entries to learn from.
+        MissingKey: ``method="lut"``, a piece absent from the LUT and nothing to be measured.
+        ImportError: ``method="learned"`` without scikit-learn."""
     if method not in METHODS:
         raise LatencyError(f"method {method!r}: accepted: {', '.join(METHODS)}")
     if device is not None:
@@ -914,7 +974,26 @@ def min_latency_ms(space: Any, predictor: Any, target: tuple[int, int] | None = 
     checks at load (bounded by ``MAX_SPACE_COMBINATIONS``); no torch, nothing measured. On the
     shipped spaces 0.1-1 s on a busy 2-core VM, most of it building blocks and keys (blocks are
     cached on the space, so a second call is faster); the learned method computes the keys twice
-    and prices the unmeasured pieces in one batch."""
+    and prices the unmeasured pieces in one batch.
+
+    Args:
+        space: the search space (:class:`igcv_nas.arch.space.SearchSpace`).
+        predictor: a :class:`LUT` or a
+            :class:`~igcv_nas.evaluate.latency_model.LearnedPredictor`.
+        target: ``(input_size, num_classes)`` the networks are taken at (a 0 or None element,
+            or None: the space's own; the input size is 32 with ``cifar``).
+        cifar: take the networks in the CIFAR form.
+        method: ``lut`` or ``learned`` (a LearnedPredictor always uses ``learned``).
+        missing: ``zero`` (a piece the LUT lacks counts as 0 ms) or ``raise``.
+
+    Returns:
+        The lower bound in ms.
+
+    Raises:
+        LatencyError: an unknown ``method`` or ``missing``, or a learned predictor that has to
+            price pieces but has no LUT entries to learn from.
+        MissingKey: ``missing="raise"`` and the LUT lacks a piece of the space.
+        ImportError: ``method="learned"`` with a LUT, without scikit-learn."""
     from .latency_model import LearnedPredictor
     if method not in METHODS:
         raise LatencyError(f"method {method!r}: accepted: {', '.join(METHODS)}")

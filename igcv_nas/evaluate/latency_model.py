@@ -275,7 +275,30 @@ def _log(ms: float) -> float:
 
 
 class LearnedPredictor:
-    """Piece model + neighbour model + scale (module doc), fitted on one LUT."""
+    """Piece model + neighbour model + scale (module doc), fitted on one LUT.
+
+    Make one with :meth:`fit`; the constructor gives an unfitted predictor (no piece model, a
+    constant neighbour factor of 1, scale 1).
+
+    Args:
+        config: the hyperparameters (the form of :data:`DEFAULT_CONFIG`).
+        field: the entry field predicted (the LUT's statistic, e.g. ``ms``).
+        entries: the LUT's entries (key -> measured fields); a piece found here is priced by its
+            entry, any other by the piece model.
+
+    Attributes:
+        config: the hyperparameters.
+        field: the entry field predicted.
+        entries: the LUT's entries.
+        piece: the fitted piece model (log ms of a piece alone); None without entries.
+        context: the fitted neighbour model (log of in-context / alone); None when there were
+            fewer than ``min_context_rows`` rows (then ``context_constant`` is used).
+        context_constant: the constant log factor used without a neighbour model.
+        scale: the whole-network scale (median of measured / predicted over calibration).
+        rows: training rows of each part: ``pieces``, ``context``, ``networks``.
+        n_entries: LUT entries it was fitted on.
+        n_calibration: LUT calibration networks it was fitted on.
+    """
 
     def __init__(self, config: dict, field: str, entries: dict[str, dict]):
         self.config, self.field, self.entries = config, field, entries

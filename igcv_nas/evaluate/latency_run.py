@@ -103,7 +103,35 @@ def latency_report(source: NetworkSpec | str | os.PathLike, *,
     scikit-learn), ``lut`` (its path and settings, ``measured_now``: pieces added to the file)
     and, when measured too, ``error`` / ``error_learned`` (prediction / measured LUT statistic
     - 1). Without ``lut`` the measurement uses ``device`` (default cpu) and these settings; with
-    it, the LUT's (module doc). Refusals: module doc."""
+    it, the LUT's (module doc). Refusals: module doc.
+
+    Args:
+        source: a :class:`~igcv_nas.arch.spec.NetworkSpec`, a spec JSON file or a zoo name.
+        lut: a LUT file to predict with (pieces it lacks are measured and saved into it unless
+            ``measure=False``); None or "": no prediction.
+        device: the device to measure on without ``lut`` (default cpu); with ``lut`` it must
+            be the LUT's.
+        threads: torch CPU threads of the measurement (without ``lut``).
+        batch: the batch size (without ``lut``).
+        channels_last: the channels-last memory format (without ``lut``).
+        warmup: untimed passes.
+        reps: timed passes.
+        rounds: rounds the timed passes are summarised in (without ``lut``).
+        amp: ``fp16`` / ``bf16`` or None (without ``lut``).
+        measure: measure the network (False needs ``lut``: prediction only).
+
+    Returns:
+        The report dict described above.
+
+    Raises:
+        InputError: a measurement setting out of range, an unknown ``amp``, or
+            ``measure=False`` without ``lut``.
+        SpecError: ``source`` cannot be read as a spec, or the spec has violations (all
+            listed).
+        LatencyError: ``lut`` cannot be read, was measured on another device than ``device``,
+            or the device is unknown or unavailable.
+        MissingKey: ``measure=False`` and the LUT lacks a piece of the spec.
+        LUTWriteError: the LUT file, extended with pieces measured now, cannot be written."""
     check_protocol(threads, batch, warmup, reps, rounds)
     _choice("--amp", amp, _lat.AMP_DTYPES, none_ok=True)
     if not measure and not lut:
@@ -177,7 +205,20 @@ def sample_networks(spaces: Iterable[str] | None = None, n: int = 20, cifar: boo
     """``n`` random architectures from each of ``spaces`` (names or YAML paths; None: every
     shipped space), each space drawn by its own ``optuna`` ``RandomSampler(seed)`` -- the
     networks ``igcv-latency build-lut`` measures (:class:`~igcv_nas.arch.space.SpaceError` for a
-    space that cannot be read)."""
+    space that cannot be read).
+
+    Args:
+        spaces: space names or YAML paths; None: every shipped space.
+        n: architectures drawn from each space (0: none, and Optuna is not imported).
+        cifar: draw them in the CIFAR form.
+        seed: the seed of each space's ``RandomSampler``.
+
+    Returns:
+        The sampled specs, space by space (``n`` of each).
+
+    Raises:
+        InputError: ``n`` is negative or above ``MOST["--n"]``.
+        SpaceError: a space that cannot be found or read."""
     from ..arch.space import available_spaces, load_space
     _count("--n", n, zero_ok=True)
     if not n:
@@ -253,7 +294,37 @@ def prepare_lut(out: str | os.PathLike, *, spaces: Iterable[str] | None = None,
                 statistic: str = "median") -> PreparedLUT:
     """Check a ``build-lut`` of ``out`` (module doc) and return it prepared; nothing is created
     or measured. ``zoo``: networks added to the samples (zoo names, spec files or specs);
-    ``statistic``: what the LUT predicts (``median``, ``min`` or ``rounds``)."""
+    ``statistic``: what the LUT predicts (``median``, ``min`` or ``rounds``).
+
+    Args:
+        out: the LUT file to write (an existing one is extended when its settings match).
+        spaces: spaces to sample networks from (:func:`sample_networks`); None: every shipped
+            space.
+        zoo: networks added to the samples (zoo names, spec files or specs).
+        n: architectures drawn from each space.
+        cifar: draw them in the CIFAR form.
+        seed: the seed of the sampling.
+        device: the device to measure on (None: cpu).
+        threads: torch CPU threads.
+        batch: the batch size.
+        channels_last: the channels-last memory format.
+        warmup: untimed passes of each piece.
+        reps: timed passes of each piece.
+        rounds: rounds the timed passes are summarised in.
+        amp: ``fp16`` / ``bf16``, or None for fp32.
+        calibrate: whole networks measured to fit the correction.
+        statistic: ``median``, ``min`` or ``rounds``.
+
+    Returns:
+        The :class:`PreparedLUT`; :meth:`PreparedLUT.run` measures and writes it.
+
+    Raises:
+        InputError: a setting out of range or not among its choices, or nothing to measure.
+        LatencyError: an unknown or unavailable device, an existing ``out`` that cannot be
+            read as a LUT or was measured with other settings.
+        SpecError: a ``zoo`` entry that is not a spec file or zoo name.
+        SpaceError: a space that cannot be read.
+        LUTWriteError: ``out`` is a folder or its folder cannot be written."""
     check_protocol(threads, batch, warmup, reps, rounds)
     _count("--n", n, zero_ok=True)
     _count("--calibrate", calibrate, zero_ok=True)
@@ -298,5 +369,20 @@ def _check_writable(out: str) -> None:
 
 def build_lut_file(out: str | os.PathLike, progress: Callable[[int, int, float], None] | None
                    = None, **kw) -> LUTBuild:
-    """:func:`prepare_lut` (``**kw``) and :meth:`PreparedLUT.run` in one call."""
+    """:func:`prepare_lut` (``**kw``) and :meth:`PreparedLUT.run` in one call.
+
+    Args:
+        out: the LUT file to write.
+        progress: called as ``progress(i, n, seconds)`` after each network measured.
+        **kw: the keywords of :func:`prepare_lut`.
+
+    Returns:
+        The :class:`LUTBuild`: the file written, its LUT, networks and entries measured, seconds.
+
+    Raises:
+        InputError: a refused setting (:func:`prepare_lut`).
+        LatencyError: a device or existing LUT refused (:func:`prepare_lut`).
+        SpecError: a ``zoo`` entry that cannot be read.
+        SpaceError: a space that cannot be read.
+        LUTWriteError: ``out`` cannot be written."""
     return prepare_lut(out, **kw).run(progress)

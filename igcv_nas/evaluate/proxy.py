@@ -104,14 +104,33 @@ ZERO_COST_FIDELITY: dict[str, dict[str, tuple[float, float, float]]] = {
 
 def validated_zero_cost(space: str) -> tuple[str, ...]:
     """The zero-cost proxies whose rank correlation the fidelity benchmark found positive
-    (interval above 0) in ``space``."""
+    (interval above 0) in ``space``.
+
+    Args:
+        space: a shipped space's name, as :data:`ZERO_COST_FIDELITY` records it.
+
+    Returns:
+        The names of those proxies (without the ``zc_`` prefix), in the table's order; empty
+        for a space the benchmark did not measure. Raises nothing."""
     return tuple(k for k, (_, lo, _) in ZERO_COST_FIDELITY.get(space, {}).items() if lo > 0)
 
 
 def default_budget(device: str = "auto", mode: str = "training") -> ProxyBudget:
     """The default proxy budget for ``device``: ``cpu`` or ``cuda`` as named (a search decides
     from the trial's GPUs; whether CUDA works is found where the trial runs, so a CPU-only
-    driver can plan GPU trials), ``auto`` or ``cuda:N`` resolved on this machine."""
+    driver can plan GPU trials), ``auto`` or ``cuda:N`` resolved on this machine.
+
+    Args:
+        device: ``auto``, ``cpu``, ``cuda`` or ``cuda:N``.
+        mode: ``training``, ``zero-cost`` or ``both`` (:data:`MODES`).
+
+    Returns:
+        The GPU budget for a CUDA device, the CPU budget otherwise, with ``mode`` and the
+        training device set.
+
+    Raises:
+        InputError: an unknown ``mode``; a ``device`` other than ``cpu``/``cuda`` that is not a
+            device, or ``cuda:N`` without CUDA on this machine (:func:`pick_device`)."""
     d = torch.device(device) if device in ("cpu", "cuda") else pick_device(device)
     b = GPU_BUDGET if d.type == "cuda" else CPU_BUDGET
     return replace(b, mode=mode, train=replace(b.train, device=str(d)))
@@ -128,7 +147,21 @@ def val_subset(splits: Splits, n: int) -> Splits:
 
 def zero_cost_scores(spec: NetworkSpec, splits: Splits, budget: ProxyBudget,
                      seed: int = 0) -> dict[str, float]:
-    """Each zero-cost proxy of ``budget`` on one fixed training batch (model at init, ``seed``)."""
+    """Each zero-cost proxy of ``budget`` on one fixed training batch (model at init, ``seed``).
+
+    Args:
+        spec: the architecture to score.
+        splits: the data; ``budget.zc_batch`` images of its training split, chosen by ``seed``,
+            normalised with its mean and std.
+        budget: the proxies (``zero_cost``), the batch size (``zc_batch``) and the device
+            (``train.device``).
+        seed: seeds the model's initialisation and the choice of the batch.
+
+    Returns:
+        ``zc_<name>`` -> score, for each proxy of ``budget.zero_cost``.
+
+    Raises:
+        InputError: ``budget.train.device`` is not a usable device (:func:`pick_device`)."""
     device = pick_device(budget.train.device)
     seed_everything(seed)
     model = build_model(spec).to(device)
@@ -156,6 +189,29 @@ def evaluate(spec: NetworkSpec, splits: Splits, budget: ProxyBudget,
     format, architecture or config: :class:`igcv_nas.evaluate.train.CheckpointError`, nothing
     in it executed) is raised, or with ``on_damaged`` told to it in one line and the training
     started again from the beginning.
+
+    Args:
+        spec: the architecture; built with ``budget.dropout`` unless that is None.
+        splits: the data (:class:`igcv_nas.evaluate.data.Splits`): training on
+            ``splits.train``, scoring on a fixed subset of ``budget.val_size`` images of
+            ``splits.val``, normalised with ``splits.mean`` / ``splits.std``; its class count
+            must be the spec's ``num_classes``.
+        budget: the proxy budget (mode, training config, zero-cost proxies, sizes).
+        on_epoch: called with each epoch's :class:`EpochReport`; True stops the training.
+        checkpoint: a file the training state is saved to after each epoch (None: not saved).
+        resume: continue from ``checkpoint`` when it exists.
+        on_damaged: told of an unusable checkpoint (one line); the training then starts again.
+
+    Returns:
+        The scores: ``zc_<name>`` (zero-cost modes) and ``val_acc``, ``val_loss``, ``tse``,
+        ``best_val_acc``, ``epochs``, ``train_seconds``, ``images_per_s`` (training modes).
+
+    Raises:
+        InputError: the spec's class count is not the data set's, or the budget's device is
+            not usable.
+        CheckpointError: ``resume`` with an unusable ``checkpoint`` and no ``on_damaged``.
+        FloatingPointError: the training loss (:class:`~igcv_nas.evaluate.train.NonFiniteLoss`)
+            or the validation accuracy or loss is not finite.
     """
     if spec.num_classes != splits.num_classes:
         raise InputError(f"spec has {spec.num_classes} classes, the data set {splits.num_classes}")

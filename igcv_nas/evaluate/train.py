@@ -132,7 +132,34 @@ def state_digest(obj: object) -> str:
 
 @dataclass(frozen=True)
 class TrainConfig:
-    """A proxy-training recipe. ``steps`` (when set) overrides ``epochs``."""
+    """A proxy-training recipe. ``steps`` (when set) overrides ``epochs``.
+
+    Attributes:
+        epochs: training epochs (at least 1 unless ``steps`` is given).
+        steps: optimiser steps in all; None: ``epochs`` epochs.
+        batch_size: training images per step.
+        lr: peak learning rate of SGD (> 0).
+        momentum: SGD momentum (below 1).
+        nesterov: Nesterov momentum.
+        weight_decay: weight decay of the conv and linear weights (none on BN and biases).
+        label_smoothing: label smoothing of the cross-entropy (below 1).
+        schedule: the learning-rate schedule, ``onecycle`` or ``linear``.
+        warmup: fraction of the steps rising to the peak lr (below 1).
+        train_fraction: fraction of the training split used, in (0, 1].
+        crop_padding: padding of the random-crop augmentation (0: none).
+        flip: random horizontal flips.
+        seed: the model initialisation (the caller seeds the global RNGs with it).
+        data_seed: the training subset, data order and augmentation.
+        eval_each_epoch: validate after every epoch (False: only after the last).
+        device: ``auto``, ``cpu``, ``cuda`` or ``cuda:N``.
+        amp: mixed precision on CUDA (bf16 where supported, else fp16).
+        channels_last: train in the channels-last memory format.
+        compile: ``torch.compile`` the model.
+        eval_batch_size: images per validation batch.
+
+    Raises:
+        InputError: (on construction) an unknown ``schedule``, or a value out of its range as
+            listed above."""
     epochs: int = 5
     steps: int | None = None
     batch_size: int = 256
@@ -305,7 +332,21 @@ def plan(n_train: int, cfg: TrainConfig) -> tuple[int, int, int]:
 
 
 class ProxyTrainer:
-    """Trains ``model`` on ``splits.train`` and reports accuracy on ``splits.val`` each epoch."""
+    """Trains ``model`` on ``splits.train`` and reports accuracy on ``splits.val`` each epoch.
+
+    Args:
+        model: the network to train (moved to the config's device).
+        splits: the data: ``train`` (a ``train_fraction`` subset when below 1), ``val`` and the
+            normalisation ``mean`` / ``std``.
+        config: the recipe; None: :class:`TrainConfig` defaults.
+
+    Raises:
+        InputError: the config's device is not a device or CUDA is not available for it
+            (:func:`pick_device`).
+
+    Training (:meth:`fit`, :meth:`train_epoch`) raises :class:`NonFiniteLoss` when the loss
+    becomes NaN or infinite; :meth:`load` raises :class:`CheckpointError` for a checkpoint it
+    cannot use."""
 
     def __init__(self, model: nn.Module, splits: Splits, config: TrainConfig | None = None):
         self.cfg = cfg = config or TrainConfig()

@@ -164,7 +164,37 @@ def prepare_training(spec: NetworkSpec | str | os.PathLike, out: str | os.PathLi
     messages go (the variant trained; default this module's logger).
 
     Raises an :class:`igcv_nas.errors.IGCVError` for anything the training cannot use, in the
-    order ``igcv-train`` checks it, with nothing created."""
+    order ``igcv-train`` checks it, with nothing created.
+
+    Args:
+        spec: the architecture (a spec, a spec JSON file or a zoo name).
+        out: the output directory (new or empty).
+        dataset: ``cifar10``, ``cifar100`` or an image-folder path.
+        data_dir: where the data sets are; None: the default data directory.
+        resume: continue the interrupted training in ``OUT.partial``.
+        epochs: training epochs (``--epochs``).
+        batch_size: training images per step.
+        lr: peak learning rate.
+        weight_decay: weight decay.
+        label_smoothing: label smoothing.
+        warmup_epochs: epochs of learning-rate warm-up; None: :func:`default_warmup`.
+        train_fraction: fraction of the training split used.
+        val_size: validation images scored each epoch.
+        device: ``auto``, ``cpu``, ``cuda`` or ``cuda:N``.
+        seed: the model initialisation and data seed.
+        log: where messages go; None: this module's logger.
+
+    Returns:
+        The :class:`PreparedTraining` (the data set's variant of the spec where it had to be
+        changed); :meth:`PreparedTraining.run` trains it.
+
+    Raises:
+        InputError: a recipe value out of range; an ``out`` that exists and is not an empty
+            folder, or holds an interrupted training without ``resume``; ``resume`` without a
+            checkpoint, with an unreadable ``OUT.partial/spec.json`` or one of another
+            architecture; an unusable ``device``.
+        SpecError: ``spec`` cannot be read or does not pass validation.
+        DataError: the data set cannot be found, downloaded or read."""
     from .data import load_splits, resolve_data_dir
     from ..arch.space import to_cifar
     from .train import TrainConfig, pick_device
@@ -210,7 +240,23 @@ def log_info(message: str) -> None:
 def train_spec(spec: NetworkSpec | str | os.PathLike, out: str | os.PathLike,
                display: Callable[[ProxyTrainer], Display] | None = None,
                **kw: Any) -> TrainingOutcome:
-    """:func:`prepare_training` (same keywords) and :meth:`PreparedTraining.run` in one call."""
+    """:func:`prepare_training` (same keywords) and :meth:`PreparedTraining.run` in one call.
+
+    Args:
+        spec: the architecture (a spec, a spec JSON file or a zoo name).
+        out: the output directory.
+        display: makes the progress display from the trainer (:meth:`PreparedTraining.run`).
+        **kw: the keywords of :func:`prepare_training`.
+
+    Returns:
+        The :class:`TrainingOutcome`: ``out``, its ``result.json`` and the test images scored.
+
+    Raises:
+        InputError: a refused recipe, ``out`` or resume (:func:`prepare_training`), or a
+            checkpoint that does not fit (``--resume: ...``).
+        SpecError: ``spec`` cannot be read or does not pass validation.
+        DataError: the data set cannot be used.
+        NonFiniteLoss: the training loss diverged."""
     return prepare_training(spec, out, **kw).run(display)
 
 
@@ -240,7 +286,22 @@ class TrainingOutcome:
 
 @dataclass
 class PreparedTraining:
-    """A checked training (:func:`prepare_training`); :meth:`run` trains it."""
+    """A checked training (:func:`prepare_training`); :meth:`run` trains it.
+
+    Attributes:
+        spec: what is trained (the data set's variant where it had to be).
+        out: the output directory.
+        dataset: the data set's name or folder.
+        splits: the loaded train/val/test splits.
+        config: the training recipe.
+        warmup_epochs: epochs of learning-rate warm-up.
+        val_size: validation images scored each epoch.
+        seed: the seed of the model initialisation.
+        resume: whether it continues the training in ``OUT.partial``.
+        device: the torch device it trains on.
+        say: where messages go.
+        trainer: the :class:`ProxyTrainer` once :meth:`run` built it; None before.
+    """
     spec: NetworkSpec  # what is trained (the data set's variant where it had to be)
     out: Path
     dataset: str

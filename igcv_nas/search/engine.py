@@ -104,7 +104,18 @@ def make_sampler(settings: Settings, seed: int,
     * random: uniform.
 
     Each sampler draws from its own stream, :func:`sampler_seed` of the search seed and its
-    name: TPE's random start-up is not random search's first draws with the same seed."""
+    name: TPE's random start-up is not random search's first draws with the same seed.
+
+    Args:
+        settings: the search's settings (``sampler`` and ``trials`` are used).
+        seed: the search seed the sampler's own seed is derived from.
+        accept: for evolution and NSGA-II: whether a child (a trial-like object) may be
+            proposed; None: every child.
+
+    Returns:
+        A new Optuna sampler; any ``sampler`` other than tpe, evolution or nsga2 (which
+        :class:`~igcv_nas.search.settings.Settings` refuses) gives the random one. Raises
+        nothing of its own."""
     n = settings.trials
     seed = sampler_seed(seed, settings.sampler)
     with warnings.catch_warnings():
@@ -158,7 +169,27 @@ class Engine:
     architecture, a ladder promotion or confirmation, or a trial to continue after a resume),
     and what each result means for the study and the run directory.
 
-    :mod:`igcv_nas.search.raytune` drives it from Ray Tune; a test can drive it by hand."""
+    :mod:`igcv_nas.search.raytune` drives it from Ray Tune; a test can drive it by hand.
+
+    Constructing it creates (or loads) the study in ``storage`` (and the ladder's study when
+    the settings use the ladder) and recovers the trials a previous attempt left running.
+
+    Args:
+        run: the run directory (:class:`~igcv_nas.search.runstore.RunDir`).
+        settings: the search's settings.
+        space: the search space.
+        num_classes: classes of the data set the proxy trains on.
+        attempt: 1 for a new search, one more on each resume (the sampler seed moves with it).
+        storage: the Optuna storage of the study.
+        lut: the latency LUT (or learned predictor) candidates are priced with; None: none.
+        on_change: called with the :class:`Summary` whenever it is published.
+        epochs: epochs of the first rung's training (for progress and ETA).
+
+    Raises:
+        RunError: the run directory's ``run.json`` cannot be read.
+        InputError: the recorded proxy budget cannot be used
+            (:meth:`~igcv_nas.search.settings.Settings.proxy_budget`).
+    """
 
     def __init__(self, run, settings: Settings, space: SearchSpace, num_classes: int,
                  attempt: int, storage: optuna.storages.BaseStorage, lut: Any = None,

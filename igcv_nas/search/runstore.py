@@ -84,7 +84,16 @@ class RunLocked(RunError):
 
 
 class RunDir:
-    """One run directory. Create with :meth:`create`, open an existing one with :meth:`open`."""
+    """One run directory. Create with :meth:`create`, open an existing one with :meth:`open`.
+
+    The constructor checks nothing (use :meth:`open` for that).
+
+    Args:
+        path: the run directory (it is resolved to an absolute path).
+
+    Attributes:
+        path: the run directory, resolved to an absolute path.
+    """
 
     def __init__(self, path: str | os.PathLike):
         self.path = Path(path).resolve()
@@ -373,7 +382,20 @@ def load_trials(run_dir: str | os.PathLike) -> pd.DataFrame:
     (``Int64``), scores, latencies and seconds as ``float64``, ``started``/``finished`` as
     datetimes (the driver's local time), text as strings; every column of
     :data:`TABLE_COLUMNS` present. RunError when ``run_dir`` is not a run directory or its
-    ``trials.csv`` is not a trials table."""
+    ``trials.csv`` is not a trials table.
+
+    Args:
+        run_dir: the run directory of ``igcv-search``.
+
+    Returns:
+        One row per trials-table row (no rows when the run has no ``trials.csv`` yet), with
+        every column of :data:`TABLE_COLUMNS` typed as above; values that cannot be read as
+        their type are missing (``<NA>``, NaN or NaT).
+
+    Raises:
+        RunError: ``run_dir`` is not a run directory (:meth:`RunDir.open`), or ``trials.csv``
+            cannot be parsed or lacks one of the columns ``number``, ``status``, ``arch_id``,
+            ``macs``."""
     import pandas as pd
     run = RunDir.open(run_dir)
     f = run.path / TRIALS_CSV

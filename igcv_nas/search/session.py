@@ -146,7 +146,32 @@ def prepare_search(settings: Mapping[str, Any] | None = None, *,
 
 def search(settings: Mapping[str, Any] | None = None, *,
            on_change: Callable[[Summary], None] | None = None, **kw: Any) -> Outcome:
-    """:func:`prepare_search` (same keywords) and :meth:`PreparedSearch.run` in one call."""
+    """:func:`prepare_search` (same keywords) and :meth:`PreparedSearch.run` in one call.
+
+    Args:
+        settings: the :class:`igcv_nas.search.settings.Settings` fields given
+            (:func:`prepare_search`).
+        on_change: called with the search's :class:`~igcv_nas.search.engine.Summary` as it
+            progresses.
+        **kw: the other keywords of :func:`prepare_search` (``resume``, ``run_dir``,
+            ``force``, ``proxy_budget``, ``command``, ``log``).
+
+    Returns:
+        The :class:`~igcv_nas.search.engine.Outcome` (summary, trial rows, best, Pareto front,
+        ``interrupted``).
+
+    Raises:
+        SearchError: an unknown setting or proxy-budget key, a setting the search cannot use
+            (a budget below every network of the space, a target the space cannot serve),
+            local resources or a Ray address that cannot serve it, Ray that cannot be started
+            or reached, a trial that fits no node of the cluster.
+        RunError: a resume that cannot continue (not a run directory, changed settings, space
+            or budget without ``force``, damaged files); ``RunLocked`` when a live search holds
+            it; a run directory that cannot be created.
+        SpaceError: a space that cannot be read.
+        DataError: the data set cannot be found, downloaded or read.
+        KeyboardInterrupt: Ctrl-C, or SIGTERM, during the search (the run is marked
+            interrupted)."""
     with prepare_search(settings, **kw) as prepared:
         return prepared.run(on_change)
 
@@ -323,7 +348,23 @@ class PreparedSearch:
     size, recorded in ``run.json``), ``run_dir`` (the :class:`igcv_nas.search.runstore.RunDir`: the
     resumed one, or the new one once :meth:`run` created it), ``resuming``, ``phase`` (one of
     :data:`PHASES`: where :meth:`run` is, or where it stopped) and ``terminated`` (a SIGTERM
-    stopped it). A context manager: leaving the block releases any run lock still held."""
+    stopped it). A context manager: leaving the block releases any run lock still held.
+
+    Made by :func:`prepare_search` only (its constructor arguments are its checked state).
+
+    Attributes:
+        settings: the search's :class:`~igcv_nas.search.settings.Settings`.
+        space: the search space (:class:`igcv_nas.arch.space.SearchSpace`).
+        splits: train and validation (the test split is empty).
+        test_held_out: the size of the held-out test split.
+        run_dir: the :class:`~igcv_nas.search.runstore.RunDir`; None for a new search until
+            :meth:`run` created it.
+        resuming: whether it continues a run directory.
+        lut: the latency LUT (None until one is given, loaded or built).
+        lut_path: where the LUT is saved (None until known).
+        phase: one of :data:`PHASES`.
+        terminated: whether a SIGTERM stopped it.
+    """
 
     def __init__(self, settings: Settings, space, splits, test_held_out: int,
                  run: RunDir | None, new_run_dir, given: dict, over: dict, lut, lut_path,
@@ -365,7 +406,27 @@ class PreparedSearch:
         released on every exit. Ctrl-C (and SIGTERM with ``handle_sigterm``, in the main
         thread) during the search marks the run ``interrupted`` and raises KeyboardInterrupt,
         or returns an :class:`~igcv_nas.search.engine.Outcome` with ``interrupted`` when Ray Tune
-        stopped it; ``phase`` says where it happened."""
+        stopped it; ``phase`` says where it happened.
+
+        Args:
+            on_change: called with the :class:`~igcv_nas.search.engine.Summary` as the search
+                progresses.
+            on_start: called with this object once the run directory exists.
+            quiet: keep Ray's and Ray Tune's own output quiet.
+            handle_sigterm: handle SIGTERM like Ctrl-C (in the main thread only).
+            on_lost: told in one line when the Ray head stops answering (default stderr); the
+                process then ends with :data:`CLUSTER_LOST_EXIT`.
+
+        Returns:
+            The :class:`~igcv_nas.search.engine.Outcome` of
+            :func:`~igcv_nas.search.engine.run_search`.
+
+        Raises:
+            SearchError: it has already run or was closed; Ray cannot be started or reached; a
+                trial fits no node or ``storage_path`` is not seen by every node; a latency LUT
+                that cannot be used or a latency budget no network meets.
+            RunError: the run directory cannot be created or updated.
+            KeyboardInterrupt: Ctrl-C or SIGTERM outside Ray Tune's loop."""
         if self._closed or self.phase != "prepared":
             raise SearchError("this prepared search has already run or was closed; prepare it "
                               "again (a resume continues it)")

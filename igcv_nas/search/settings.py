@@ -54,7 +54,44 @@ class SearchError(IGCVError, ValueError):
 
 @dataclass(frozen=True)
 class Settings:
-    """Everything that defines a search (stored in ``run.json``; resume reads it back)."""
+    """Everything that defines a search (stored in ``run.json``; resume reads it back).
+
+    Attributes:
+        space: the search space: a shipped space's name or a YAML file.
+        target: ``space``, ``imagenet``, ``cifar10``, ``cifar100`` or ``RES:CLASSES``.
+        macs: MACs budget (``--flops``); None: no MACs budget.
+        macs_min: floor of the MACs band; None: ``FLOPS_MIN_FRACTION`` x ``macs``.
+        params: parameter budget; None: none.
+        latency_ms: latency budget in ms; None: none.
+        latency_device: the device latency is predicted for: ``cpu``, ``cuda`` or ``cuda:N``.
+        lut: a latency LUT file (built there when missing); None: ``latency_lut.json`` in
+            the run directory, built when missing (with a latency budget only).
+        latency_predictor: ``lut`` (sum of measured pieces) or ``learned`` (latency_model).
+        dataset: ``cifar10``, ``cifar100`` or an image-folder path.
+        data_dir: where the data sets are; None: the default data directory.
+        trials: architectures to evaluate (at least 1).
+        time_budget_s: wall-clock budget in seconds; None: none.
+        objective: ``accuracy`` or ``pareto``.
+        proxy: ``training``, ``zero-cost`` or ``both``.
+        zero_cost_metric: the score when ``proxy`` is ``zero-cost``.
+        sampler: ``tpe``, ``evolution``, ``nsga2`` or ``random``.
+        seed: the search's seed (0 to ``MAX_SEED``).
+        cpus_per_trial: CPUs reserved per trial (> 0).
+        gpus_per_trial: GPUs reserved per trial (>= 0).
+        max_concurrent: trials running at once; None: as many as fit.
+        address: a Ray cluster's ``HOST:PORT``; None: a local Ray.
+        storage_path: Ray Tune storage (path or URI); None: ``RUN_DIR/ray``.
+        storage: the Optuna study's storage URL; None: ``RUN_DIR/study.journal``.
+        study_name: the study's name in that storage.
+        budget: ``ProxyBudget.to_dict()``; None: the device default.
+        scheduler: ``ladder``, ``asha`` or ``none`` (ladder/asha only where they apply).
+        score_by: the training score maximised: ``val_acc``, ``val_loss`` or ``tse``.
+        max_failures: retries of a failed trial (>= 0).
+
+    Raises:
+        SearchError: (on construction) a value not among its choices or out of its range, an
+            unreadable ``target``, ``evolution`` with ``pareto``, or ``storage`` with the
+            ladder; one line naming the flag."""
     space: str = "igcv3"
     target: str = "space"            # space | imagenet | cifar10 | cifar100 | RES:CLASSES
     macs: int | None = None

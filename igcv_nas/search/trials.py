@@ -101,7 +101,25 @@ class Objective:
 
 
 class TrialBook:
-    """The sampler's study as a ledger of architectures."""
+    """The sampler's study as a ledger of architectures.
+
+    Args:
+        study: the sampler's Optuna study.
+        objective: how scores become the values told to the study.
+        driver: this driver's name (recorded on the trials it asks in a shared study).
+        shared: whether several drivers share the study.
+
+    Attributes:
+        study: the sampler's study.
+        objective: the objective.
+        driver: this driver's name.
+        shared: whether the study is shared.
+        last_stop: how the last :meth:`ask` ended: ``found``, ``draws``, ``time`` or
+            ``surplus``.
+        last_draws: the draws the last :meth:`ask` took.
+
+    It raises nothing of its own: errors are the study storage's (Optuna's).
+    """
 
     def __init__(self, study: optuna.Study, objective: Objective, driver: str | None = None,
                  shared: bool = False):
@@ -361,7 +379,16 @@ class Rung:
 def ladder_plan(trials: int, confirm_seeds: int = 2) -> tuple[Rung, ...]:
     """The default ladder for ``trials`` architectures at the first rung: the best quarter
     (at least 2) promoted to 3x the training images, then the best 2 of those (3 from 12
-    trials) re-trained at that budget with ``confirm_seeds`` fresh seeds each."""
+    trials) re-trained at that budget with ``confirm_seeds`` fresh seeds each.
+
+    Args:
+        trials: architectures evaluated at the first rung.
+        confirm_seeds: fresh seeds each confirmed architecture is re-trained with.
+
+    Returns:
+        The two rungs: ``promote`` (keep ``max(2, ceil(trials / 4))``, factor 3, seed offset 0)
+        and ``confirm`` (keep 2, or 3 from 12 trials, at most the promoted count; factor 3;
+        seed offsets 1 to ``confirm_seeds``). Raises nothing."""
     k1 = max(2, math.ceil(trials / 4))
     k2 = min(k1, 3 if trials >= 12 else 2)
     return (Rung("promote", k1, 3, (0,)),
@@ -369,7 +396,14 @@ def ladder_plan(trials: int, confirm_seeds: int = 2) -> tuple[Rung, ...]:
 
 
 def ladder_cost(trials: int, plan: tuple[Rung, ...]) -> float:
-    """Planned trainings in units of one first-rung training."""
+    """Planned trainings in units of one first-rung training.
+
+    Args:
+        trials: architectures trained at the first rung (1 unit each).
+        plan: the rungs above it (:func:`ladder_plan`).
+
+    Returns:
+        ``trials`` plus, for each rung, ``keep x factor x len(seeds)``. Raises nothing."""
     return trials + sum(r.keep * r.factor * len(r.seeds) for r in plan)
 
 
