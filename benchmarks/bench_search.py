@@ -179,27 +179,47 @@ def _throughput_row(a, nodes: int, rep: int, workdir: Path) -> dict:
                                                             ("small", a.small)))}
 
 
-def throughput_report(csv: Path) -> None:
-    """The table of a throughput CSV: per node count the median and range over repetitions,
-    and the 2-node / 1-node throughput ratio paired by repetition."""
+def throughput_summary(csv: Path) -> dict:
+    """A throughput CSV summarised: its conditions (``meta``), per node count the median and
+    range over repetitions of trials/s and driver ms per trial (``rows``), and each node
+    count's throughput over 1 node's, paired by repetition (``ratios``)."""
     df = pd.read_csv(csv)
     m = df.iloc[0]
-    print(f"# throughput: {m['machine']}, {m['cores']} cores, {df['date'].min()} .. "
-          f"{df['date'].max()}; zero-cost proxy, {m['space']} at {m['flops']}, {m['trials']} "
-          f"trials (driver CPU marginal over a {m['small']}-trial run); `{m['command']}`")
-    print(f"{'nodes':>5} {'reps':>4} {'trials/s median [min, max]':>28} "
-          f"{'driver ms/trial median [min, max]':>34}")
+    meta = {"machine": m["machine"], "cores": int(m["cores"]), "first": df["date"].min(),
+            "last": df["date"].max(), "space": m["space"], "flops": m["flops"],
+            "trials": int(m["trials"]), "small": int(m["small"]), "command": m["command"]}
+    rows = []
     for n, g in df.groupby("nodes"):
         t, c = g.trials_per_s, g.driver_ms_per_trial
-        print(f"{n:>5} {len(g):>4} {t.median():>12.2f} [{t.min():.2f}, {t.max():.2f}]"
-              f"{'':>5}{c.median():>12.1f} [{c.min():.1f}, {c.max():.1f}]")
+        rows.append({"nodes": int(n), "reps": len(g), "tps": (t.median(), t.min(), t.max()),
+                     "ms": (c.median(), c.min(), c.max())})
+    ratios = []
     one = df[df.nodes == 1].set_index("rep").trials_per_s
     for n in sorted(set(df.nodes) - {1}):
-        other = df[df.nodes == n].set_index("rep").trials_per_s
-        r = (other / one).dropna()
+        r = (df[df.nodes == n].set_index("rep").trials_per_s / one).dropna()
         if len(r):
-            print(f"# {n} nodes / 1 node, paired by repetition: median {r.median():.2f}x "
-                  f"[{r.min():.2f}, {r.max():.2f}] over {len(r)}")
+            ratios.append({"nodes": int(n), "n": len(r),
+                           "ratio": (r.median(), r.min(), r.max())})
+    return {"meta": meta, "rows": rows, "ratios": ratios}
+
+
+def throughput_report(csv: Path) -> None:
+    """The table of a throughput CSV (:func:`throughput_summary`)."""
+    s = throughput_summary(csv)
+    m = s["meta"]
+    print(f"# throughput: {m['machine']}, {m['cores']} cores, {m['first']} .. {m['last']}; "
+          f"zero-cost proxy, {m['space']} at {m['flops']}, {m['trials']} trials (driver CPU "
+          f"marginal over a {m['small']}-trial run); `{m['command']}`")
+    print(f"{'nodes':>5} {'reps':>4} {'trials/s median [min, max]':>28} "
+          f"{'driver ms/trial median [min, max]':>34}")
+    for r in s["rows"]:
+        t, c = r["tps"], r["ms"]
+        print(f"{r['nodes']:>5} {r['reps']:>4} {t[0]:>12.2f} [{t[1]:.2f}, {t[2]:.2f}]"
+              f"{'':>5}{c[0]:>12.1f} [{c[1]:.1f}, {c[2]:.1f}]")
+    for q in s["ratios"]:
+        r = q["ratio"]
+        print(f"# {q['nodes']} nodes / 1 node, paired by repetition: median {r[0]:.2f}x "
+              f"[{r[1]:.2f}, {r[2]:.2f}] over {q['n']}")
 
 
 def throughput(a) -> None:
