@@ -483,3 +483,24 @@ def test_sigterm_while_ray_starts_is_one_line_and_143(tmp_path, cifar_dir, monke
         "igcv-search: terminated (SIGTERM) while Ray was starting; nothing was searched"]
     assert signal.getsignal(signal.SIGTERM) is previous  # restored
     assert_nothing_created(tmp_path)
+
+
+def test_ray_address_from_the_environment_is_joined_unless_an_address_is_given(
+        tmp_path, cifar_dir, monkeypatch):
+    """Inside `ray job submit` (which sets RAY_ADDRESS) the search joins that cluster; a given
+    --address wins; without either it starts its own instance."""
+    import socket
+    with socket.socket() as head:  # something that accepts TCP where the head would be
+        head.bind(("127.0.0.1", 0))
+        head.listen()
+        addr = f"127.0.0.1:{head.getsockname()[1]}"
+        monkeypatch.setenv("RAY_ADDRESS", addr)
+        base = {"space": SMALL, "macs": 4_000_000, "data_dir": str(cifar_dir)}
+        with prepare_search(base, run_dir=tmp_path / "a") as p:
+            assert p.settings.address == addr
+        with prepare_search({**base, "address": "local"}, run_dir=tmp_path / "b") as p:
+            assert p.settings.address == "local"
+        monkeypatch.delenv("RAY_ADDRESS")
+        with prepare_search(base, run_dir=tmp_path / "c") as p:
+            assert p.settings.address is None
+    assert_nothing_created(tmp_path)
