@@ -422,7 +422,7 @@ def measure(model_or_spec, device: Any = "cpu", threads: int | None = None, batc
     ``reps`` timed passes in ``rounds`` rounds after ``warmup`` untimed ones (:func:`summarize`).
 
     Args:
-        model_or_spec: a :class:`~igcv_nas.arch.spec.NetworkSpec` or an ``nn.Module``.
+        model_or_spec (NetworkSpec | nn.Module): the network to time, as a spec or a module.
         device: the torch device to time on (``cpu``, ``cuda``, ``cuda:N``).
         threads: torch CPU threads during the measurement; None: leave the setting.
         batch: the batch size of the input.

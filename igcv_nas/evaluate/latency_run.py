@@ -374,7 +374,7 @@ def build_lut_file(out: str | os.PathLike, progress: Callable[[int, int, float],
     Args:
         out: the LUT file to write.
         progress: called as ``progress(i, n, seconds)`` after each network measured.
-        **kw: the keywords of :func:`prepare_lut`.
+        **kw (Any): the keywords of :func:`prepare_lut`.
 
     Returns:
         The :class:`LUTBuild`: the file written, its LUT, networks and entries measured, seconds.

@@ -175,7 +175,7 @@ class Engine:
     the settings use the ladder) and recovers the trials a previous attempt left running.
 
     Args:
-        run: the run directory (:class:`~igcv_nas.search.runstore.RunDir`).
+        run (RunDir): the run directory (:class:`~igcv_nas.search.runstore.RunDir`).
         settings: the search's settings.
         space: the search space.
         num_classes: classes of the data set the proxy trains on.
