@@ -88,8 +88,8 @@ def test_igcv_latency_maps_latency_errors_to_exit_2_and_bugs_to_internal_error(
     err = capsys.readouterr().err
     assert err.startswith("igcv-latency: error: /nonexistent/lut.json: cannot read LUT file")
     assert main(["mobilenet_v2_cifar", "--threads", "0"]) == 2
-    assert capsys.readouterr().err == ("igcv-latency: error: --threads 0 must be a positive "
-                                       "integer\n")
+    assert capsys.readouterr().err == ("igcv-latency: error: --threads 0; accepted: an "
+                                       "integer from 1 to 256\n")
 
     def boom(*a, **k):
         raise ZeroDivisionError("a bug")

@@ -638,8 +638,9 @@ class Engine:
         from ..arch.spec import from_dict
         for t in self.book.trials():
             a = t.user_attrs
-            if self.book.mine(t) or "spec" not in a or self.run.spec_file(t.number).is_file():
-                continue
+            if (self.book.mine(t) or "spec" not in a or "proxy_spec" not in a
+                    or self.run.spec_file(t.number).is_file()):
+                continue  # (another driver may be between writing its two spec attributes)
             self.run.trial_dir(t.number).mkdir(parents=True, exist_ok=True)
             write_text(self.run.proxy_spec_file(t.number), from_dict(a["proxy_spec"]).to_json()
                        + "\n")
