@@ -3,8 +3,7 @@
     python benchmarks/bench_search.py overhead   --trials 6 --steps 24
     python benchmarks/bench_search.py efficiency --seeds 5 --data-dir .data
     python benchmarks/bench_search.py throughput --reps 3 --data-dir .data
-    python benchmarks/bench_search.py throughput --report \
-        benchmarks/results/throughput_zero_cost.csv
+    python benchmarks/bench_search.py throughput --report RESULTS.csv
 
 overhead: one search, one trial at a time, with a short proxy. Per trial: the proxy's
 training + validation time (the trial's compute) against everything else -- sampling, cost and
